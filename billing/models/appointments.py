@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from billing.models.base import ExternalRecord
+from billing.models.people import Client, Clinician
+from billing.validators import validate_cpt, validate_icd10_list
+
+
+class AppointmentStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    COMPLETED = "completed", "Completed"
+    NO_SHOW = "no_show", "No-show"
+    LATE_CANCEL = "late_cancel", "Late cancel"
+    CANCELED = "canceled", "Canceled"
+
+
+class Appointment(ExternalRecord):
+    clinician = models.ForeignKey(Clinician, on_delete=models.PROTECT, related_name="appointments")
+    clients = models.ManyToManyField(Client, through="Participant", related_name="appointments")
+    service_code = models.CharField("CPT code", max_length=5, validators=[validate_cpt])
+    diagnosis_codes = models.JSONField(default=list, blank=True, validators=[validate_icd10_list],
+                                       help_text="ICD-10 codes, for superbills only. Never sent to Stripe.")
+    starts_at = models.DateTimeField()
+    duration_minutes = models.PositiveSmallIntegerField(default=50)
+    status = models.CharField(max_length=20, choices=AppointmentStatus.choices,
+                              default=AppointmentStatus.SCHEDULED)
+    note_signed_at = models.DateTimeField(null=True, blank=True)
+    fee_cents = models.PositiveIntegerField(null=True, blank=True,
+                                            help_text="Overrides the practice's fee for this session.")
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [ExternalRecord.external_id_constraint("appointment_unique_external_id")]
+        indexes = [
+            models.Index(fields=["-starts_at"], name="appointment_starts"),
+            models.Index(fields=["status", "-starts_at"], name="appointment_status_starts"),
+            models.Index(fields=["clinician", "-starts_at"], name="appointment_clinician_starts"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_code} on {self.starts_at:%Y-%m-%d %H:%M}"
+
+
+class Participant(models.Model):
+    """A client attending an appointment: one for an individual session, several for a group."""
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="participants")
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="participations")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["appointment", "client"], name="participant_once")]
+
+    def __str__(self) -> str:
+        return str(self.client)
+
+
+class AppointmentEvent(models.Model):
+    """Append-only history of an appointment's status moves."""
+
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=100, help_text="staff:<username>, api:<source>, system")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"

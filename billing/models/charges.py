@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from billing.models.appointments import Appointment
+from billing.models.people import Client
+
+
+class ChargeKind(models.TextChoices):
+    COPAY = "copay", "Copay / client share"
+    SESSION_FEE = "session_fee", "Session fee"
+    NO_SHOW_FEE = "no_show_fee", "No-show fee"
+    LATE_CANCEL_FEE = "late_cancel_fee", "Late-cancel fee"
+    BALANCE_PAYMENT = "balance_payment", "Balance payment"
+
+
+class ChargeStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    DUE = "due", "Due"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    REQUIRES_ACTION = "requires_action", "Needs the client to authenticate"
+    CANCELED = "canceled", "Canceled"
+    REFUNDED = "refunded", "Refunded"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+
+
+# Before any money moved the charge may still follow its appointment (re-priced or canceled).
+PENDING_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
+# Money moved, or may have: later changes are adjustments, never edits.
+MONEY_MOVED_STATUSES = (ChargeStatus.PROCESSING, ChargeStatus.SUCCEEDED, ChargeStatus.REFUNDED,
+                        ChargeStatus.PARTIALLY_REFUNDED)
+
+
+class Charge(models.Model):
+    """One amount to take from one client's card, for one thing: exactly once."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="charges")
+    appointment = models.ForeignKey(Appointment, on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="charges")
+    kind = models.CharField(max_length=20, choices=ChargeKind.choices)
+    amount_cents = models.PositiveIntegerField()
+    insurance_cents = models.PositiveIntegerField(
+        default=0, help_text="What insurance is expected to pay toward this session (for receipts).")
+    breakdown = models.JSONField(default=list, help_text="How the amount was computed, as labelled lines.")
+    status = models.CharField(max_length=20, choices=ChargeStatus.choices, default=ChargeStatus.SCHEDULED)
+    scheduled_for = models.DateTimeField(help_text="When the card is charged.")
+    notice_due_at = models.DateTimeField(null=True, blank=True,
+                                         help_text="When the pre-charge notice goes out.")
+    notice_sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    last_failure_code = models.CharField(max_length=60, blank=True)
+    payment_reference = models.CharField(max_length=100, blank=True, help_text="The Stripe PaymentIntent id.")
+    receipt_sent_at = models.DateTimeField(null=True, blank=True)
+    refunded_cents = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["appointment", "client", "kind"], name="charge_once_per_thing",
+                                    condition=models.Q(appointment__isnull=False)),
+        ]
+        indexes = [
+            models.Index(fields=["status", "scheduled_for"], name="charge_status_due"),
+            models.Index(fields=["client", "-created_at"], name="charge_client_created"),
+            models.Index(fields=["-created_at"], name="charge_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in PENDING_STATUSES
+
+
+class ChargeEvent(models.Model):
+    """Append-only history of a charge: every status move and every re-pricing."""
+
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="events")
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20)
+    amount_cents = models.PositiveIntegerField(help_text="The charge's amount after this event.")
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=100, help_text="staff:<username>, api:<source>, system")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class AttemptStatus(models.TextChoices):
+    STARTED = "started", "Started (outcome unknown)"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    REQUIRES_ACTION = "requires_action", "Requires authentication"
+
+
+class PaymentAttempt(models.Model):
+    """One call to Stripe for a charge, written and committed before the call is made."""
+
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="payment_attempts")
+    number = models.PositiveSmallIntegerField()
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    status = models.CharField(max_length=20, choices=AttemptStatus.choices, default=AttemptStatus.STARTED)
+    payment_intent_id = models.CharField(max_length=100, blank=True)
+    failure_code = models.CharField(max_length=60, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["charge", "number"]
+        constraints = [models.UniqueConstraint(fields=["charge", "number"], name="attempt_number_once")]
+        indexes = [models.Index(fields=["status", "started_at"], name="attempt_status_started")]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of {self.charge}"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from billing.models.appointments import Appointment
+from billing.models.charges import Charge
+from billing.models.people import Client
+
+
+class LedgerKind(models.TextChoices):
+    SESSION_CHARGE = "session_charge", "Session charge"
+    FEE = "fee", "No-show / late-cancel fee"
+    PAYMENT = "payment", "Card payment"
+    REFUND = "refund", "Refund"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    WRITE_OFF = "write_off", "Write-off"
+    WAIVER = "waiver", "Fee waived"
+    CHARGE_CANCELED = "charge_canceled", "Charge canceled"
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class LedgerEntry(models.Model):
+    """What a client owes, as an append-only list. Positive amounts add to the balance, negative reduce it.
+
+    A balance is the sum of a client's entries; AR aging groups the same sum by ``occurred_on``.
+    Nothing here is ever edited or deleted: a mistake is corrected by another entry.
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=20, choices=LedgerKind.choices)
+    amount_cents = models.IntegerField(help_text="Positive: the client owes more. Negative: paid or credited.")
+    occurred_on = models.DateField(help_text="The date aging counts from (the date of service for charges).")
+    appointment = models.ForeignKey(Appointment, on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="ledger_entries")
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, null=True, blank=True,
+                               related_name="ledger_entries")
+    memo = models.CharField(max_length=300, blank=True)
+    actor = models.CharField(max_length=100)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["client", "occurred_on"], name="ledger_client_date"),
+            models.Index(fields=["occurred_on"], name="ledger_date"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.amount_cents}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("Ledger entries are never changed; add a correcting entry instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise AppendOnlyError("Ledger entries are never deleted; add a correcting entry instead.")
+
+
+class ReviewKind(models.TextChoices):
+    PRICING = "pricing", "Cannot work out what the client owes"
+    CHARGE_CAP = "charge_cap", "Charge above the practice's cap"
+    PAID_SESSION_CHANGED = "paid_session_changed", "Session changed after payment"
+    NO_CARD = "no_card", "No card on file"
+
+
+class ReviewStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+
+
+class ReviewItem(models.Model):
+    """Something the portal would not decide on its own: it waits here for a person."""
+
+    kind = models.CharField(max_length=30, choices=ReviewKind.choices)
+    status = models.CharField(max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="review_items")
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, null=True, blank=True,
+                                    related_name="review_items")
+    charge = models.ForeignKey(Charge, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="review_items")
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    resolution_note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "client", "appointment"], name="review_open_once",
+                                    condition=models.Q(status="open")),
+        ]
+        indexes = [models.Index(fields=["status", "-created_at"], name="review_status_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.client}"
