@@ -44,6 +44,8 @@ class Charge(models.Model):
     amount_cents = models.PositiveIntegerField()
     insurance_cents = models.PositiveIntegerField(
         default=0, help_text="What insurance is expected to pay toward this session (for receipts).")
+    deductible_applied_cents = models.PositiveIntegerField(
+        default=0, help_text="How much of the amount counts toward the client's deductible.")
     breakdown = models.JSONField(default=list, help_text="How the amount was computed, as labelled lines.")
     status = models.CharField(max_length=20, choices=ChargeStatus.choices, default=ChargeStatus.SCHEDULED)
     scheduled_for = models.DateTimeField(help_text="When the card is charged.")

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Sum
+
+from billing.models import Appointment, Charge, Client, LedgerEntry, LedgerKind
+
+# The entries that record what a charge's session or fee is worth (payments and refunds excluded).
+OWED_KINDS = (LedgerKind.SESSION_CHARGE, LedgerKind.FEE, LedgerKind.ADJUSTMENT, LedgerKind.CHARGE_CANCELED,
+              LedgerKind.WAIVER)
+
+
+def ledger_post(*, client: Client, kind: str, amount_cents: int, occurred_on: dt.date, now: dt.datetime,
+                actor: str, user: AbstractBaseUser | None = None, appointment: Appointment | None = None,
+                charge: Charge | None = None, memo: str = "") -> LedgerEntry:
+    return LedgerEntry.objects.create(
+        client=client, kind=kind, amount_cents=amount_cents, occurred_on=occurred_on, appointment=appointment,
+        charge=charge, memo=memo[:300], actor=actor, user=user, created_at=now)
+
+
+def ledger_owed_for_charge(charge: Charge) -> int:
+    """What the ledger says the client owes for the thing ``charge`` collects (before payments)."""
+    total = LedgerEntry.objects.filter(charge=charge, kind__in=OWED_KINDS).aggregate(t=Sum("amount_cents"))["t"]
+    return total or 0

@@ -1,0 +1,241 @@
+"""The billing schedule: charges follow their appointment until money moves (PRODUCT.md workflows 4, 5).
+
+``appointment_sync_charges`` is the one place that decides, for every participant, whether a
+session charge should exist, for how much and when. Everything that changes an appointment (the
+API, CSV imports, the admin) calls it afterwards; it is idempotent, so calling it twice is harmless.
+Once money has moved, a change is posted as a ledger adjustment and shown to staff, never an edit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from billing.models import (
+    Appointment,
+    AppointmentEvent,
+    AppointmentStatus,
+    Charge,
+    ChargeKind,
+    ChargeStatus,
+    ChargeTiming,
+    ChargeTrigger,
+    Client,
+    LedgerKind,
+    Practice,
+    ReviewKind,
+)
+from billing.money import format_cents
+from billing.services.charges import charge_event_record, charge_transition
+from billing.services.ledger import ledger_owed_for_charge, ledger_post
+from billing.services.pricing import NeedsReview, Share, share_compute
+from billing.services.review import review_close_stale, review_open
+from billing.states import APPOINTMENT_TRANSITIONS, check_transition
+
+SESSION_KINDS = (ChargeKind.COPAY, ChargeKind.SESSION_FEE)
+# Statuses in which no money has moved and no payment is waiting on the client: the charge may be re-priced.
+REPRICEABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
+CANCELABLE = (*REPRICEABLE, ChargeStatus.REQUIRES_ACTION)
+NOT_BILLED = (AppointmentStatus.NO_SHOW, AppointmentStatus.LATE_CANCEL, AppointmentStatus.CANCELED)
+
+
+def session_is_billable(appointment: Appointment, practice: Practice) -> bool:
+    """Has the appointment reached the practice's trigger for charging the session?"""
+    if practice.charge_trigger == ChargeTrigger.NOTE_SIGNED:
+        return appointment.note_signed_at is not None and appointment.status not in NOT_BILLED
+    return appointment.status == AppointmentStatus.COMPLETED
+
+
+def charge_due_at(practice: Practice, triggered_at: dt.datetime) -> dt.datetime:
+    """When a charge triggered at ``triggered_at`` is taken, under the practice's timing policy."""
+    if practice.charge_timing == ChargeTiming.IMMEDIATE:
+        return triggered_at
+    if practice.charge_timing == ChargeTiming.DELAYED:
+        return triggered_at + dt.timedelta(hours=practice.charge_delay_hours)
+    # Weekly batch: the next weekday/hour in the practice's own zone, strictly after the trigger.
+    zone = practice.zone
+    local = triggered_at.astimezone(zone)
+    day = local.date() + dt.timedelta(days=(practice.weekly_batch_weekday - local.weekday()) % 7)
+    due = dt.datetime.combine(day, dt.time(practice.weekly_batch_hour), tzinfo=zone)
+    if due <= local:
+        due = dt.datetime.combine(day + dt.timedelta(days=7), dt.time(practice.weekly_batch_hour), tzinfo=zone)
+    return due.astimezone(dt.UTC)
+
+
+def notice_due_at(practice: Practice, due: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    """The pre-charge notice goes out the set hours before the charge, or at once if that moment passed."""
+    if practice.pre_charge_notice_hours == 0 or practice.charge_timing == ChargeTiming.IMMEDIATE:
+        return None
+    return max(now, due - dt.timedelta(hours=practice.pre_charge_notice_hours))
+
+
+def service_date(appointment: Appointment, practice: Practice) -> dt.date:
+    return appointment.starts_at.astimezone(practice.zone).date()
+
+
+def appointment_set_status(*, appointment: Appointment, status: str, now: dt.datetime, actor: str,
+                           user: AbstractBaseUser | None = None, reason: str = "") -> Appointment:
+    """Move an appointment to ``status``, record the move, and let its charges follow."""
+    if status != appointment.status:
+        check_transition(APPOINTMENT_TRANSITIONS, appointment.status, status)
+        with transaction.atomic():
+            from_status = appointment.status
+            appointment.status = status
+            appointment.save(update_fields=["status", "updated_at"])
+            appointment_event_record(appointment=appointment, from_status=from_status, now=now, actor=actor,
+                                     user=user, reason=reason)
+    appointment_sync_charges(appointment=appointment, now=now, actor=actor, user=user)
+    return appointment
+
+
+def appointment_event_record(*, appointment: Appointment, from_status: str, now: dt.datetime, actor: str,
+                             user: AbstractBaseUser | None = None, reason: str = "") -> AppointmentEvent:
+    return AppointmentEvent.objects.create(appointment=appointment, from_status=from_status,
+                                           to_status=appointment.status, at=now, actor=actor, user=user,
+                                           reason=reason[:300])
+
+
+def appointment_sync_charges(*, appointment: Appointment, now: dt.datetime, actor: str,
+                             user: AbstractBaseUser | None = None) -> None:
+    """Bring every participant's session charge in line with the appointment as it is now."""
+    practice = Practice.load()
+    with transaction.atomic():
+        # Lock the appointment so two pushes about the same session are applied one after the other.
+        appointment = Appointment.objects.select_for_update().get(pk=appointment.pk)
+        participant_ids = set(appointment.participants.values_list("client_id", flat=True))
+        charges = {c.client_id: c for c in Charge.objects.select_for_update().filter(
+            appointment=appointment, kind__in=SESSION_KINDS)}
+        billable = session_is_billable(appointment, practice)
+        clients = Client.objects.filter(pk__in=participant_ids | set(charges)).order_by("pk")
+        for client in clients:
+            charge = charges.get(client.pk)
+            if billable and client.pk in participant_ids:
+                _charge_follow(appointment, client, charge, practice, now, actor, user)
+            else:
+                review_close_stale(kind=ReviewKind.PRICING, client=client, appointment=appointment, now=now,
+                                   note="The session is no longer billable.")
+                if charge is not None:
+                    why = ("removed from the session" if client.pk not in participant_ids
+                           else f"session is now {appointment.get_status_display().lower()}")
+                    _charge_withdraw(charge, appointment, practice, now, actor, user, why)
+
+
+def _charge_follow(appointment: Appointment, client: Client, charge: Charge | None, practice: Practice,
+                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+    try:
+        share = share_compute(appointment=appointment, client=client, existing=charge)
+    except NeedsReview as problem:
+        review_open(kind=ReviewKind.PRICING, client=client, appointment=appointment, reason=str(problem),
+                    now=now, charge=charge)
+        if charge is not None:
+            _charge_withdraw(charge, appointment, practice, now, actor, user, "needs review: " + str(problem))
+        return
+    review_close_stale(kind=ReviewKind.PRICING, client=client, appointment=appointment, now=now,
+                       note="Priced once the missing information arrived.")
+
+    if charge is None:
+        if share.amount_cents == 0:
+            return  # Nothing owed (e.g. a $0 plan category): nothing to collect.
+        _charge_create(appointment, client, share, practice, now, actor, user)
+    elif charge.status == ChargeStatus.CANCELED:
+        if share.amount_cents:
+            _charge_revive(charge, appointment, share, practice, now, actor, user)
+    elif charge.status in REPRICEABLE:
+        if share.amount_cents == 0:
+            _charge_withdraw(charge, appointment, practice, now, actor, user, "nothing is owed now")
+        else:
+            _charge_reprice(charge, appointment, share, practice, now, actor, user)
+    else:
+        _adjust_after_money_moved(charge, appointment, share.amount_cents, practice, now, actor, user,
+                                  f"now computes {format_cents(share.amount_cents)}")
+
+
+def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
+                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> Charge:
+    due = charge_due_at(practice, now)
+    charge = Charge.objects.create(
+        client=client, appointment=appointment, kind=share.kind, amount_cents=share.amount_cents,
+        insurance_cents=share.insurance_cents, deductible_applied_cents=share.deductible_applied_cents,
+        breakdown=share.breakdown(), status=ChargeStatus.SCHEDULED, scheduled_for=due,
+        notice_due_at=notice_due_at(practice, due, now))
+    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user, reason="session billable")
+    ledger_post(client=client, kind=LedgerKind.SESSION_CHARGE, amount_cents=share.amount_cents,
+                occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
+                appointment=appointment, charge=charge, memo=share.lines[0].label)
+    return charge
+
+
+def _charge_revive(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
+                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+    due = charge_due_at(practice, now)
+    charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
+                      reason="session billable again", **_priced_fields(share), scheduled_for=due,
+                      notice_due_at=notice_due_at(practice, due, now), notice_sent_at=None)
+    _ledger_follow(charge, appointment, share.amount_cents, practice, now, actor, user, "session billable again")
+
+
+def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
+                    now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+    fields = _priced_fields(share)
+    if all(getattr(charge, name) == value for name, value in fields.items()):
+        return
+    old_amount = charge.amount_cents
+    for name, value in fields.items():
+        setattr(charge, name, value)
+    update = [*fields, "updated_at"]
+    if old_amount != charge.amount_cents and charge.notice_sent_at is not None:
+        # The client was told another amount: tell them again before the charge.
+        charge.notice_sent_at = None
+        charge.notice_due_at = min(now, charge.scheduled_for) if charge.notice_due_at else None
+        update += ["notice_sent_at", "notice_due_at"]
+    charge.save(update_fields=update)
+    charge_event_record(charge=charge, from_status=charge.status, now=now, actor=actor, user=user,
+                        reason=f"re-priced from {format_cents(old_amount)}")
+    _ledger_follow(charge, appointment, charge.amount_cents, practice, now, actor, user,
+                   f"re-priced from {format_cents(old_amount)}")
+
+
+def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practice, now: dt.datetime,
+                     actor: str, user: AbstractBaseUser | None, why: str) -> None:
+    if charge.status == ChargeStatus.CANCELED:
+        return
+    if charge.status in CANCELABLE:
+        charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
+                          reason=why)
+        _ledger_follow(charge, appointment, 0, practice, now, actor, user, f"charge canceled: {why}",
+                       kind=LedgerKind.CHARGE_CANCELED)
+    else:
+        _adjust_after_money_moved(charge, appointment, 0, practice, now, actor, user, why)
+
+
+def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
+                              now: dt.datetime, actor: str, user: AbstractBaseUser | None, why: str) -> None:
+    """Money moved (or may have): leave the charge alone, correct the balance, and tell staff."""
+    posted = _ledger_follow(charge, appointment, owed_cents, practice, now, actor, user,
+                            f"after payment: {why}")
+    if posted:
+        review_open(kind=ReviewKind.PAID_SESSION_CHANGED, client=charge.client, appointment=appointment,
+                    charge=charge, now=now,
+                    reason=f"{charge.get_kind_display()} of {format_cents(charge.amount_cents)} is "
+                           f"{charge.get_status_display().lower()}, but the {why}. The balance was adjusted; "
+                           "refund or collect the difference if needed.")
+
+
+def _ledger_follow(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
+                   now: dt.datetime, actor: str, user: AbstractBaseUser | None, memo: str,
+                   kind: str = LedgerKind.ADJUSTMENT) -> bool:
+    """Post the entry that makes the ledger say ``owed_cents`` for this charge; nothing if it already does."""
+    difference = owed_cents - ledger_owed_for_charge(charge)
+    if difference == 0:
+        return False
+    ledger_post(client=charge.client, kind=kind, amount_cents=difference,
+                occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
+                appointment=appointment, charge=charge, memo=memo)
+    return True
+
+
+def _priced_fields(share: Share) -> dict[str, object]:
+    return {"kind": share.kind, "amount_cents": share.amount_cents, "insurance_cents": share.insurance_cents,
+            "deductible_applied_cents": share.deductible_applied_cents, "breakdown": share.breakdown()}
