@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Sum
 
 from billing.models import Appointment, Charge, Client, LedgerEntry, LedgerKind
@@ -13,7 +13,7 @@ OWED_KINDS = (LedgerKind.SESSION_CHARGE, LedgerKind.FEE, LedgerKind.ADJUSTMENT, 
 
 
 def ledger_post(*, client: Client, kind: str, amount_cents: int, occurred_on: dt.date, now: dt.datetime,
-                actor: str, user: AbstractBaseUser | None = None, appointment: Appointment | None = None,
+                actor: str, user: User | None = None, appointment: Appointment | None = None,
                 charge: Charge | None = None, memo: str = "") -> LedgerEntry:
     return LedgerEntry.objects.create(
         client=client, kind=kind, amount_cents=amount_cents, occurred_on=occurred_on, appointment=appointment,

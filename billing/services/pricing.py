@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db.models import Sum
 
@@ -152,7 +153,7 @@ def _insurance_share(appointment: Appointment, client: Client, service: Service 
 
     remaining = deductible_remaining(coverage, excluding=existing)
     to_deductible = min(allowed, remaining)
-    percent = coverage.coinsurance_percent or 0
+    percent = Decimal(coverage.coinsurance_percent or 0)
     coinsurance = percent_of(allowed - to_deductible, percent)
     owed = to_deductible + coinsurance
     lines = [Line(f"Amount {payer_label} allows for this service", allowed)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from billing.models import Appointment, Charge, Client, ReviewItem, ReviewStatus
 
@@ -20,7 +20,7 @@ def review_open(*, kind: str, client: Client, reason: str, now: dt.datetime,
     return item
 
 
-def review_resolve(*, item: ReviewItem, now: dt.datetime, user: AbstractBaseUser | None = None,
+def review_resolve(*, item: ReviewItem, now: dt.datetime, user: User | None = None,
                    note: str = "") -> ReviewItem:
     if item.status == ReviewStatus.RESOLVED:
         return item

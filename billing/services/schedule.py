@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from billing.models import (
@@ -76,7 +76,7 @@ def service_date(appointment: Appointment, practice: Practice) -> dt.date:
 
 
 def appointment_set_status(*, appointment: Appointment, status: str, now: dt.datetime, actor: str,
-                           user: AbstractBaseUser | None = None, reason: str = "") -> Appointment:
+                           user: User | None = None, reason: str = "") -> Appointment:
     """Move an appointment to ``status``, record the move, and let its charges follow."""
     if status != appointment.status:
         check_transition(APPOINTMENT_TRANSITIONS, appointment.status, status)
@@ -91,14 +91,14 @@ def appointment_set_status(*, appointment: Appointment, status: str, now: dt.dat
 
 
 def appointment_event_record(*, appointment: Appointment, from_status: str, now: dt.datetime, actor: str,
-                             user: AbstractBaseUser | None = None, reason: str = "") -> AppointmentEvent:
+                             user: User | None = None, reason: str = "") -> AppointmentEvent:
     return AppointmentEvent.objects.create(appointment=appointment, from_status=from_status,
                                            to_status=appointment.status, at=now, actor=actor, user=user,
                                            reason=reason[:300])
 
 
 def appointment_sync_charges(*, appointment: Appointment, now: dt.datetime, actor: str,
-                             user: AbstractBaseUser | None = None) -> None:
+                             user: User | None = None) -> None:
     """Bring every participant's session charge in line with the appointment as it is now."""
     practice = Practice.load()
     with transaction.atomic():
@@ -123,7 +123,7 @@ def appointment_sync_charges(*, appointment: Appointment, now: dt.datetime, acto
 
 
 def _charge_follow(appointment: Appointment, client: Client, charge: Charge | None, practice: Practice,
-                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+                   now: dt.datetime, actor: str, user: User | None) -> None:
     try:
         share = share_compute(appointment=appointment, client=client, existing=charge)
     except NeedsReview as problem:
@@ -153,7 +153,7 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
 
 
 def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
-                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> Charge:
+                   now: dt.datetime, actor: str, user: User | None) -> Charge:
     due = charge_due_at(practice, now)
     charge = Charge.objects.create(
         client=client, appointment=appointment, kind=share.kind, amount_cents=share.amount_cents,
@@ -168,7 +168,7 @@ def _charge_create(appointment: Appointment, client: Client, share: Share, pract
 
 
 def _charge_revive(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
-                   now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+                   now: dt.datetime, actor: str, user: User | None) -> None:
     due = charge_due_at(practice, now)
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
                       reason="session billable again", **_priced_fields(share), scheduled_for=due,
@@ -177,7 +177,7 @@ def _charge_revive(charge: Charge, appointment: Appointment, share: Share, pract
 
 
 def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
-                    now: dt.datetime, actor: str, user: AbstractBaseUser | None) -> None:
+                    now: dt.datetime, actor: str, user: User | None) -> None:
     fields = _priced_fields(share)
     if all(getattr(charge, name) == value for name, value in fields.items()):
         return
@@ -198,7 +198,7 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
 
 
 def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practice, now: dt.datetime,
-                     actor: str, user: AbstractBaseUser | None, why: str) -> None:
+                     actor: str, user: User | None, why: str) -> None:
     if charge.status == ChargeStatus.CANCELED:
         return
     if charge.status in CANCELABLE:
@@ -211,7 +211,7 @@ def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practic
 
 
 def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
-                              now: dt.datetime, actor: str, user: AbstractBaseUser | None, why: str) -> None:
+                              now: dt.datetime, actor: str, user: User | None, why: str) -> None:
     """Money moved (or may have): leave the charge alone, correct the balance, and tell staff."""
     posted = _ledger_follow(charge, appointment, owed_cents, practice, now, actor, user,
                             f"after payment: {why}")
@@ -224,7 +224,7 @@ def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cen
 
 
 def _ledger_follow(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
-                   now: dt.datetime, actor: str, user: AbstractBaseUser | None, memo: str,
+                   now: dt.datetime, actor: str, user: User | None, memo: str,
                    kind: str = LedgerKind.ADJUSTMENT) -> bool:
     """Post the entry that makes the ledger say ``owed_cents`` for this charge; nothing if it already does."""
     difference = owed_cents - ledger_owed_for_charge(charge)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -35,7 +36,7 @@ STAFF = "staff:frontdesk"
 
 
 def tick(at: dt.datetime) -> None:
-    call_command("billing_tick", "--at", at.isoformat(), stdout=open("/dev/null", "w"))
+    call_command("billing_tick", "--at", at.isoformat(), stdout=StringIO())
 
 
 def balance(client: Client) -> int:
