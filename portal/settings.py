@@ -167,6 +167,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Their INFO lines carry request URLs, which can hold a client's email (Stripe customer search).
+    "loggers": {name: {"level": "WARNING"} for name in ("stripe", "httpx", "httpcore")},
 }
 
 AUDITLOG_INCLUDE_ALL_MODELS = False
+
+# The gateway's own limits: stay below Stripe's rate (100/s live, 25/s test mode); 0 means no limit.
+STRIPE_MAX_REQUESTS_PER_SECOND = env.float(
+    "STRIPE_MAX_REQUESTS_PER_SECOND", default=80.0 if STRIPE_SECRET_KEY.startswith("sk_live_") else 20.0)
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)

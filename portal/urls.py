@@ -1,6 +1,17 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+
+from portal import views
+
+portal_patterns = [
+    path("p/<str:token>/", views.link, name="link"),
+    path("p/<str:token>/card/start/", views.enrollment_start, name="enrollment_start"),
+    path("p/<str:token>/card/finish/", views.enrollment_finish, name="enrollment_finish"),
+    path("p/<str:token>/payment/confirmed/", views.payment_confirmed, name="payment_confirmed"),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
+    path("", include((portal_patterns, "portal"))),
 ]

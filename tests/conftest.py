@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from django.db import connection
+
+pytest_plugins = ["tests.practice_fixtures"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,3 +24,92 @@ def _require_postgresql(django_db_setup: None, django_db_blocker: pytest.Fixture
 @pytest.fixture(autouse=True)
 def _emails_in_memory(settings: pytest.FixtureRequest) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
+
+
+# The local fake Stripe server (localstripe + the fidelity layer in devtools/fakestripe), one process
+# for the whole run, wiped before each test that uses it.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def fake_stripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import subprocess
+    import sys
+    import time
+
+    port_file = tmp_path_factory.mktemp("fakestripe") / "port"
+    process = subprocess.Popen([sys.executable, "-m", "devtools.fakestripe", "--port", "0", "--port-file",
+                                str(port_file)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the fake Stripe server did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port_file.read_text()}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def stripe_server(fake_stripe_url: str, settings: Any) -> Iterator[FakeStripe]:
+    """A wiped fake Stripe server, with the portal's gateway pointed at it."""
+    from integrations.stripe.gateway import get_gateway
+
+    settings.STRIPE_API_BASE = fake_stripe_url
+    settings.STRIPE_SECRET_KEY = "sk_test_portal"
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_portal"
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_test_portal"
+    settings.STRIPE_JS_URL = f"{fake_stripe_url}/js.stripe.com/v3/"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    settings.STRIPE_MAX_REQUESTS_PER_SECOND = 0
+    get_gateway.cache_clear()
+    server = FakeStripe(fake_stripe_url)
+    server.wipe()
+    yield server
+    get_gateway.cache_clear()
+
+
+class FakeStripe:
+    """What a test may ask the fake server directly (as Stripe.js or the Stripe dashboard would)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, headers={"Authorization": "Bearer sk_test_portal"}, timeout=10)
+
+    def wipe(self) -> None:
+        self.http.delete("/_config/everything").raise_for_status()
+
+    def requests(self) -> list[dict[str, str]]:
+        return self.http.get("/_config/requests").json()
+
+    def confirm_setup(self, client_secret: str, number: str) -> dict[str, Any]:
+        """What Stripe.js's confirmCardSetup does with the Card Element's inputs."""
+        setup_intent = client_secret.split("_secret_")[0]
+        response = self.http.post(f"/v1/setup_intents/{setup_intent}/confirm", json={
+            "key": "pk_test_portal", "use_stripe_sdk": True, "client_secret": client_secret,
+            "payment_method_data": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030,
+                                                             "cvc": "123"}}})
+        body: dict[str, Any] = response.json()
+        if body.get("status") == "requires_action":  # the client passes the bank's 3-D Secure check
+            body = self.http.post(f"/v1/setup_intents/{setup_intent}/confirm", json={
+                "key": "pk_test_portal", "use_stripe_sdk": True, "client_secret": client_secret}).json()
+        return body
+
+    def authenticate(self, payment_intent: str, client_secret: str, success: bool = True) -> dict[str, Any]:
+        """What Stripe.js's confirmCardPayment does after the client passes 3-D Secure."""
+        response = self.http.post(f"/v1/payment_intents/{payment_intent}/_authenticate?success={str(success).lower()}",
+                                  json={"key": "pk_test_portal", "client_secret": client_secret})
+        return response.json()
+
+    def charges(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = self.http.get("/v1/charges", params=params).json()
+            found += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+
+    def payment_intent(self, payment_intent: str) -> dict[str, Any]:
+        return self.http.get(f"/v1/payment_intents/{payment_intent}").json()

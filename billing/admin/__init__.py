@@ -1,8 +1,6 @@
-from django.contrib import admin
+"""The staff console: Django's admin as the practice's billing console.
 
-from billing import models
-
-for model in (models.Practice, models.Clinician, models.Client, models.Payer, models.Coverage, models.Service,
-              models.FeeScheduleEntry, models.CategoryRate, models.Appointment, models.Charge,
-              models.LedgerEntry, models.ReviewItem, models.PolicyAcknowledgment):
-    admin.site.register(model)
+``site.PracticeAdminSite`` (the default admin site, see billing.apps) registers every billing page itself.
+The pages are not registered with ``@admin.register``: Django imports this package while it builds the
+default site, and registering on the default site from inside that would build a second site.
+"""

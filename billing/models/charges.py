@@ -58,6 +58,9 @@ class Charge(models.Model):
     payment_reference = models.CharField(max_length=100, blank=True, help_text="The Stripe PaymentIntent id.")
     receipt_sent_at = models.DateTimeField(null=True, blank=True)
     refunded_cents = models.PositiveIntegerField(default=0)
+    hold_reason = models.CharField(
+        max_length=200, blank=True,
+        help_text="Why a due charge waits for staff instead of being charged (no card, above the cap).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,7 +118,12 @@ class PaymentAttempt(models.Model):
     number = models.PositiveSmallIntegerField()
     idempotency_key = models.CharField(max_length=100, unique=True)
     status = models.CharField(max_length=20, choices=AttemptStatus.choices, default=AttemptStatus.STARTED)
+    # What was sent, so an unknown outcome can be asked about with exactly the same request.
+    amount_cents = models.PositiveIntegerField()
+    customer_id = models.CharField(max_length=100)
+    payment_method_id = models.CharField(max_length=100)
     payment_intent_id = models.CharField(max_length=100, blank=True)
+    decline_code = models.CharField(max_length=60, blank=True)
     failure_code = models.CharField(max_length=60, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
     started_at = models.DateTimeField()
@@ -124,7 +132,10 @@ class PaymentAttempt(models.Model):
     class Meta:
         ordering = ["charge", "number"]
         constraints = [models.UniqueConstraint(fields=["charge", "number"], name="attempt_number_once")]
-        indexes = [models.Index(fields=["status", "started_at"], name="attempt_status_started")]
+        indexes = [
+            models.Index(fields=["status", "started_at"], name="attempt_status_started"),
+            models.Index(fields=["payment_intent_id"], name="attempt_payment_intent"),
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of {self.charge}"

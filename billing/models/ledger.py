@@ -52,6 +52,8 @@ class LedgerEntry(models.Model):
         indexes = [
             models.Index(fields=["client", "occurred_on"], name="ledger_client_date"),
             models.Index(fields=["occurred_on"], name="ledger_date"),
+            # Balances are sums per client: an index-only scan (admin "sort by balance" at 100k sessions).
+            models.Index(fields=["client"], include=["amount_cents"], name="ledger_client_balance"),
         ]
 
     def __str__(self) -> str:
@@ -71,6 +73,9 @@ class ReviewKind(models.TextChoices):
     CHARGE_CAP = "charge_cap", "Charge above the practice's cap"
     PAID_SESSION_CHANGED = "paid_session_changed", "Session changed after payment"
     NO_CARD = "no_card", "No card on file"
+    PAYMENT_UNKNOWN = "payment_unknown", "Payment outcome unknown"
+    PAYMENT_REFUSED = "payment_refused", "Stripe refused the payment request"
+    STRIPE_LINK = "stripe_link", "Stripe customer to link by hand"
 
 
 class ReviewStatus(models.TextChoices):

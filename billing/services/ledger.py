@@ -20,7 +20,12 @@ def ledger_post(*, client: Client, kind: str, amount_cents: int, occurred_on: dt
         charge=charge, memo=memo[:300], actor=actor, user=user, created_at=now)
 
 
-def ledger_owed_for_charge(charge: Charge) -> int:
-    """What the ledger says the client owes for the thing ``charge`` collects (before payments)."""
-    total = LedgerEntry.objects.filter(charge=charge, kind__in=OWED_KINDS).aggregate(t=Sum("amount_cents"))["t"]
+def ledger_owed_for_charge(charge: Charge, *, with_write_offs: bool = False) -> int:
+    """What the ledger says the client owes for the thing ``charge`` collects (before payments).
+
+    Write-offs (a refund of an amount that was not owed) are kept apart: re-pricing a session keeps
+    them, but a session that stops being billable takes them back to zero with the rest.
+    """
+    kinds = (*OWED_KINDS, LedgerKind.WRITE_OFF) if with_write_offs else OWED_KINDS
+    total = LedgerEntry.objects.filter(charge=charge, kind__in=kinds).aggregate(t=Sum("amount_cents"))["t"]
     return total or 0

@@ -227,7 +227,7 @@ def _ledger_follow(charge: Charge, appointment: Appointment, owed_cents: int, pr
                    now: dt.datetime, actor: str, user: User | None, memo: str,
                    kind: str = LedgerKind.ADJUSTMENT) -> bool:
     """Post the entry that makes the ledger say ``owed_cents`` for this charge; nothing if it already does."""
-    difference = owed_cents - ledger_owed_for_charge(charge)
+    difference = owed_cents - ledger_owed_for_charge(charge, with_write_offs=owed_cents == 0)
     if difference == 0:
         return False
     ledger_post(client=charge.client, kind=kind, amount_cents=difference,

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from django.db import transaction
 
 from billing.models import Charge, ChargeEvent, ChargeStatus
+from billing.services.notify import email_enqueue, emails_send
+from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
+from billing.services.refunds import refunds_settle_unknown
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -41,14 +44,45 @@ def charges_mark_due(*, now: dt.datetime) -> int:
             marked += len(batch)
 
 
+def notices_send(*, now: dt.datetime) -> int:
+    """Pre-charge notices whose time has come (before the charge itself)."""
+    sent = 0
+    while True:
+        with transaction.atomic():
+            batch = list(Charge.objects.select_for_update(skip_locked=True, of=("self",))
+                         .select_related("client", "appointment__clinician")
+                         .filter(status=ChargeStatus.SCHEDULED, notice_due_at__lte=now, notice_sent_at__isnull=True,
+                                 scheduled_for__gt=now)
+                         .order_by("notice_due_at", "pk")[:BATCH])
+            if not batch:
+                return sent
+            for charge in batch:
+                email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}", client=charge.client,
+                              template="pre_charge_notice",
+                              context={**receipt_context(charge), "charge_at": charge.scheduled_for}, now=now)
+            Charge.objects.filter(pk__in=[c.pk for c in batch]).update(notice_sent_at=now)
+            sent += len(batch)
+
+
+def _payments_janitor(*, now: dt.datetime) -> int:
+    return attempts_settle_unknown(now=now) + refunds_settle_unknown(now=now)
+
+
 TickStep = Callable[..., int]
-TICK_STEPS: list[TickStep] = [charges_mark_due]
+# Order matters: settle what is unknown before charging again; notify before charging.
+TICK_STEPS: list[tuple[str, TickStep]] = [
+    ("payments_settled", _payments_janitor),
+    ("notices_sent", notices_send),
+    ("charges_marked_due", charges_mark_due),
+    ("payment_attempts", charges_collect),
+    ("emails_sent", emails_send),
+]
 
 
 def tick_run(*, now: dt.datetime) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did."""
     done = {}
-    for step in TICK_STEPS:
-        done[step.__name__] = step(now=now)
+    for name, step in TICK_STEPS:
+        done[name] = step(now=now)
     log.info("billing_tick at %s: %s", now.isoformat(), done)
     return done

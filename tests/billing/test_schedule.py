@@ -29,7 +29,7 @@ from billing.models import (
 )
 from billing.services.charges import charge_transition
 from billing.services.schedule import appointment_set_status, appointment_sync_charges
-from tests.billing.conftest import FRIDAY_10AM
+from tests.practice_fixtures import FRIDAY_10AM
 
 HOUR = dt.timedelta(hours=1)
 STAFF = "staff:frontdesk"

@@ -16,7 +16,7 @@ from django.db import connection
 
 from billing.models import Appointment, BillingType, Charge, ChargeEvent, ChargeStatus, Client, Practice
 from billing.services.schedule import appointment_set_status
-from tests.billing.conftest import FRIDAY_10AM
+from tests.practice_fixtures import FRIDAY_10AM
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_four_concurrent_ticks_mark_each_charge_due_exactly_once(
 
     assert Charge.objects.filter(status=ChargeStatus.DUE).count() == 200
     assert ChargeEvent.objects.filter(to_status=ChargeStatus.DUE).count() == 200
-    marked = sum(int(out.rsplit("charges_mark_due: ", 1)[1].split(",")[0]) for out, _ in outputs)
+    marked = sum(int(out.rsplit("charges_marked_due: ", 1)[1].split(",")[0]) for out, _ in outputs)
     assert marked == 200
 
 
@@ -57,8 +57,8 @@ def test_tick_twice_at_the_same_moment_does_nothing_the_second_time(
     first, second = StringIO(), StringIO()
     call_command("billing_tick", "--at", at, stdout=first)
     call_command("billing_tick", "--at", at, stdout=second)
-    assert "charges_mark_due: 3" in first.getvalue()
-    assert "charges_mark_due: 0" in second.getvalue()
+    assert "charges_marked_due: 3" in first.getvalue()
+    assert "charges_marked_due: 0" in second.getvalue()
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -1,0 +1,110 @@
+"""Building blocks shared by the staff console's admins: money shown as dollars, view-only rows."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.http import HttpRequest
+
+from billing.money import format_cents
+
+
+def dollars(cents: int | None) -> str:
+    """$1,234.56 for a list column or a read-only field; a dash when there is no amount."""
+    return "-" if cents is None else format_cents(cents)
+
+
+def staff_user(request: HttpRequest) -> User:
+    """The signed-in staff member, for the services' who-did-it fields (the admin serves no one else)."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user
+
+
+class DollarsField(forms.DecimalField):
+    """Staff type dollars ("75.00"); the model keeps integer cents.
+
+    A plain integer box for a ``*_cents`` field invites "75" meaning $75 to be saved as 75 cents.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", 10)
+        kwargs.setdefault("decimal_places", 2)
+        kwargs.setdefault("min_value", Decimal(0))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        # Stored cents arrive as int; what the user typed (a re-displayed form) arrives as str.
+        if isinstance(value, int):
+            return f"{Decimal(value) / 100:.2f}"
+        return value
+
+    def clean(self, value: Any) -> int | None:
+        amount = super().clean(value)
+        return None if amount is None else int(amount * 100)
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            return self.clean(data) != initial
+        except forms.ValidationError:
+            return True
+
+
+class DollarsMixin:
+    """Edit every ``*_cents`` integer field of the model in dollars."""
+
+    def formfield_for_dbfield(self, db_field: models.Field, request: HttpRequest, **kwargs: Any) -> Any:
+        if isinstance(db_field, models.IntegerField) and db_field.name.endswith("_cents"):
+            label = str(db_field.verbose_name).removesuffix(" cents")
+            return db_field.formfield(form_class=DollarsField, label=f"{label[:1].upper()}{label[1:]} ($)",
+                                      **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+class ViewOnlyMixin:
+    """History and money rows (ledger, events, payment attempts): written by services, never by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ActionsOnlyMixin:
+    """Rows staff act on only through admin actions (which call services): the form is view-only.
+
+    The model-level change permission stays, because actions check it; a single row's form never saves.
+    """
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(ViewOnlyMixin, admin.TabularInline):
+    """A related list shown on a page for context; each row links to its own page."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Every column is a display: listing them here also lets columns be admin methods.
+        return self.fields

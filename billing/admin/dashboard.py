@@ -1,0 +1,76 @@
+"""What needs a person today: the reads behind the console's front page.
+
+Each function returns a ``Queue``: how many rows there are and the first few, with the related rows
+the page shows already joined (two queries per queue, whatever its size).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from billing.models import Charge, ChargeStatus, Client, ReviewItem, ReviewStatus
+
+ROWS_SHOWN = 10
+
+DUE_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
+STUCK_STATUSES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
+
+
+@dataclass(frozen=True)
+class Queue:
+    count: int
+    rows: list[Any]
+
+
+def _queue(queryset: QuerySet[Any], limit: int) -> Queue:
+    return Queue(count=queryset.count(), rows=list(queryset[:limit]))
+
+
+def end_of_today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """Midnight at the end of the practice's current day (the practice's day, not UTC's)."""
+    tomorrow = now.astimezone(zone).date() + dt.timedelta(days=1)
+    return dt.datetime.combine(tomorrow, dt.time.min, tzinfo=zone)
+
+
+def open_review_items(*, limit: int = ROWS_SHOWN) -> Queue:
+    items = (ReviewItem.objects.filter(status=ReviewStatus.OPEN)
+             .select_related("client", "appointment").order_by("created_at", "id"))
+    return _queue(items, limit)
+
+
+def charges_due_today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo, limit: int = ROWS_SHOWN) -> Queue:
+    """Charges that run before the practice's day ends, including any that should already have run."""
+    charges = (charges_due_by_end_of_today(Charge.objects.all(), now=now, zone=zone)
+               .select_related("client").order_by("scheduled_for", "id"))
+    return _queue(charges, limit)
+
+
+def charges_due_by_end_of_today(charges: QuerySet[Charge], *, now: dt.datetime,
+                                zone: zoneinfo.ZoneInfo) -> QuerySet[Charge]:
+    return charges.filter(status__in=DUE_STATUSES, scheduled_for__lt=end_of_today(now=now, zone=zone))
+
+
+def stuck_charges(*, limit: int = ROWS_SHOWN) -> Queue:
+    """Declined cards and cards waiting for the client to authenticate: the front desk may call."""
+    charges = (Charge.objects.filter(status__in=STUCK_STATUSES)
+               .select_related("client").order_by("-updated_at", "-id"))
+    return _queue(charges, limit)
+
+
+def flagged_clients(*, limit: int = ROWS_SHOWN) -> Queue:
+    clients = Client.objects.filter(flagged_for_outreach=True).order_by("flagged_at", "id")
+    return _queue(clients, limit)
+
+
+def today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dict[str, Queue]:
+    return {
+        "review_items": open_review_items(),
+        "charges_due": charges_due_today(now=now, zone=zone),
+        "stuck_charges": stuck_charges(),
+        "flagged_clients": flagged_clients(),
+    }

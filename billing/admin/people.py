@@ -1,0 +1,234 @@
+"""Clients, clinicians and what the practice charges: the records staff look up all day."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+
+from billing.admin.common import DollarsMixin, ReadOnlyInline, dollars
+from billing.models import (
+    CategoryRate,
+    Charge,
+    Client,
+    Coverage,
+    FeeScheduleEntry,
+    LedgerEntry,
+    PolicyAcknowledgment,
+    Service,
+)
+
+CLIENT_SEARCH = ("client__last_name", "client__first_name", "client__email")
+
+
+def clients_matching(search_term: str) -> QuerySet[Client]:
+    """Clients whose name or email contains every word of the search, as the client list searches them.
+
+    Sessions and charges search through this rather than joining clients into their own (large) list:
+    PostgreSQL then finds the few matching clients first and their rows through the client indexes.
+    """
+    found = Client.objects.all()
+    for word in search_term.split():
+        found = found.filter(Q(first_name__icontains=word) | Q(last_name__icontains=word) | Q(email__icontains=word))
+    return found
+
+
+def with_balance(clients: QuerySet[Client]) -> QuerySet[Client]:
+    """Each client's balance (sum of their ledger) as ``balance_cents``.
+
+    A correlated subquery rather than a join and GROUP BY: PostgreSQL then sums the ledger only for the
+    page of clients shown, through the (client, occurred_on) index, instead of for every client.
+    """
+    per_client = (LedgerEntry.objects.filter(client=OuterRef("pk")).order_by().values("client")
+                  .annotate(total=Sum("amount_cents")).values("total"))
+    return clients.annotate(balance_cents=Coalesce(Subquery(per_client), Value(0)))
+
+
+class BalanceFilter(admin.SimpleListFilter):
+    title = "balance"
+    parameter_name = "balance"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("owes", "Owes money"), ("credit", "In credit"), ("settled", "Settled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        match self.value():
+            case "owes":
+                return queryset.filter(balance_cents__gt=0)
+            case "credit":
+                return queryset.filter(balance_cents__lt=0)
+            case "settled":
+                return queryset.filter(balance_cents=0)
+        return queryset
+
+
+class CardFilter(admin.SimpleListFilter):
+    title = "card on file"
+    parameter_name = "card"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Has a card"), ("no", "No card")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        match self.value():
+            case "yes":
+                return queryset.exclude(card_payment_method_id="")
+            case "no":
+                return queryset.filter(card_payment_method_id="")
+        return queryset
+
+
+class CoverageInline(DollarsMixin, admin.TabularInline):
+    model = Coverage
+    extra = 0
+    fields = ("payer", "payer_name", "member_id", "plan_category", "copay_cents", "coinsurance_percent",
+              "deductible_cents", "deductible_met_cents", "effective_from", "effective_to")
+
+
+class PolicyAcknowledgmentInline(admin.TabularInline):
+    model = PolicyAcknowledgment
+    extra = 0
+    fields = ("policy_version", "acknowledged_at", "source", "ip_address")
+
+
+class ClientChargeInline(ReadOnlyInline):
+    model = Charge
+    verbose_name_plural = "charges"
+    fields = ("kind", "amount", "status", "scheduled_for", "appointment", "payment_reference")
+    ordering = ("-created_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Charge]:
+        return super().get_queryset(request).select_related("appointment")
+
+    @admin.display(description="Amount")
+    def amount(self, charge: Charge) -> str:
+        return dollars(charge.amount_cents)
+
+
+class LedgerEntryInline(ReadOnlyInline):
+    model = LedgerEntry
+    verbose_name_plural = "ledger (newest first)"
+    fields = ("occurred_on", "kind", "amount", "memo", "charge", "appointment", "actor", "created_at")
+    ordering = ("-occurred_on", "-id")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LedgerEntry]:
+        return super().get_queryset(request).select_related("charge", "appointment")
+
+    @admin.display(description="Amount")
+    def amount(self, entry: LedgerEntry) -> str:
+        return dollars(entry.amount_cents)
+
+
+class ClientAdmin(DollarsMixin, admin.ModelAdmin):
+    list_display = ("name", "email", "billing_type", "balance", "card", "flagged_for_outreach", "active")
+    list_filter = ("billing_type", "flagged_for_outreach", BalanceFilter, CardFilter, "stripe_link_status",
+                   "active")
+    search_fields = ("last_name", "first_name", "email", "phone", "=external_id")
+    show_full_result_count = False
+    ordering = ("last_name", "first_name")
+    readonly_fields = ("balance", "card", "stripe_customer_id", "stripe_link_status", "card_payment_method_id",
+                       "flagged_at", "source", "external_id", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("first_name", "last_name", "email", "phone", "date_of_birth", "active")}),
+        ("Billing", {"fields": ("billing_type", "session_rate_cents", "balance")}),
+        ("Card and Stripe", {"fields": ("card", "stripe_customer_id", "stripe_link_status",
+                                        "card_payment_method_id")}),
+        ("Outreach", {"fields": ("flagged_for_outreach", "flagged_reason", "flagged_at")}),
+        ("From the EHR", {"fields": ("source", "external_id", "created_at", "updated_at")}),
+    )
+    inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientChargeInline, LedgerEntryInline)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
+        return with_balance(super().get_queryset(request))
+
+    @admin.display(description="Name", ordering="last_name")
+    def name(self, client: Client) -> str:
+        return f"{client.last_name}, {client.first_name}"
+
+    @admin.display(description="Balance", ordering="balance_cents")
+    def balance(self, client: Client) -> str:
+        # Set by with_balance(); a client being added has no ledger yet.
+        return dollars(getattr(client, "balance_cents", 0))
+
+    @admin.display(description="Card")
+    def card(self, client: Client) -> str:
+        return client.card_summary or "No card"
+
+
+class ClinicianAdmin(admin.ModelAdmin):
+    list_display = ("name", "credentials", "npi", "email", "active")
+    list_filter = ("active",)
+    search_fields = ("name", "email", "=npi", "=external_id")
+    readonly_fields = ("source", "external_id", "created_at", "updated_at")
+
+
+class FeeScheduleInline(DollarsMixin, admin.TabularInline):
+    model = FeeScheduleEntry
+    extra = 0
+
+
+class PayerAdmin(admin.ModelAdmin):
+    list_display = ("name", "payer_id")
+    search_fields = ("name", "=payer_id")
+    inlines = (FeeScheduleInline,)
+
+
+class ServiceAdmin(DollarsMixin, admin.ModelAdmin):
+    list_display = ("cpt_code", "description", "fee", "is_group")
+    list_filter = ("is_group",)
+    search_fields = ("cpt_code", "description")
+
+    @admin.display(description="Fee", ordering="fee_cents")
+    def fee(self, service: Service) -> str:
+        return dollars(service.fee_cents)
+
+
+class FeeScheduleEntryAdmin(DollarsMixin, admin.ModelAdmin):
+    list_display = ("payer", "service", "allowed")
+    list_filter = ("payer",)
+    list_select_related = ("payer", "service")
+    search_fields = ("payer__name", "service__cpt_code")
+    ordering = ("payer__name", "service__cpt_code")
+
+    @admin.display(description="Allowed", ordering="allowed_cents")
+    def allowed(self, entry: FeeScheduleEntry) -> str:
+        return dollars(entry.allowed_cents)
+
+
+class CategoryRateAdmin(DollarsMixin, admin.ModelAdmin):
+    list_display = ("plan_category", "amount")
+
+    @admin.display(description="Client pays", ordering="amount_cents")
+    def amount(self, rate: CategoryRate) -> str:
+        return dollars(rate.amount_cents)
+
+
+class CoverageAdmin(DollarsMixin, admin.ModelAdmin):
+    list_display = ("client", "payer_label", "member_id", "copay", "coinsurance_percent", "effective_from",
+                    "effective_to")
+    list_filter = ("payer",)
+    list_select_related = ("client", "payer")
+    search_fields = (*CLIENT_SEARCH, "=member_id", "payer_name")
+    autocomplete_fields = ("client",)
+    show_full_result_count = False
+    readonly_fields = ("created_at", "benefits_as_of")
+
+    @admin.display(description="Payer")
+    def payer_label(self, coverage: Coverage) -> str:
+        return coverage.payer.name if coverage.payer else coverage.payer_name
+
+    @admin.display(description="Copay", ordering="copay_cents")
+    def copay(self, coverage: Coverage) -> str:
+        return dollars(coverage.copay_cents)
+
+
+class PolicyAcknowledgmentAdmin(admin.ModelAdmin):
+    list_display = ("client", "policy_version", "acknowledged_at", "source")
+    list_filter = ("policy_version",)
+    list_select_related = ("client",)
+    search_fields = CLIENT_SEARCH
+    autocomplete_fields = ("client",)
+    show_full_result_count = False

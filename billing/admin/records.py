@@ -1,0 +1,78 @@
+"""Records the portal writes as it works (links, consents, refunds, emails, webhooks, EOB lines): view only.
+
+Each is created by a service; staff read them to answer "did the client get the email?", "what did they
+agree to?", "did Stripe tell us?".
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from billing.admin.common import ViewOnlyMixin, dollars
+from billing.admin.people import CLIENT_SEARCH
+from billing.models import InsurancePayment, Refund
+
+
+class ClientLinkAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("created_at", "client", "purpose", "expires_at", "used_at", "created_by")
+    list_filter = ("purpose",)
+    list_select_related = ("client",)
+    search_fields = CLIENT_SEARCH
+    show_full_result_count = False
+    # The token's hash is left out: it is of no use to staff.
+    fields = ("client", "purpose", "charge", "created_at", "expires_at", "used_at", "setup_intent_id",
+              "created_by")
+
+
+class CardConsentAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("agreed_at", "client", "policy_version", "ip_address")
+    list_select_related = ("client",)
+    search_fields = CLIENT_SEARCH
+    show_full_result_count = False
+
+
+class RefundAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("created_at", "charge", "amount", "status", "reason", "requested_by")
+    list_filter = ("status",)
+    list_select_related = ("charge", "requested_by")
+    search_fields = ("=stripe_refund_id", "charge__client__last_name", "charge__client__email")
+    show_full_result_count = False
+
+    @admin.display(description="Amount", ordering="amount_cents")
+    def amount(self, refund: Refund) -> str:
+        return dollars(refund.amount_cents)
+
+
+class OutboundEmailAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("created_at", "to", "template", "subject", "status", "sent_at")
+    list_filter = ("status", "template")
+    search_fields = ("=to", "subject", *CLIENT_SEARCH)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+
+class StripeEventAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("received_at", "type", "event_id", "object_id", "processed_at", "outcome")
+    list_filter = ("type",)
+    search_fields = ("=event_id", "=object_id")
+    show_full_result_count = False
+
+
+class InsurancePaymentAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("paid_on", "client", "payer_name", "allowed", "paid", "patient_responsibility", "reference")
+    list_select_related = ("client",)
+    search_fields = (*CLIENT_SEARCH, "=reference", "payer_name")
+    date_hierarchy = "paid_on"
+    show_full_result_count = False
+
+    @admin.display(description="Allowed", ordering="allowed_cents")
+    def allowed(self, payment: InsurancePayment) -> str:
+        return dollars(payment.allowed_cents)
+
+    @admin.display(description="Paid", ordering="paid_cents")
+    def paid(self, payment: InsurancePayment) -> str:
+        return dollars(payment.paid_cents)
+
+    @admin.display(description="Client responsibility")
+    def patient_responsibility(self, payment: InsurancePayment) -> str:
+        return dollars(payment.patient_responsibility_cents)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from billing.models.charges import Charge
+from billing.models.people import Client
+
+
+class LinkPurpose(models.TextChoices):
+    ENROLL_CARD = "enroll_card", "Save a card"
+    AUTHENTICATE_PAYMENT = "authenticate_payment", "Confirm a payment"
+    PAY_BALANCE = "pay_balance", "Pay the balance"
+    RECEIPTS = "receipts", "See receipts"
+
+
+class ClientLink(models.Model):
+    """A secure emailed link: signed, random, expiring, and (for most purposes) used once.
+
+    The URL carries only the token; we keep its SHA-256, so a copy of the database cannot be
+    turned back into working links.
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="links")
+    purpose = models.CharField(max_length=30, choices=LinkPurpose.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    charge = models.ForeignKey(Charge, on_delete=models.CASCADE, null=True, blank=True, related_name="links")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    setup_intent_id = models.CharField(max_length=100, blank=True)
+    created_by = models.CharField(max_length=100, help_text="staff:<username>, api:<source>, system")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["setup_intent_id"], name="link_setup_intent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} link for {self.client}"
+
+
+class CardConsent(models.Model):
+    """What the client agreed to when saving a card, word for word, with when and from where."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="card_consents")
+    link = models.ForeignKey(ClientLink, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    text = models.TextField()
+    text_sha256 = models.CharField(max_length=64)
+    policy_version = models.CharField(max_length=40)
+    agreed_at = models.DateTimeField()
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    payment_method_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["-agreed_at"]
+
+    def __str__(self) -> str:
+        return f"Card authorisation by {self.client} at {self.agreed_at:%Y-%m-%d %H:%M}"
+
+
+class RefundStatus(models.TextChoices):
+    STARTED = "started", "Started (outcome unknown)"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Refund(models.Model):
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="refunds")
+    amount_cents = models.PositiveIntegerField()
+    reason = models.CharField(max_length=300)
+    status = models.CharField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.STARTED)
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    stripe_refund_id = models.CharField(max_length=100, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Refund of {self.amount_cents} on {self.charge}"
+
+
+class StripeEvent(models.Model):
+    """Each webhook event once, by Stripe's id. We keep what it named, not its payload."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=100)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class EmailStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to send"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class OutboundEmail(models.Model):
+    """The outbox: each email is written with the change that caused it and sent after commit.
+
+    ``key`` names what the email is about (``receipt:charge:42``), so a repeated event sends nothing.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, null=True, blank=True, related_name="emails")
+    template = models.CharField(max_length=60)
+    to = models.EmailField()
+    subject = models.CharField(max_length=200)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=EmailStatus.choices, default=EmailStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"], name="email_status_created")]
+
+    def __str__(self) -> str:
+        return f"{self.template} to {self.to}"

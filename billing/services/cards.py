@@ -1,0 +1,168 @@
+"""Client linking to Stripe customers, and saving a card with the client's consent (workflows 1 and 2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import Counter
+
+from django.db import transaction
+
+from billing.models import (
+    CardConsent,
+    Charge,
+    ChargeStatus,
+    Client,
+    ClientLink,
+    LinkPurpose,
+    Practice,
+    ReviewKind,
+    StripeLinkStatus,
+)
+from billing.services.links import IssuedLink, link_create, link_mark_used
+from billing.services.notify import email_enqueue
+from billing.services.review import review_close_stale, review_open
+from integrations.stripe.gateway import get_gateway
+
+
+def normalise_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+def client_link_stripe(*, client: Client, now: dt.datetime) -> str:
+    """Find the client's Stripe customer by email, or create one. Returns the link status.
+
+    Two customers with the same email are never chosen between automatically: the client waits in
+    the review queue for a person to pick one, create a new one, or ignore it.
+    """
+    if client.stripe_customer_id or client.stripe_link_status == StripeLinkStatus.IGNORED:
+        return client.stripe_link_status
+    email = normalise_email(client.email)
+    if not email:
+        return _link_set(client, StripeLinkStatus.UNMATCHED, "", now,
+                         "The client has no email address to match a Stripe customer by.")
+    gateway = get_gateway()
+    found = {c.id: c for c in gateway.customers_by_email(email)}
+    if client.email.strip() != email:  # Stripe's email filter is case-sensitive
+        found.update({c.id: c for c in gateway.customers_by_email(client.email.strip())})
+    if len(found) > 1:
+        return _link_set(client, StripeLinkStatus.AMBIGUOUS, "", now,
+                         f"{len(found)} Stripe customers share {email}: choose one, create a new one, or ignore.")
+    if len(found) == 1:
+        return _link_set(client, StripeLinkStatus.MATCHED, next(iter(found)), now)
+    return client_customer_create(client=client, now=now)
+
+
+def client_customer_create(*, client: Client, now: dt.datetime) -> str:
+    customer = get_gateway().customer_create(name=client.full_name, email=normalise_email(client.email),
+                                             reference=f"client-{client.pk}")
+    return _link_set(client, StripeLinkStatus.CREATED, customer.id, now)
+
+
+def client_customer_link(*, client: Client, customer_id: str, now: dt.datetime) -> str:
+    """Staff chose the customer by hand; it must exist in Stripe."""
+    customer = get_gateway().customer_get(customer_id.strip())
+    return _link_set(client, StripeLinkStatus.MATCHED, customer.id, now)
+
+
+def client_link_ignore(*, client: Client, now: dt.datetime) -> str:
+    return _link_set(client, StripeLinkStatus.IGNORED, client.stripe_customer_id, now)
+
+
+def _link_set(client: Client, status: str, customer_id: str, now: dt.datetime, problem: str = "") -> str:
+    client.stripe_link_status = status
+    client.stripe_customer_id = customer_id
+    client.save(update_fields=["stripe_link_status", "stripe_customer_id", "updated_at"])
+    if problem:
+        review_open(kind=ReviewKind.STRIPE_LINK, client=client, reason=problem, now=now)
+    else:
+        review_close_stale(kind=ReviewKind.STRIPE_LINK, client=client, appointment=None, now=now,
+                           note=f"Stripe customer {status}.")
+    return status
+
+
+def clients_link_stripe(*, clients: list[Client], now: dt.datetime) -> Counter[str]:
+    """The match report: how many clients were matched, created, unmatched, ambiguous or ignored."""
+    report: Counter[str] = Counter()
+    for client in clients:
+        report[client_link_stripe(client=client, now=now) or "not linked"] += 1
+    return report
+
+
+def enrollment_link_send(*, client: Client, now: dt.datetime, actor: str, send_email: bool) -> IssuedLink:
+    issued = link_create(client=client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=actor)
+    if send_email:
+        email_enqueue(key=f"enroll:link:{issued.link.pk}", client=client, template="card_enrollment",
+                      context={"link_url": issued.url, "expires_at": issued.expires_at}, now=now)
+    return issued
+
+
+def authorization_text(practice: Practice) -> str:
+    """The words the client agrees to; they are stored verbatim with each consent."""
+    parts = [practice.card_authorization_text.strip()]
+    if practice.cancellation_policy_text.strip():
+        parts.append(f"Cancellation policy (version {practice.cancellation_policy_version}):\n"
+                     + practice.cancellation_policy_text.strip())
+    return "\n\n".join(part for part in parts if part)
+
+
+def enrollment_begin(*, link: ClientLink, ip_address: str | None, user_agent: str,
+                     now: dt.datetime) -> str:
+    """The client agreed to the authorisation: record it and return a SetupIntent client secret."""
+    client = link.client
+    if not client.stripe_customer_id:
+        status = client_link_stripe(client=client, now=now)
+        if status in (StripeLinkStatus.AMBIGUOUS, StripeLinkStatus.UNMATCHED, StripeLinkStatus.IGNORED):
+            # The client is here and agreeing: a customer of their own is the safe choice.
+            client_customer_create(client=client, now=now)
+        client.refresh_from_db()
+    practice = Practice.load()
+    text = authorization_text(practice)
+    CardConsent.objects.create(
+        client=client, link=link, text=text, text_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        policy_version=practice.cancellation_policy_version, agreed_at=now, ip_address=ip_address,
+        user_agent=user_agent[:300])
+    intent = get_gateway().setup_intent_create(customer_id=client.stripe_customer_id)
+    ClientLink.objects.filter(pk=link.pk).update(setup_intent_id=intent.id)
+    return intent.client_secret
+
+
+def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Client | None:
+    """Keep the card a SetupIntent saved (from the browser or the webhook; the second call does nothing).
+
+    Only the payment method id, brand, last4 and expiry are kept. Open failed charges are retried
+    on the new card at once.
+    """
+    link = ClientLink.objects.select_related("client").filter(setup_intent_id=setup_intent_id).first()
+    if link is None:
+        return None
+    gateway = get_gateway()
+    intent = gateway.setup_intent_get(setup_intent_id)
+    if intent.status != "succeeded" or not intent.payment_method_id:
+        return None
+    card = gateway.card_get(intent.payment_method_id)
+    with transaction.atomic():
+        client = Client.objects.select_for_update().get(pk=link.client_id)
+        if client.card_payment_method_id == card.payment_method_id:
+            return client
+        client.card_payment_method_id = card.payment_method_id
+        client.card_brand = card.brand[:20]
+        client.card_last4 = card.last4
+        client.card_exp_month = card.exp_month
+        client.card_exp_year = card.exp_year
+        client.save(update_fields=["card_payment_method_id", "card_brand", "card_last4", "card_exp_month",
+                                   "card_exp_year", "updated_at"])
+        CardConsent.objects.filter(link=link, payment_method_id="").update(payment_method_id=card.payment_method_id)
+        link_mark_used(link=link, now=now)
+        # A new card: charges waiting for one go ahead, and failed ones are tried again now.
+        Charge.objects.filter(client=client, status=ChargeStatus.DUE, hold_reason="no card on file").update(
+            hold_reason="", updated_at=now)
+        Charge.objects.filter(client=client, status=ChargeStatus.FAILED).update(next_retry_at=now, updated_at=now)
+        review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=None, now=now,
+                           note="The client saved a card.")
+        for item in client.review_items.filter(kind=ReviewKind.NO_CARD, status="open"):
+            review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=item.appointment, now=now,
+                               note="The client saved a card.")
+        email_enqueue(key=f"card-saved:{card.payment_method_id}", client=client, template="card_saved",
+                      context={"card": client.card_summary}, now=now)
+    return client

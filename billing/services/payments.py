@@ -1,0 +1,317 @@
+"""Taking the money: each due charge is charged once, off-session, on the card on file.
+
+The protocol (DESIGN.md, "Charging money exactly once"):
+1. Claim: in a short transaction, lock the charge (SKIP LOCKED, so concurrent ticks share the work),
+   write a PaymentAttempt with a deterministic idempotency key and move the charge to processing.
+   Commit. Nothing is locked while Stripe answers.
+2. Call Stripe with that key.
+3. Settle: in another short transaction, record the outcome. A timeout or crash leaves the attempt
+   *started*; ``attempts_settle_unknown`` later asks Stripe by PaymentIntent id, or repeats the very
+   same request with the same key (Stripe replays its first answer), and settles it. No new attempt
+   starts for a charge while one is unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.models import (
+    AttemptStatus,
+    Charge,
+    ChargeStatus,
+    Client,
+    LedgerKind,
+    LinkPurpose,
+    PaymentAttempt,
+    Practice,
+    ReviewKind,
+)
+from billing.money import format_cents
+from billing.services.charges import charge_transition
+from billing.services.ledger import ledger_post
+from billing.services.links import link_create
+from billing.services.notify import email_enqueue
+from billing.services.review import review_close_stale, review_open
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
+
+log = logging.getLogger(__name__)
+SYSTEM = "system:payments"
+CLAIM_BATCH = 20
+# An attempt still open after this long is the janitor's: its worker died or Stripe never answered.
+UNKNOWN_AFTER = dt.timedelta(minutes=2)
+# Stripe keeps idempotency keys about 24 hours; past that, repeating the request could charge again.
+IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
+# A charge waiting for the client to authenticate is settled only on-session (or by staff), never
+# retried off-session: the client could otherwise pay twice.
+OPEN_FAILURES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
+
+
+def _collectable(now: dt.datetime) -> Q:
+    return Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now)
+
+
+def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
+    """Charge every due charge and every failed one whose retry day has come. Returns attempts made."""
+    made = 0
+    while True:
+        selected, claimed = _claim_batch(now, client)
+        for attempt in claimed:
+            _attempt_call(attempt, now)
+        made += len(claimed)
+        if not selected:
+            return made
+
+
+def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[PaymentAttempt]]:
+    """Lock up to a batch of collectable charges and claim each. Every locked charge leaves the
+    collectable set (claimed, or put on hold), so the caller's loop ends."""
+    practice = Practice.load()
+    with transaction.atomic():
+        charges = (Charge.objects.select_for_update(skip_locked=True, of=("self",)).select_related("client")
+                   .filter(_collectable(now)).order_by("scheduled_for", "pk"))
+        if client is not None:
+            charges = charges.filter(client=client)
+        selected = list(charges[:CLAIM_BATCH])
+        claimed = [attempt for charge in selected if (attempt := _claim(charge, practice, now)) is not None]
+    return len(selected), claimed
+
+
+def _claim(charge: Charge, practice: Practice, now: dt.datetime) -> PaymentAttempt | None:
+    client = charge.client
+    if charge.status == ChargeStatus.DUE and charge.amount_cents > practice.max_charge_cents:
+        _hold(charge, now, f"above the practice's cap of {format_cents(practice.max_charge_cents)}",
+              ReviewKind.CHARGE_CAP)
+        return None
+    if not (client.card_payment_method_id and client.stripe_customer_id):
+        if charge.status == ChargeStatus.DUE:
+            _hold(charge, now, "no card on file", ReviewKind.NO_CARD)
+            _ask_for_card(charge, now)
+        else:
+            Charge.objects.filter(pk=charge.pk).update(next_retry_at=None)
+        return None
+    number = charge.attempts + 1
+    attempt = PaymentAttempt.objects.create(
+        charge=charge, number=number, idempotency_key=f"portal-charge-{charge.pk}-attempt-{number}",
+        amount_cents=charge.amount_cents, customer_id=client.stripe_customer_id,
+        payment_method_id=client.card_payment_method_id, started_at=now)
+    charge_transition(charge=charge, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
+                      reason=f"attempt {number}", attempts=number, next_retry_at=None, hold_reason="")
+    return attempt
+
+
+def _hold(charge: Charge, now: dt.datetime, why: str, kind: str) -> None:
+    Charge.objects.filter(pk=charge.pk).update(hold_reason=why[:200], updated_at=now)
+    review_open(kind=kind, client=charge.client, appointment=charge.appointment, charge=charge, now=now,
+                reason=f"{charge.get_kind_display()} of {format_cents(charge.amount_cents)} is due but {why}.")
+
+
+def _ask_for_card(charge: Charge, now: dt.datetime) -> None:
+    issued = link_create(client=charge.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
+    email_enqueue(key=f"card-needed:charge:{charge.pk}", client=charge.client, template="card_needed",
+                  context={"charge": charge, "link_url": issued.url}, now=now)
+
+
+def _attempt_call(attempt: PaymentAttempt, now: dt.datetime) -> None:
+    try:
+        payment = get_gateway().payment_off_session(
+            amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+            payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+            reference=str(attempt.charge_id))
+    except OutcomeUnknown as unknown:
+        log.warning("charge %s attempt %s outcome unknown: %s", attempt.charge_id, attempt.number, unknown)
+        return
+    except GatewayRefused as refused:
+        attempt_refused(attempt=attempt, message=str(refused), code=refused.code, now=now)
+        return
+    attempt_settle(attempt=attempt, payment=payment, now=now)
+
+
+def attempt_refused(*, attempt: PaymentAttempt, message: str, code: str, now: dt.datetime) -> None:
+    """Stripe refused the request itself (e.g. the card was removed): no retry, staff decide."""
+    with transaction.atomic():
+        attempt = PaymentAttempt.objects.select_for_update().select_related("charge__client").get(pk=attempt.pk)
+        if attempt.status != AttemptStatus.STARTED:
+            return
+        attempt.status = AttemptStatus.FAILED
+        attempt.failure_code = code or "request_refused"
+        attempt.failure_message = message[:300]
+        attempt.finished_at = now
+        attempt.save()
+        charge = Charge.objects.select_for_update().get(pk=attempt.charge_id)
+        charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                          reason=f"Stripe refused the request: {attempt.failure_code}",
+                          last_failure_code=attempt.failure_code, next_retry_at=None)
+        review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment,
+                    charge=charge, now=now, reason=f"Stripe refused charge #{charge.pk}: {message[:200]}")
+
+
+def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetime) -> None:
+    """Record what Stripe says happened. Safe to call again, from a webhook, the janitor or a browser."""
+    if payment.status in ("processing",):
+        PaymentAttempt.objects.filter(pk=attempt.pk, payment_intent_id="").update(
+            payment_intent_id=payment.payment_intent_id)
+        return  # not final yet: the janitor or a webhook will look again
+    with transaction.atomic():
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if attempt.status not in (AttemptStatus.STARTED, AttemptStatus.REQUIRES_ACTION):
+            return  # already final: a repeat or a late, out-of-order answer changes nothing
+        if attempt.status == AttemptStatus.REQUIRES_ACTION and payment.status == "requires_action":
+            return
+        charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment__clinician").get(
+            pk=attempt.charge_id)
+        practice = Practice.load()
+        attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
+        attempt.finished_at = now
+        if payment.status == "succeeded":
+            attempt.status = AttemptStatus.SUCCEEDED
+            attempt.save()
+            _charge_succeeded(charge, attempt, now)
+        elif payment.status == "requires_action":
+            attempt.status = AttemptStatus.REQUIRES_ACTION
+            attempt.failure_code = "authentication_required"
+            attempt.save()
+            _charge_needs_authentication(charge, attempt, now)
+        elif payment.status == "canceled":
+            attempt.status = AttemptStatus.FAILED
+            attempt.failure_code = "canceled"
+            attempt.save()
+        else:
+            attempt.status = AttemptStatus.FAILED
+            attempt.failure_code = payment.failure_code[:60]
+            attempt.decline_code = payment.decline_code[:60]
+            attempt.failure_message = payment.message[:300]
+            attempt.save()
+            _charge_failed(charge, attempt, payment, practice, now)
+
+
+def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
+    if charge.status == ChargeStatus.SUCCEEDED:
+        return
+    charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
+                      reason=f"paid on attempt {attempt.number}", payment_reference=attempt.payment_intent_id,
+                      last_failure_code="", next_retry_at=None)
+    ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
+                occurred_on=timezone.localdate(now, Practice.load().zone), now=now, actor=SYSTEM,
+                appointment=charge.appointment, charge=charge, memo=f"Card payment {attempt.payment_intent_id}")
+    email_enqueue(key=f"receipt:charge:{charge.pk}", client=charge.client, template="receipt",
+                  context=receipt_context(charge), now=now)
+    Charge.objects.filter(pk=charge.pk).update(receipt_sent_at=now)
+    for item in ("no_card", "charge_cap"):
+        review_close_stale(kind=item, client=charge.client, appointment=charge.appointment, now=now,
+                           note="The charge was paid.")
+    _clear_card_flag_if_settled(charge.client, now)
+
+
+def receipt_context(charge: Charge) -> dict[str, object]:
+    appointment = charge.appointment
+    return {
+        "charge": charge,
+        "amount": format_cents(charge.amount_cents),
+        "insurance": format_cents(charge.insurance_cents) if charge.insurance_cents else "",
+        "session_date": (appointment.starts_at.astimezone(Practice.load().zone).date() if appointment else None),
+        "therapist": str(appointment.clinician) if appointment else "",
+        "service": _service_description(charge),
+    }
+
+
+def _service_description(charge: Charge) -> str:
+    from billing.models import Service
+
+    if charge.appointment is None:
+        return charge.get_kind_display()
+    service = Service.objects.filter(cpt_code=charge.appointment.service_code).first()
+    return service.description if service else "Therapy session"
+
+
+def _charge_needs_authentication(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
+    charge_transition(charge=charge, to_status=ChargeStatus.REQUIRES_ACTION, now=now, actor=SYSTEM,
+                      reason="the card needs the client to confirm the payment",
+                      payment_reference=attempt.payment_intent_id, last_failure_code="authentication_required",
+                      next_retry_at=None)
+    issued = link_create(client=charge.client, purpose=LinkPurpose.AUTHENTICATE_PAYMENT, now=now, actor=SYSTEM,
+                         charge=charge)
+    email_enqueue(key=f"authenticate:charge:{charge.pk}:attempt:{attempt.number}", client=charge.client,
+                  template="authentication_required",
+                  context={"charge": charge, "amount": format_cents(charge.amount_cents), "link_url": issued.url},
+                  now=now)
+
+
+def _charge_failed(charge: Charge, attempt: PaymentAttempt, payment: Payment, practice: Practice,
+                   now: dt.datetime) -> None:
+    failures = PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.FAILED).exclude(
+        failure_code="canceled").order_by("number")
+    first_failure = failures.first()
+    count = failures.count()
+    retry_days = practice.retry_day_list
+    next_retry = None
+    if not payment.hard_decline and count <= len(retry_days) and first_failure is not None:
+        next_retry = first_failure.started_at + dt.timedelta(days=retry_days[count - 1])
+    code = payment.decline_code or payment.failure_code
+    charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                      reason=f"declined ({code}) on attempt {attempt.number}", last_failure_code=code[:60],
+                      next_retry_at=next_retry)
+    issued = link_create(client=charge.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
+    email_enqueue(key=f"declined:charge:{charge.pk}:attempt:{attempt.number}", client=charge.client,
+                  template="payment_failed",
+                  context={"charge": charge, "amount": format_cents(charge.amount_cents), "link_url": issued.url,
+                           "tone": practice.decline_notice_tone, "will_retry_on": next_retry,
+                           "hard_decline": payment.hard_decline},
+                  now=now)
+    client = charge.client
+    if count >= practice.failures_before_flag and not client.flagged_for_outreach:
+        Client.objects.filter(pk=client.pk).update(
+            flagged_for_outreach=True, flagged_at=now,
+            flagged_reason=f"{count} failed card payments on charge #{charge.pk}")
+
+
+def _clear_card_flag_if_settled(client: Client, now: dt.datetime) -> None:
+    open_failures = Charge.objects.filter(client=client, status__in=OPEN_FAILURES).exists()
+    if not open_failures:
+        Client.objects.filter(pk=client.pk, flagged_for_outreach=True,
+                              flagged_reason__contains="failed card payments").update(
+            flagged_for_outreach=False, flagged_reason="", flagged_at=None)
+
+
+def attempts_settle_unknown(*, now: dt.datetime) -> int:
+    """The janitor: ask Stripe about attempts whose outcome we never learned, and settle them."""
+    settled = 0
+    stale = PaymentAttempt.objects.filter(status=AttemptStatus.STARTED, started_at__lt=now - UNKNOWN_AFTER)
+    gateway = get_gateway()
+    for attempt in stale.select_related("charge").order_by("started_at")[:200]:
+        try:
+            if attempt.payment_intent_id:
+                payment = gateway.payment_get(attempt.payment_intent_id)
+            elif attempt.started_at >= now - IDEMPOTENCY_WINDOW:
+                # The very same request with the same key: Stripe answers with what it did the first time.
+                payment = gateway.payment_off_session(
+                    amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+                    payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+                    reference=str(attempt.charge_id))
+            else:
+                review_open(kind=ReviewKind.PAYMENT_UNKNOWN, client=attempt.charge.client,
+                            appointment=attempt.charge.appointment, charge=attempt.charge, now=now,
+                            reason=f"Attempt {attempt.number} on charge #{attempt.charge_id} has no answer from "
+                                   "Stripe after a day. Check the Stripe dashboard before charging again.")
+                continue
+        except OutcomeUnknown:
+            continue
+        except GatewayRefused as refused:
+            attempt_refused(attempt=attempt, message=str(refused), code=refused.code, now=now)
+            continue
+        attempt_settle(attempt=attempt, payment=payment, now=now)
+        settled += 1
+    return settled
+
+
+def payment_refresh(*, payment_intent_id: str, now: dt.datetime) -> bool:
+    """Re-read a PaymentIntent from Stripe and settle the attempt it belongs to (webhooks, the portal)."""
+    attempt = PaymentAttempt.objects.filter(payment_intent_id=payment_intent_id).order_by("-number").first()
+    if attempt is None:
+        return False
+    attempt_settle(attempt=attempt, payment=get_gateway().payment_get(payment_intent_id), now=now)
+    return True

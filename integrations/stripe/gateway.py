@@ -1,0 +1,314 @@
+"""The Stripe gateway: every call the portal makes to Stripe, in plain data.
+
+Only what payment needs is ever sent: amounts, opaque ids, and the customer's name and email.
+Never a diagnosis, CPT code, clinician, appointment time or note (PRODUCT.md workflow 13).
+
+Outcomes of a payment are one of ``succeeded``, ``failed`` (a decline, with its codes),
+``requires_action`` (the client must authenticate on-session) or ``processing``. Anything that leaves
+the outcome unknown (timeout, connection error, Stripe 5xx) raises ``OutcomeUnknown``: the caller
+keeps the attempt open and asks again later with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+from django.conf import settings
+
+T = TypeVar("T")
+
+# Declines that will not succeed on a retry: the card is gone or the bank said no for good.
+HARD_DECLINE_CODES = frozenset({
+    "lost_card", "stolen_card", "pickup_card", "fraudulent", "restricted_card", "invalid_account",
+    "card_not_supported", "currency_not_supported", "do_not_honor_permanently", "revocation_of_authorization",
+    "revocation_of_all_authorizations", "stop_payment_order", "security_violation", "merchant_blacklist",
+    "invalid_number", "incorrect_number", "expired_card", "transaction_not_allowed",
+    "new_account_information_available", "account_closed", "card_velocity_exceeded_permanently",
+})
+
+
+class OutcomeUnknown(Exception):
+    """Stripe may or may not have acted: ask again with the same idempotency key."""
+
+
+class GatewayRefused(Exception):
+    """Stripe refused the request itself (bad parameters, missing object): retrying will not help."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Card:
+    payment_method_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class SetupIntent:
+    id: str
+    client_secret: str
+    status: str
+    customer_id: str
+    payment_method_id: str
+
+
+@dataclass(frozen=True)
+class Payment:
+    status: str  # succeeded | failed | requires_action | processing | canceled
+    payment_intent_id: str
+    amount_cents: int
+    failure_code: str = ""
+    decline_code: str = ""
+    message: str = ""
+    client_secret: str = ""
+    replayed: bool = False
+
+    @property
+    def hard_decline(self) -> bool:
+        return self.decline_code in HARD_DECLINE_CODES or self.failure_code in HARD_DECLINE_CODES
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    status: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class StripeCharge:
+    """A payment as Stripe records it, for reconciliation."""
+
+    id: str
+    payment_intent_id: str
+    customer_id: str
+    amount_cents: int
+    amount_refunded_cents: int
+    status: str
+    created: int
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    type: str
+    object_type: str
+    object_id: str
+
+
+class RateLimiter:
+    """Keeps this process under a request rate (a token bucket); ``rate <= 0`` means no limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + 1.0 / self.rate
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class StripeGateway:
+    def __init__(self, client: stripe.StripeClient, *, rate_per_second: float, max_429_retries: int = 4) -> None:
+        self.client = client
+        self.limiter = RateLimiter(rate_per_second)
+        self.max_429_retries = max_429_retries
+
+    def _call(self, make: Callable[[], T]) -> T:
+        """Call Stripe under the rate limit, backing off on 429; map transport failures to OutcomeUnknown."""
+        for attempt in range(self.max_429_retries + 1):
+            self.limiter.wait()
+            try:
+                return make()
+            except stripe.RateLimitError:
+                if attempt == self.max_429_retries:
+                    raise OutcomeUnknown("Stripe kept answering 429 (too many requests).") from None
+                time.sleep(min(0.5 * 2**attempt, 8.0))
+            except (stripe.APIConnectionError, stripe.APIError) as error:
+                raise OutcomeUnknown(f"Stripe did not answer clearly: {type(error).__name__}") from error
+            except stripe.CardError:
+                raise
+            except stripe.StripeError as error:
+                err = getattr(error, "error", None)
+                raise GatewayRefused(str(getattr(err, "message", "") or error),
+                                     str(getattr(err, "code", "") or "")) from error
+        raise AssertionError("unreachable")
+
+    # Customers -----------------------------------------------------------------------------------
+    def customers_by_email(self, email: str) -> list[Customer]:
+        found = self._call(lambda: self.client.v1.customers.list(params={"email": email, "limit": 10}))
+        return [Customer(c.id, c.email or "", c.name or "") for c in found.data]
+
+    def customer_create(self, *, name: str, email: str, reference: str) -> Customer:
+        customer = self._call(lambda: self.client.v1.customers.create(
+            params={"name": name, "email": email, "metadata": {"portal_client": reference}},
+            options={"idempotency_key": f"customer-{reference}"}))
+        return Customer(customer.id, customer.email or "", customer.name or "")
+
+    def customer_get(self, customer_id: str) -> Customer:
+        customer = self._call(lambda: self.client.v1.customers.retrieve(customer_id))
+        return Customer(customer.id, customer.email or "", customer.name or "")
+
+    # Cards ---------------------------------------------------------------------------------------
+    def setup_intent_create(self, *, customer_id: str) -> SetupIntent:
+        params: Any = {"customer": customer_id, "usage": "off_session", "payment_method_types": ["card"]}
+        intent = self._call(lambda: self.client.v1.setup_intents.create(params=params))
+        return _setup_intent(intent)
+
+    def setup_intent_get(self, setup_intent_id: str) -> SetupIntent:
+        return _setup_intent(self._call(lambda: self.client.v1.setup_intents.retrieve(setup_intent_id)))
+
+    def card_get(self, payment_method_id: str) -> Card:
+        method = self._call(lambda: self.client.v1.payment_methods.retrieve(payment_method_id))
+        card = method.card
+        if card is None:
+            raise GatewayRefused(f"{payment_method_id} is not a card.", "not_a_card")
+        return Card(method.id, card.brand or "card", card.last4, int(card.exp_month), int(card.exp_year),
+                    _id(method.customer))
+
+    # Payments ------------------------------------------------------------------------------------
+    def payment_off_session(self, *, amount_cents: int, customer_id: str, payment_method_id: str,
+                            idempotency_key: str, reference: str) -> Payment:
+        """Charge a saved card with the client not present. ``reference`` is our opaque charge id."""
+        params: Any = {
+            "amount": amount_cents, "currency": "usd", "customer": customer_id,
+            "payment_method": payment_method_id, "off_session": True, "confirm": True,
+            "metadata": {"portal_charge": reference},
+        }
+        try:
+            intent = self._call(lambda: self.client.v1.payment_intents.create(
+                params=params, options={"idempotency_key": idempotency_key}))
+        except stripe.CardError as error:
+            return _declined(error, amount_cents)
+        replayed = bool(intent.last_response and intent.last_response.headers.get("Idempotent-Replayed"))
+        return _payment(intent, replayed=replayed)
+
+    def payment_get(self, payment_intent_id: str) -> Payment:
+        return _payment(self._call(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
+
+    def payment_cancel(self, payment_intent_id: str) -> Payment:
+        return _payment(self._call(lambda: self.client.v1.payment_intents.cancel(payment_intent_id)))
+
+    def refund_create(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str) -> Refund:
+        refund = self._call(lambda: self.client.v1.refunds.create(
+            params={"payment_intent": payment_intent_id, "amount": amount_cents},
+            options={"idempotency_key": idempotency_key}))
+        return Refund(refund.id, refund.status or "succeeded", int(refund.amount))
+
+    def charges_since(self, created_after: int) -> list[StripeCharge]:
+        """Every charge created after a Unix time, paging through Stripe's list."""
+        charges: list[StripeCharge] = []
+        params: dict[str, Any] = {"limit": 100, "created": {"gt": created_after}}
+        while True:
+            page = self._call(lambda p=dict(params): self.client.v1.charges.list(params=p))  # type: ignore[misc]
+            for c in page.data:
+                charges.append(StripeCharge(
+                    c.id, _id(c.payment_intent), _id(c.customer), int(c.amount), int(c.amount_refunded or 0),
+                    c.status, int(c.created), _metadata(c.metadata)))
+            if not page.has_more or not page.data:
+                return charges
+            params["starting_after"] = page.data[-1].id
+
+    # Webhooks ------------------------------------------------------------------------------------
+    def webhook_event(self, payload: bytes, signature: str) -> WebhookEvent:
+        """Verify a webhook's signature (and its age) and return what it names. Raises ValueError."""
+        try:
+            event = stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET,
+                                                   tolerance=300)
+        except (stripe.SignatureVerificationError, ValueError) as error:
+            raise ValueError(f"Invalid Stripe webhook: {error}") from error
+        obj = event.data.object
+        return WebhookEvent(event.id, event.type, str(_field(obj, "object") or ""), str(_field(obj, "id") or ""))
+
+
+def _id(value: Any) -> str:
+    """An expandable field: Stripe sends an id, or (localstripe, or with expand) the object itself."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(_field(value, "id"))
+
+
+def _metadata(metadata: Any) -> dict[str, str]:
+    return {str(key): str(metadata[key]) for key in metadata.keys()} if metadata else {}  # noqa: SIM118
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a StripeObject (not a dict: it has no .get) or None."""
+    if obj is None:
+        return None
+    try:
+        return obj[name]
+    except (KeyError, TypeError):
+        return None
+
+
+def _setup_intent(intent: Any) -> SetupIntent:
+    return SetupIntent(intent.id, intent.client_secret or "", intent.status, _id(intent.customer),
+                       _id(intent.payment_method))
+
+
+def _payment(intent: Any, *, replayed: bool = False) -> Payment:
+    status = intent.status
+    error = intent.last_payment_error
+    if status in ("requires_payment_method", "requires_confirmation"):
+        code = _field(error, "code") or "card_declined"
+        outcome = "requires_action" if code == "authentication_required" else "failed"
+        return Payment(outcome, intent.id, int(intent.amount), code, _field(error, "decline_code") or "",
+                       _field(error, "message") or "", intent.client_secret or "", replayed)
+    if status == "requires_action":
+        return Payment("requires_action", intent.id, int(intent.amount), "authentication_required",
+                       "authentication_required", "", intent.client_secret or "", replayed)
+    if status == "requires_capture":
+        status = "processing"
+    return Payment(status, intent.id, int(intent.amount), client_secret=intent.client_secret or "",
+                   replayed=replayed)
+
+
+def _declined(error: stripe.CardError, amount_cents: int) -> Payment:
+    err = error.error
+    intent = getattr(err, "payment_intent", None) if err else None
+    code = str(getattr(err, "code", "") or "card_declined")
+    decline = str(getattr(err, "decline_code", "") or "")
+    outcome = "requires_action" if code == "authentication_required" else "failed"
+    return Payment(outcome, _id(intent), amount_cents, code, decline, str(getattr(err, "message", "") or ""),
+                   str(_field(intent, "client_secret") or ""))
+
+
+@functools.cache
+def get_gateway() -> StripeGateway:
+    """The gateway for the configured Stripe (real, or the local fake server in the demo and tests)."""
+    options: dict[str, Any] = {"max_network_retries": settings.STRIPE_MAX_NETWORK_RETRIES}
+    if settings.STRIPE_API_BASE:
+        options["base_addresses"] = {"api": settings.STRIPE_API_BASE}
+    client = stripe.StripeClient(settings.STRIPE_SECRET_KEY,
+                                 http_client=stripe.HTTPXClient(timeout=settings.STRIPE_TIMEOUT_SECONDS,
+                                                                  allow_sync_methods=True),
+                                 **options)
+    return StripeGateway(client, rate_per_second=settings.STRIPE_MAX_REQUESTS_PER_SECOND)

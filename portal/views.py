@@ -1,0 +1,168 @@
+"""The pages clients reach from emailed links. No passwords: the signed, expiring token is the key.
+
+Views parse input, call one billing service and respond. Nothing about the client goes into a URL
+or a log line; the token itself is never logged (see portal.logging_filters).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from billing.models import ChargeStatus, ClientLink, LinkPurpose, Practice
+from billing.money import format_cents
+from billing.services.cards import authorization_text, card_save_from_setup_intent, enrollment_begin
+from billing.services.links import LinkProblem, link_mark_used, link_resolve
+from billing.services.payments import payment_refresh, receipt_context
+from billing.services.webhooks import stripe_event_receive
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
+
+log = logging.getLogger(__name__)
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, object], status: int = 200) -> HttpResponse:
+    response = render(request, template, {"practice": Practice.load(), **context}, status=status)
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"  # the token must not leak to Stripe.js or anyone else
+    return response
+
+
+def _problem(request: HttpRequest, problem: LinkProblem) -> HttpResponse:
+    return _page(request, "portal/link_problem.html", {"reason": problem.reason},
+                 status=404 if problem.reason == "unknown" else 410)
+
+
+@require_GET
+@never_cache
+def link(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return _problem(request, problem)
+    if client_link.purpose == LinkPurpose.ENROLL_CARD:
+        return _enroll_page(request, client_link, token)
+    if client_link.purpose == LinkPurpose.AUTHENTICATE_PAYMENT:
+        return _authenticate_page(request, client_link, token)
+    return _problem(request, LinkProblem("unknown"))
+
+
+def _stripe_js() -> dict[str, str]:
+    return {"stripe_js_url": settings.STRIPE_JS_URL, "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY}
+
+
+def _enroll_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    practice = Practice.load()
+    return _page(request, "portal/enroll.html", {
+        "client": client_link.client, "token": token, "authorization_text": authorization_text(practice),
+        "replacing": client_link.client.has_card, **_stripe_js()})
+
+
+def _authenticate_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    charge = client_link.charge
+    if charge is None or charge.status != ChargeStatus.REQUIRES_ACTION:
+        return _page(request, "portal/payment_done.html", {"already": True, "charge": charge})
+    try:
+        payment = get_gateway().payment_get(charge.payment_reference)
+    except (OutcomeUnknown, GatewayRefused):
+        return _page(request, "portal/try_again.html", {}, status=503)
+    return _page(request, "portal/authenticate.html", {
+        "token": token, "client_secret": payment.client_secret, "charge": charge,
+        "payment_method_id": client_link.client.card_payment_method_id, **receipt_context(charge),
+        **_stripe_js()})
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@require_POST
+def enrollment_start(request: HttpRequest, token: str) -> JsonResponse:
+    """The client agreed to the authorisation text: record the consent and start a SetupIntent."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+    if client_link.purpose != LinkPurpose.ENROLL_CARD:
+        return JsonResponse({"error": _problem_text("unknown")}, status=404)
+    if request.POST.get("agree") != "yes":
+        return JsonResponse({"error": "Please read the authorisation and tick the box to agree."}, status=400)
+    try:
+        client_secret = enrollment_begin(link=client_link, ip_address=_client_ip(request),
+                                         user_agent=request.META.get("HTTP_USER_AGENT", ""), now=timezone.now())
+    except (OutcomeUnknown, GatewayRefused):
+        return JsonResponse({"error": "We could not reach our card processor. Please try again in a minute."},
+                            status=503)
+    return JsonResponse({"client_secret": client_secret})
+
+
+@require_POST
+def enrollment_finish(request: HttpRequest, token: str) -> JsonResponse:
+    """The browser says the card was saved: check with Stripe and keep it (the webhook may beat us)."""
+    setup_intent_id = request.POST.get("setup_intent", "")
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        client_link = problem.link  # type: ignore[assignment]
+        if problem.reason != "used" or client_link is None:
+            return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+    if not setup_intent_id or client_link.setup_intent_id != setup_intent_id:
+        return JsonResponse({"error": "This card setup does not belong to this link."}, status=400)
+    try:
+        client = card_save_from_setup_intent(setup_intent_id=setup_intent_id, now=timezone.now())
+    except (OutcomeUnknown, GatewayRefused):
+        return JsonResponse({"error": "We could not confirm the card yet. Please try again in a minute."},
+                            status=503)
+    if client is None:
+        return JsonResponse({"error": "The card was not saved. Please try again."}, status=400)
+    return JsonResponse({"saved": True, "card": client.card_summary})
+
+
+@require_POST
+def payment_confirmed(request: HttpRequest, token: str) -> JsonResponse:
+    """The client authenticated a payment on-session: re-read it from Stripe and settle it."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+    charge = client_link.charge
+    if client_link.purpose != LinkPurpose.AUTHENTICATE_PAYMENT or charge is None:
+        return JsonResponse({"error": _problem_text("unknown")}, status=404)
+    try:
+        payment_refresh(payment_intent_id=charge.payment_reference, now=timezone.now())
+    except (OutcomeUnknown, GatewayRefused):
+        return JsonResponse({"error": "We could not confirm the payment yet. Please refresh in a minute."},
+                            status=503)
+    charge.refresh_from_db()
+    if charge.status == ChargeStatus.SUCCEEDED:
+        link_mark_used(link=client_link, now=timezone.now())
+        return JsonResponse({"paid": True, "amount": format_cents(charge.amount_cents)})
+    return JsonResponse({"error": "The payment was not completed. You can try again."}, status=402)
+
+
+def _problem_text(reason: str) -> str:
+    return {
+        "expired": "This link has expired. Please ask the practice for a new one.",
+        "used": "This link has already been used. Please ask the practice for a new one if you need it.",
+    }.get(reason, "This link is not valid. Please ask the practice for a new one.")
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Stripe's events: verified, stored once by id, applied by re-reading the object."""
+    try:
+        event = get_gateway().webhook_event(request.body, request.headers.get("Stripe-Signature", ""))
+    except ValueError:
+        return JsonResponse({"error": "invalid signature"}, status=400)
+    try:
+        outcome = stripe_event_receive(event=event, now=timezone.now())
+    except (OutcomeUnknown, GatewayRefused):
+        return JsonResponse({"error": "try again later"}, status=503)  # Stripe delivers it again
+    return JsonResponse({"received": True, "outcome": outcome})
