@@ -70,8 +70,9 @@ def make_client(db: None, aetna: Payer) -> Callable[..., Client]:
 def make_appointment(db: None, clinician: Clinician) -> Callable[..., Appointment]:
     def make(*clients: Client, service_code: str = "90837", starts_at: dt.datetime = FRIDAY_10AM,
              **fields: Any) -> Appointment:
+        fields.setdefault("diagnosis_codes", ["F41.1"])
         appointment = Appointment.objects.create(clinician=clinician, service_code=service_code,
-                                                 starts_at=starts_at, diagnosis_codes=["F41.1"], **fields)
+                                                 starts_at=starts_at, **fields)
         for client in clients:
             Participant.objects.create(appointment=appointment, client=client)
         return appointment

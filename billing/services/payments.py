@@ -309,9 +309,17 @@ def attempts_settle_unknown(*, now: dt.datetime) -> int:
 
 
 def payment_refresh(*, payment_intent_id: str, now: dt.datetime) -> bool:
-    """Re-read a PaymentIntent from Stripe and settle the attempt it belongs to (webhooks, the portal)."""
+    """Re-read a PaymentIntent from Stripe and settle the attempt it belongs to (webhooks, the portal).
+
+    An attempt whose worker died before learning the PaymentIntent id is found by the charge
+    reference the PaymentIntent carries.
+    """
+    payment = get_gateway().payment_get(payment_intent_id)
     attempt = PaymentAttempt.objects.filter(payment_intent_id=payment_intent_id).order_by("-number").first()
+    if attempt is None and payment.reference.isdigit():
+        attempt = PaymentAttempt.objects.filter(charge_id=int(payment.reference), status=AttemptStatus.STARTED,
+                                                payment_intent_id="", amount_cents=payment.amount_cents).first()
     if attempt is None:
         return False
-    attempt_settle(attempt=attempt, payment=get_gateway().payment_get(payment_intent_id), now=now)
+    attempt_settle(attempt=attempt, payment=payment, now=now)
     return True

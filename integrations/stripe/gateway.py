@@ -81,6 +81,7 @@ class Payment:
     message: str = ""
     client_secret: str = ""
     replayed: bool = False
+    reference: str = ""  # our opaque charge id, from the PaymentIntent's metadata
 
     @property
     def hard_decline(self) -> bool:
@@ -256,7 +257,11 @@ def _id(value: Any) -> str:
 
 
 def _metadata(metadata: Any) -> dict[str, str]:
-    return {str(key): str(metadata[key]) for key in metadata.keys()} if metadata else {}  # noqa: SIM118
+    """Metadata as a plain dict (a StripeObject is not a dict)."""
+    if not metadata:
+        return {}
+    plain = metadata.to_dict() if hasattr(metadata, "to_dict") else dict(metadata)
+    return {str(key): str(value) for key, value in plain.items()}
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -277,18 +282,19 @@ def _setup_intent(intent: Any) -> SetupIntent:
 def _payment(intent: Any, *, replayed: bool = False) -> Payment:
     status = intent.status
     error = intent.last_payment_error
+    reference = _metadata(intent.metadata).get("portal_charge", "")
     if status in ("requires_payment_method", "requires_confirmation"):
         code = _field(error, "code") or "card_declined"
         outcome = "requires_action" if code == "authentication_required" else "failed"
         return Payment(outcome, intent.id, int(intent.amount), code, _field(error, "decline_code") or "",
-                       _field(error, "message") or "", intent.client_secret or "", replayed)
+                       _field(error, "message") or "", intent.client_secret or "", replayed, reference)
     if status == "requires_action":
         return Payment("requires_action", intent.id, int(intent.amount), "authentication_required",
-                       "authentication_required", "", intent.client_secret or "", replayed)
+                       "authentication_required", "", intent.client_secret or "", replayed, reference)
     if status == "requires_capture":
         status = "processing"
     return Payment(status, intent.id, int(intent.amount), client_secret=intent.client_secret or "",
-                   replayed=replayed)
+                   replayed=replayed, reference=reference)
 
 
 def _declined(error: stripe.CardError, amount_cents: int) -> Payment:
