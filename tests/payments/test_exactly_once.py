@@ -72,7 +72,7 @@ def test_four_concurrent_ticks_pay_200_due_charges_exactly_once(
     paid = _succeeded(stripe_server)
     assert len(paid) == 200
     assert len({c["payment_intent"] for c in paid}) == 200
-    assert sorted(c["amount"] for c in paid) == sorted(Charge.objects.values_list("amount_cents", flat=True))
+    assert sorted(int(str(c["amount"])) for c in paid) == sorted(Charge.objects.values_list("amount_cents", flat=True))
     assert sum(int(out.split("payment_attempts: ")[1].split(",")[0]) for out, _ in outputs) == 200
 
 
