@@ -10,7 +10,7 @@ import httpx
 import pytest
 from django.db import connection
 
-pytest_plugins = ["tests.practice_fixtures"]
+pytest_plugins = ["tests.practice_fixtures", "tests.payment_fixtures"]
 
 
 @pytest.fixture(scope="session", autouse=True)

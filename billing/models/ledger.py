@@ -76,6 +76,7 @@ class ReviewKind(models.TextChoices):
     PAYMENT_UNKNOWN = "payment_unknown", "Payment outcome unknown"
     PAYMENT_REFUSED = "payment_refused", "Stripe refused the payment request"
     STRIPE_LINK = "stripe_link", "Stripe customer to link by hand"
+    FEE_NO_ACK = "fee_no_ack", "Fee not charged: no current policy acknowledgment"
 
 
 class ReviewStatus(models.TextChoices):

@@ -31,10 +31,13 @@ from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.pricing import NeedsReview, Share, share_compute
+from billing.services.notify import email_enqueue
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
 
 SESSION_KINDS = (ChargeKind.COPAY, ChargeKind.SESSION_FEE)
+FEE_FOR_STATUS = {AppointmentStatus.NO_SHOW: ChargeKind.NO_SHOW_FEE,
+                  AppointmentStatus.LATE_CANCEL: ChargeKind.LATE_CANCEL_FEE}
 # Statuses in which no money has moved and no payment is waiting on the client: the charge may be re-priced.
 REPRICEABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
 CANCELABLE = (*REPRICEABLE, ChargeStatus.REQUIRES_ACTION)
@@ -120,6 +123,104 @@ def appointment_sync_charges(*, appointment: Appointment, now: dt.datetime, acto
                     why = ("removed from the session" if client.pk not in participant_ids
                            else f"session is now {appointment.get_status_display().lower()}")
                     _charge_withdraw(charge, appointment, practice, now, actor, user, why)
+        _fees_follow(appointment, participant_ids, practice, now, actor, user)
+
+
+def _fees_follow(appointment: Appointment, participant_ids: set[int], practice: Practice, now: dt.datetime,
+                 actor: str, user: User | None) -> None:
+    """No-show and late-cancel fees (workflow 8): only where the client acknowledged the current policy.
+
+    A fee waits ``fee_review_hours`` before it is charged, so staff can waive it; a status corrected
+    before then cancels it.
+    """
+    fees = {(c.client_id, c.kind): c for c in Charge.objects.select_for_update().filter(
+        appointment=appointment, kind__in=FEE_FOR_STATUS.values())}
+    wanted = FEE_FOR_STATUS.get(AppointmentStatus(appointment.status))
+    for (client_id, kind), charge in fees.items():
+        if kind != wanted or client_id not in participant_ids:
+            why = ("removed from the session" if client_id not in participant_ids
+                   else f"session is now {appointment.get_status_display().lower()}")
+            _charge_withdraw(charge, appointment, practice, now, actor, user, why)
+    for client in Client.objects.filter(pk__in=participant_ids).order_by("pk"):
+        if wanted is None:
+            review_close_stale(kind=ReviewKind.FEE_NO_ACK, client=client, appointment=appointment, now=now,
+                               note="The session no longer carries a fee.")
+            continue
+        charge = fees.get((client.pk, wanted))
+        if charge is not None:
+            if charge.status == ChargeStatus.CANCELED and not fee_was_waived(charge):
+                _fee_revive(charge, appointment, practice, now, actor, user)
+            continue
+        _fee_create(appointment, client, wanted, practice, now, actor, user)
+
+
+def fee_was_waived(charge: Charge) -> bool:
+    return charge.ledger_entries.filter(kind=LedgerKind.WAIVER).exists()
+
+
+def _fee_create(appointment: Appointment, client: Client, kind: str, practice: Practice, now: dt.datetime,
+                actor: str, user: User | None) -> None:
+    amount = practice.no_show_fee_cents if kind == ChargeKind.NO_SHOW_FEE else practice.late_cancel_fee_cents
+    label = ChargeKind(kind).label
+    if amount == 0:
+        return
+    version = practice.cancellation_policy_version
+    acknowledgment = client.policy_acknowledgments.filter(policy_version=version).first()
+    if acknowledgment is None:
+        review_open(kind=ReviewKind.FEE_NO_ACK, client=client, appointment=appointment, now=now,
+                    reason=f"{label} not charged: the client has not acknowledged the current cancellation "
+                           f"policy (version {version}).")
+        return
+    review_close_stale(kind=ReviewKind.FEE_NO_ACK, client=client, appointment=appointment, now=now,
+                       note="The client acknowledged the current policy.")
+    acknowledged = acknowledgment.acknowledged_at.astimezone(practice.zone).date()
+    due = now + dt.timedelta(hours=practice.fee_review_hours)
+    charge = Charge.objects.create(
+        client=client, appointment=appointment, kind=kind, amount_cents=amount, status=ChargeStatus.SCHEDULED,
+        scheduled_for=due, breakdown=[
+            {"label": f"{label} under the cancellation policy (version {version}) you acknowledged on "
+                      f"{acknowledged:%B} {acknowledged.day}, {acknowledged.year}", "amount_cents": amount},
+            {"label": "You owe", "amount_cents": amount}])
+    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user,
+                        reason=f"session is {appointment.get_status_display().lower()}")
+    ledger_post(client=client, kind=LedgerKind.FEE, amount_cents=amount,
+                occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
+                appointment=appointment, charge=charge, memo=label)
+    email_enqueue(key=f"fee:charge:{charge.pk}", client=client, template="fee_notice", now=now, context={
+        "charge": charge, "amount": format_cents(amount), "label": label, "charge_at": due,
+        "session_date": service_date(appointment, practice), "policy_version": version,
+        "acknowledged_at": acknowledgment.acknowledged_at})
+
+
+def _fee_revive(charge: Charge, appointment: Appointment, practice: Practice, now: dt.datetime, actor: str,
+                user: User | None) -> None:
+    charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
+                      reason="fee applies again",
+                      scheduled_for=now + dt.timedelta(hours=practice.fee_review_hours))
+    _ledger_follow(charge, appointment, charge.amount_cents, practice, now, actor, user, "fee applies again")
+
+
+class WaiveNotAllowed(Exception):
+    pass
+
+
+def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> Charge:
+    """Staff waive a no-show or late-cancel fee before it is charged; after, it is a refund."""
+    if not reason.strip():
+        raise WaiveNotAllowed("Give a reason for waiving the fee.")
+    with transaction.atomic():
+        charge = Charge.objects.select_for_update(of=("self",)).select_related("appointment").get(pk=charge.pk)
+        if charge.kind not in FEE_FOR_STATUS.values():
+            raise WaiveNotAllowed("Only no-show and late-cancel fees can be waived.")
+        if charge.status not in CANCELABLE:
+            raise WaiveNotAllowed(f"This fee is {charge.get_status_display().lower()}: refund it instead.")
+        actor = f"staff:{user.get_username()}"
+        charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
+                          reason=f"waived: {reason.strip()}")
+        assert charge.appointment is not None
+        _ledger_follow(charge, charge.appointment, 0, Practice.load(), now, actor, user,
+                       f"waived: {reason.strip()}", kind=LedgerKind.WAIVER)
+    return charge
 
 
 def _charge_follow(appointment: Appointment, client: Client, charge: Charge | None, practice: Practice,

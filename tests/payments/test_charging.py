@@ -19,7 +19,7 @@ from billing.models import (
     ReviewKind,
 )
 from tests.conftest import FakeStripe
-from tests.payments.conftest import (
+from tests.payment_fixtures import (
     CARD_DECLINES_WHEN_CHARGED,
     CARD_NEEDS_AUTHENTICATION,
     CARD_OK,

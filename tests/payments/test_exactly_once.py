@@ -30,7 +30,7 @@ from billing.models import (
     StripeEvent,
 )
 from tests.conftest import FakeStripe
-from tests.payments.conftest import CARD_OK, outbox, save_card, tick
+from tests.payment_fixtures import CARD_OK, outbox, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 ROOT = Path(__file__).resolve().parents[2]

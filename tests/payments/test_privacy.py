@@ -12,7 +12,7 @@ from billing.models import Appointment, Charge, Client, Practice
 from billing.services.cards import clients_link_stripe
 from billing.services.refunds import charge_refund
 from tests.conftest import FakeStripe
-from tests.payments.conftest import CARD_DECLINES_WHEN_CHARGED, CARD_NEEDS_AUTHENTICATION, CARD_OK, save_card, tick
+from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_NEEDS_AUTHENTICATION, CARD_OK, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 

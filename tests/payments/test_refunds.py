@@ -12,7 +12,7 @@ from billing.models import Appointment, Charge, ChargeStatus, Client, LedgerEntr
 from billing.services.refunds import RefundNotAllowed, charge_refund
 from billing.services.schedule import appointment_set_status
 from tests.conftest import FakeStripe
-from tests.payments.conftest import CARD_OK, save_card, tick
+from tests.payment_fixtures import CARD_OK, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 
