@@ -30,8 +30,8 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
-from billing.services.pricing import NeedsReview, Share, share_compute
 from billing.services.notify import email_enqueue
+from billing.services.pricing import NeedsReview, Share, share_compute
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
 
