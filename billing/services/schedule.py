@@ -146,10 +146,10 @@ def _fees_follow(appointment: Appointment, participant_ids: set[int], practice: 
             review_close_stale(kind=ReviewKind.FEE_NO_ACK, client=client, appointment=appointment, now=now,
                                note="The session no longer carries a fee.")
             continue
-        charge = fees.get((client.pk, wanted))
-        if charge is not None:
-            if charge.status == ChargeStatus.CANCELED and not fee_was_waived(charge):
-                _fee_revive(charge, appointment, practice, now, actor, user)
+        fee = fees.get((client.pk, wanted))
+        if fee is not None:
+            if fee.status == ChargeStatus.CANCELED and not fee_was_waived(fee):
+                _fee_revive(fee, appointment, practice, now, actor, user)
             continue
         _fee_create(appointment, client, wanted, practice, now, actor, user)
 
