@@ -9,6 +9,7 @@ def register_models() -> None:
     from billing import models
 
     for model in (models.Client, models.Coverage, models.PolicyAcknowledgment, models.Appointment,
-                  models.Participant, models.Clinician, models.Practice, models.Charge, models.ReviewItem):
+                  models.Participant, models.Clinician, models.Practice, models.Charge, models.ReviewItem,
+                  models.InsurancePayment):
         if not auditlog.contains(model):
             auditlog.register(model)

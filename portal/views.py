@@ -7,24 +7,37 @@ or a log line; the token itself is never logged (see portal.logging_filters).
 from __future__ import annotations
 
 import logging
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import ChargeStatus, ClientLink, LinkPurpose, Practice
+from billing.models import Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
 from billing.money import format_cents
-from billing.services.cards import authorization_text, card_save_from_setup_intent, enrollment_begin
+from billing.services.balance import (
+    PaymentNotAllowed,
+    balance_payment_start,
+    client_balance_cents,
+    payable_charges,
+)
+from billing.services.cards import (
+    authorization_text,
+    card_save_from_setup_intent,
+    enrollment_begin,
+    enrollment_link_send,
+)
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
 from billing.services.payments import payment_refresh, receipt_context
 from billing.services.webhooks import stripe_event_receive
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 log = logging.getLogger(__name__)
+PAID_STATUSES = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, object], status: int = 200) -> HttpResponse:
@@ -50,7 +63,135 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _enroll_page(request, client_link, token)
     if client_link.purpose == LinkPurpose.AUTHENTICATE_PAYMENT:
         return _authenticate_page(request, client_link, token)
+    if client_link.purpose in (LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS):
+        return _balance_page(request, client_link, token)
     return _problem(request, LinkProblem("unknown"))
+
+
+def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    client = client_link.client
+    charges = payable_charges(client)
+    balance = client_balance_cents(client)
+    other = max(balance - sum(c.amount_cents for c in charges), 0)
+    waiting = Charge.objects.filter(client=client, status=ChargeStatus.REQUIRES_ACTION).count()
+    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).select_related("appointment__clinician")
+            .order_by("-updated_at")[:24])
+    return _page(request, "portal/balance.html", {
+        "client": client, "token": token, "balance": balance, "balance_text": format_cents(max(balance, 0)),
+        "items": [_item(c) for c in charges], "other_cents": other, "waiting_for_confirmation": waiting,
+        "receipts": [_item(c) for c in paid], "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE,
+        **_stripe_js()})
+
+
+def _item(charge: Charge) -> dict[str, object]:
+    context = receipt_context(charge)
+    return {"id": charge.pk, "amount_cents": charge.amount_cents, "amount": context["amount"],
+            "label": context["service"], "session_date": context["session_date"], "therapist": context["therapist"],
+            "status": charge.get_status_display(), "failed": charge.status == ChargeStatus.FAILED,
+            "paid_on": charge.updated_at}
+
+
+def _dollars_to_cents(text: str) -> int | None:
+    try:
+        value = Decimal(text.replace("$", "").replace(",", "").strip())
+    except InvalidOperation:
+        return None
+    if value != value.quantize(Decimal("0.01")) or value <= 0:
+        return None
+    return int(value * 100)
+
+
+@require_POST
+def balance_pay(request: HttpRequest, token: str) -> JsonResponse:
+    """Pay all of the balance, chosen items, or a chosen amount, with the saved card."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+    if client_link.purpose != LinkPurpose.PAY_BALANCE:
+        return JsonResponse({"error": _problem_text("unknown")}, status=404)
+    client = client_link.client
+    mode = request.POST.get("mode", "all")
+    charge_ids: list[int] | None = None
+    if mode == "all":
+        amount = client_balance_cents(client)
+    elif mode == "items":
+        try:
+            charge_ids = [int(i) for i in request.POST.getlist("items")]
+        except ValueError:
+            return JsonResponse({"error": "Choose the items to pay."}, status=400)
+        chosen = {c.pk: c.amount_cents for c in payable_charges(client)}
+        if not charge_ids or any(i not in chosen for i in charge_ids):
+            return JsonResponse({"error": "Choose the items to pay."}, status=400)
+        amount = sum(chosen[i] for i in charge_ids)
+    elif mode == "amount":
+        parsed = _dollars_to_cents(request.POST.get("amount", ""))
+        if parsed is None:
+            return JsonResponse({"error": "Enter an amount in dollars and cents, for example 50.00."}, status=400)
+        amount = parsed
+    else:
+        return JsonResponse({"error": "Choose what to pay."}, status=400)
+    try:
+        result = balance_payment_start(client=client, amount_cents=amount, charge_ids=charge_ids, now=timezone.now())
+    except PaymentNotAllowed as refused:
+        return JsonResponse({"error": str(refused)}, status=400)
+    body = {"status": result.status, "payment": result.charge.pk, "amount": format_cents(result.charge.amount_cents)}
+    if result.status == "requires_action":
+        body["client_secret"] = result.client_secret
+    elif result.status != "succeeded":
+        body["error"] = result.message
+    return JsonResponse(body, status=200 if result.status in ("succeeded", "requires_action") else 402)
+
+
+@require_POST
+def balance_confirmed(request: HttpRequest, token: str) -> JsonResponse:
+    """After the bank's check on the page: re-read the payment from Stripe."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+    payment = Charge.objects.filter(pk=request.POST.get("payment") or 0, client=client_link.client,
+                                    kind=ChargeKind.BALANCE_PAYMENT).first()
+    if payment is None or not payment.payment_reference:
+        return JsonResponse({"error": "That payment is not part of this account."}, status=404)
+    try:
+        payment_refresh(payment_intent_id=payment.payment_reference, now=timezone.now())
+    except (OutcomeUnknown, GatewayRefused):
+        return JsonResponse({"error": "We could not confirm the payment yet. Please refresh in a minute."},
+                            status=503)
+    payment.refresh_from_db()
+    if payment.status == ChargeStatus.SUCCEEDED:
+        return JsonResponse({"status": "succeeded", "amount": format_cents(payment.amount_cents)})
+    return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again."}, status=402)
+
+
+@require_POST
+def card_link(request: HttpRequest, token: str) -> HttpResponse:
+    """From the balance page: a fresh card-enrollment link, to add or replace the card."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return _problem(request, problem)
+    issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
+    return redirect(issued.url.removeprefix(settings.PORTAL_BASE_URL) or issued.url)
+
+
+@require_GET
+def receipt_download(request: HttpRequest, token: str, charge_id: int) -> HttpResponse:
+    """A paid charge's receipt as a file the client can keep or send to an FSA/HSA."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return _problem(request, problem)
+    charge = Charge.objects.filter(pk=charge_id, client=client_link.client, status__in=PAID_STATUSES).select_related(
+        "appointment__clinician", "client").first()
+    if charge is None:
+        return _problem(request, LinkProblem("unknown"))
+    response = render(request, "portal/receipt.html", {"practice": Practice.load(), "client": charge.client,
+                                                        **receipt_context(charge)})
+    response["Content-Disposition"] = f'attachment; filename="receipt-{charge.pk}.html"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _stripe_js() -> dict[str, str]:

@@ -12,6 +12,8 @@ from billing.models.charges import (
 from billing.models.insurance import InsurancePayment
 from billing.models.ledger import AppendOnlyError, LedgerEntry, LedgerKind, ReviewItem, ReviewKind, ReviewStatus
 from billing.models.payments import (
+    BalanceAllocation,
+    BalanceEpisode,
     CardConsent,
     ClientLink,
     EmailStatus,
@@ -43,6 +45,8 @@ __all__ = [
     "AppointmentEvent",
     "AppointmentStatus",
     "AttemptStatus",
+    "BalanceAllocation",
+    "BalanceEpisode",
     "BillingType",
     "CardConsent",
     "CategoryRate",

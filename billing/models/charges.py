@@ -58,6 +58,8 @@ class Charge(models.Model):
     payment_reference = models.CharField(max_length=100, blank=True, help_text="The Stripe PaymentIntent id.")
     receipt_sent_at = models.DateTimeField(null=True, blank=True)
     refunded_cents = models.PositiveIntegerField(default=0)
+    prepaid_cents = models.PositiveIntegerField(
+        default=0, help_text="Already paid toward this charge through a balance payment on the portal.")
     hold_reason = models.CharField(
         max_length=200, blank=True,
         help_text="Why a due charge waits for staff instead of being charged (no card, above the cap).")

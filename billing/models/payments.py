@@ -135,3 +135,43 @@ class OutboundEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template} to {self.to}"
+
+
+class BalanceEpisode(models.Model):
+    """One stretch of a client's balance staying above the reminder threshold (workflow 9).
+
+    It starts when the balance rose above the threshold (or at the last payment made while above
+    it) and each reminder is sent once per episode; a payment or the balance falling below the
+    threshold closes it.
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="balance_episodes")
+    over_since = models.DateTimeField()
+    first_reminder_at = models.DateTimeField(null=True, blank=True)
+    second_reminder_at = models.DateTimeField(null=True, blank=True)
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_reason = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["-over_since"]
+        constraints = [models.UniqueConstraint(fields=["client", "over_since"], name="balance_episode_once")]
+        indexes = [models.Index(fields=["closed_at"], name="balance_episode_open")]
+
+    def __str__(self) -> str:
+        return f"Balance over threshold for {self.client} since {self.over_since:%Y-%m-%d}"
+
+
+class BalanceAllocation(models.Model):
+    """Which open charges a portal balance payment pays, and what to put back if it fails."""
+
+    payment = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="allocations")
+    charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="paid_by_allocations")
+    amount_cents = models.PositiveIntegerField()
+    previous_next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["payment", "charge"], name="allocation_once")]
+
+    def __str__(self) -> str:
+        return f"{self.amount_cents} of {self.charge} by {self.payment}"

@@ -23,6 +23,7 @@ from django.utils import timezone
 from billing.models import (
     AttemptStatus,
     Charge,
+    ChargeKind,
     ChargeStatus,
     Client,
     LedgerKind,
@@ -32,7 +33,7 @@ from billing.models import (
     ReviewKind,
 )
 from billing.money import format_cents
-from billing.services.charges import charge_transition
+from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_post
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
@@ -49,6 +50,8 @@ IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
 # A charge waiting for the client to authenticate is settled only on-session (or by staff), never
 # retried off-session: the client could otherwise pay twice.
 OPEN_FAILURES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
+# A charge a client is paying on the portal right now: the off-session collector leaves it alone.
+PORTAL_HOLD = "being paid on the portal"
 
 
 def _collectable(now: dt.datetime) -> Q:
@@ -167,26 +170,33 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         practice = Practice.load()
         attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
         attempt.finished_at = now
+        on_portal = charge.kind == ChargeKind.BALANCE_PAYMENT
         if payment.status == "succeeded":
             attempt.status = AttemptStatus.SUCCEEDED
             attempt.save()
             _charge_succeeded(charge, attempt, now)
+            if on_portal:
+                _allocations_paid(charge, attempt.payment_intent_id, now)
         elif payment.status == "requires_action":
             attempt.status = AttemptStatus.REQUIRES_ACTION
             attempt.failure_code = "authentication_required"
             attempt.save()
-            _charge_needs_authentication(charge, attempt, now)
-        elif payment.status == "canceled":
-            attempt.status = AttemptStatus.FAILED
-            attempt.failure_code = "canceled"
-            attempt.save()
+            if on_portal:  # the client is on the page, which completes it with Stripe.js
+                charge_transition(charge=charge, to_status=ChargeStatus.REQUIRES_ACTION, now=now, actor=SYSTEM,
+                                  reason="the bank asks the client to confirm",
+                                  payment_reference=attempt.payment_intent_id)
+            else:
+                _charge_needs_authentication(charge, attempt, now)
         else:
             attempt.status = AttemptStatus.FAILED
-            attempt.failure_code = payment.failure_code[:60]
+            attempt.failure_code = "canceled" if payment.status == "canceled" else payment.failure_code[:60]
             attempt.decline_code = payment.decline_code[:60]
             attempt.failure_message = payment.message[:300]
             attempt.save()
-            _charge_failed(charge, attempt, payment, practice, now)
+            if on_portal:
+                _portal_payment_failed(charge, attempt, now)
+            elif payment.status != "canceled":
+                _charge_failed(charge, attempt, payment, practice, now)
 
 
 def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
@@ -226,6 +236,36 @@ def _service_description(charge: Charge) -> str:
         return charge.get_kind_display()
     service = Service.objects.filter(cpt_code=charge.appointment.service_code).first()
     return service.description if service else "Therapy session"
+
+
+def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.datetime) -> None:
+    """A portal balance payment went through: the charges it covered are paid (or paid in part)."""
+    for allocation in payment_charge.allocations.select_related("charge").select_for_update(of=("self",)):
+        charge = Charge.objects.select_for_update().get(pk=allocation.charge_id)
+        reason = f"paid on the portal (balance payment #{payment_charge.pk})"
+        if allocation.amount_cents >= charge.amount_cents:
+            charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM, reason=reason,
+                              payment_reference=payment_intent_id, hold_reason="", next_retry_at=None,
+                              prepaid_cents=charge.prepaid_cents + allocation.amount_cents)
+        else:
+            charge.amount_cents -= allocation.amount_cents
+            charge.prepaid_cents += allocation.amount_cents
+            charge.hold_reason = ""
+            charge.next_retry_at = allocation.previous_next_retry_at
+            charge.save(update_fields=["amount_cents", "prepaid_cents", "hold_reason", "next_retry_at", "updated_at"])
+            charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
+                                reason=f"{format_cents(allocation.amount_cents)} {reason}")
+    _clear_card_flag_if_settled(payment_charge.client, now)
+
+
+def _portal_payment_failed(payment_charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
+    """The client saw the decline on the page; the charges it would have paid go back to their schedule."""
+    code = attempt.decline_code or attempt.failure_code
+    charge_transition(charge=payment_charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                      reason=f"portal payment not completed ({code})", last_failure_code=code[:60], next_retry_at=None)
+    for allocation in payment_charge.allocations.all():
+        Charge.objects.filter(pk=allocation.charge_id, hold_reason=PORTAL_HOLD).update(
+            hold_reason="", next_retry_at=allocation.previous_next_retry_at, updated_at=now)
 
 
 def _charge_needs_authentication(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:

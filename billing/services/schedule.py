@@ -280,6 +280,8 @@ def _charge_revive(charge: Charge, appointment: Appointment, share: Share, pract
 def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
                     now: dt.datetime, actor: str, user: User | None) -> None:
     fields = _priced_fields(share)
+    # Part may already be paid on the portal: the charge collects only the rest; the ledger keeps the share.
+    fields["amount_cents"] = max(share.amount_cents - charge.prepaid_cents, 0)
     if all(getattr(charge, name) == value for name, value in fields.items()):
         return
     old_amount = charge.amount_cents
@@ -294,7 +296,7 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
     charge.save(update_fields=update)
     charge_event_record(charge=charge, from_status=charge.status, now=now, actor=actor, user=user,
                         reason=f"re-priced from {format_cents(old_amount)}")
-    _ledger_follow(charge, appointment, charge.amount_cents, practice, now, actor, user,
+    _ledger_follow(charge, appointment, share.amount_cents, practice, now, actor, user,
                    f"re-priced from {format_cents(old_amount)}")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from django.db import transaction
 
 from billing.models import Charge, ChargeEvent, ChargeStatus
+from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.notify import email_enqueue, emails_send
 from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
 from billing.services.refunds import refunds_settle_unknown
@@ -65,7 +66,7 @@ def notices_send(*, now: dt.datetime) -> int:
 
 
 def _payments_janitor(*, now: dt.datetime) -> int:
-    return attempts_settle_unknown(now=now) + refunds_settle_unknown(now=now)
+    return attempts_settle_unknown(now=now) + refunds_settle_unknown(now=now) + portal_payments_abandon(now=now)
 
 
 TickStep = Callable[..., int]
@@ -75,6 +76,7 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("notices_sent", notices_send),
     ("charges_marked_due", charges_mark_due),
     ("payment_attempts", charges_collect),
+    ("balance_reminders", balance_reminders_run),
     ("emails_sent", emails_send),
 ]
 

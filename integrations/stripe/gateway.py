@@ -211,6 +211,21 @@ class StripeGateway:
         replayed = bool(intent.last_response and intent.last_response.headers.get("Idempotent-Replayed"))
         return _payment(intent, replayed=replayed)
 
+    def payment_on_session(self, *, amount_cents: int, customer_id: str, payment_method_id: str,
+                           idempotency_key: str, reference: str) -> Payment:
+        """Charge a saved card with the client present: their bank may ask them to authenticate
+        (``requires_action``: the page completes it with Stripe.js)."""
+        params: Any = {
+            "amount": amount_cents, "currency": "usd", "customer": customer_id,
+            "payment_method": payment_method_id, "confirm": True, "metadata": {"portal_charge": reference},
+        }
+        try:
+            intent = self._call(lambda: self.client.v1.payment_intents.create(
+                params=params, options={"idempotency_key": idempotency_key}))
+        except stripe.CardError as error:
+            return _declined(error, amount_cents)
+        return _payment(intent)
+
     def payment_get(self, payment_intent_id: str) -> Payment:
         return _payment(self._call(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
 

@@ -1,0 +1,240 @@
+"""Balances: what a client can pay on the portal, paying it, and reminders when it stays high (workflow 9)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Sum, Window
+
+from billing.models import (
+    AttemptStatus,
+    BalanceAllocation,
+    BalanceEpisode,
+    Charge,
+    ChargeKind,
+    ChargeStatus,
+    Client,
+    LedgerEntry,
+    LedgerKind,
+    LinkPurpose,
+    PaymentAttempt,
+    Practice,
+)
+from billing.money import format_cents
+from billing.services.charges import charge_event_record
+from billing.services.links import link_create
+from billing.services.notify import email_enqueue
+from billing.services.payments import PORTAL_HOLD, attempt_refused, attempt_settle
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
+
+SYSTEM = "system:balance"
+# Open charges a client may pay on the portal. A charge waiting for authentication has its own link,
+# and one being charged right now is not offered, so nothing can be paid twice.
+PAYABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
+ABANDONED_AFTER = dt.timedelta(hours=1)
+
+
+def client_balance_cents(client: Client, *, at: dt.datetime | None = None) -> int:
+    entries = LedgerEntry.objects.filter(client=client)
+    if at is not None:
+        entries = entries.filter(created_at__lte=at)
+    return entries.aggregate(total=Sum("amount_cents"))["total"] or 0
+
+
+def payable_charges(client: Client) -> list[Charge]:
+    return list(Charge.objects.filter(client=client, status__in=PAYABLE, amount_cents__gt=0)
+                .exclude(hold_reason=PORTAL_HOLD).select_related("appointment__clinician")
+                .order_by("appointment__starts_at", "created_at", "pk"))
+
+
+@dataclass(frozen=True)
+class PortalPayment:
+    charge: Charge
+    status: str  # succeeded | requires_action | failed | unknown
+    client_secret: str = ""
+    message: str = ""
+
+
+class PaymentNotAllowed(Exception):
+    pass
+
+
+def balance_payment_start(*, client: Client, amount_cents: int, charge_ids: list[int] | None,
+                          now: dt.datetime) -> PortalPayment:
+    """Pay part or all of the balance with the saved card, the client present.
+
+    The charges it pays are locked and put on hold first (so the scheduler cannot charge them
+    too), then Stripe is called outside the transaction, and the outcome settled as for any charge.
+    """
+    if not client.card_payment_method_id or not client.stripe_customer_id:
+        raise PaymentNotAllowed("Please add a card first.")
+    with transaction.atomic():
+        client = Client.objects.select_for_update().get(pk=client.pk)
+        balance = client_balance_cents(client)
+        if amount_cents <= 0:
+            raise PaymentNotAllowed("Enter an amount above $0.00.")
+        if amount_cents > balance:
+            raise PaymentNotAllowed(f"You can pay at most your balance of {format_cents(max(balance, 0))}.")
+        open_charges = list(Charge.objects.select_for_update().filter(
+            pk__in=[c.pk for c in payable_charges(client)]).order_by("created_at", "pk"))
+        if charge_ids is not None:
+            chosen = [c for c in open_charges if c.pk in set(charge_ids)]
+            if len(chosen) != len(set(charge_ids)):
+                raise PaymentNotAllowed("Some of the chosen items can no longer be paid here. Please reload.")
+            open_charges = chosen
+        payment = Charge.objects.create(
+            client=client, kind=ChargeKind.BALANCE_PAYMENT, amount_cents=amount_cents, status=ChargeStatus.PROCESSING,
+            scheduled_for=now, attempts=1, breakdown=[{"label": "Balance payment", "amount_cents": amount_cents}])
+        charge_event_record(charge=payment, from_status="", now=now, actor=f"client:{client.pk}",
+                            reason="paid on the portal")
+        left = amount_cents
+        for charge in open_charges:  # oldest first
+            if left <= 0:
+                break
+            part = min(left, charge.amount_cents)
+            BalanceAllocation.objects.create(payment=payment, charge=charge, amount_cents=part,
+                                             previous_next_retry_at=charge.next_retry_at)
+            Charge.objects.filter(pk=charge.pk).update(hold_reason=PORTAL_HOLD, next_retry_at=None, updated_at=now)
+            left -= part
+        attempt = PaymentAttempt.objects.create(
+            charge=payment, number=1, idempotency_key=f"portal-charge-{payment.pk}-attempt-1",
+            amount_cents=amount_cents, customer_id=client.stripe_customer_id,
+            payment_method_id=client.card_payment_method_id, started_at=now)
+    try:
+        outcome = get_gateway().payment_on_session(
+            amount_cents=amount_cents, customer_id=attempt.customer_id, payment_method_id=attempt.payment_method_id,
+            idempotency_key=attempt.idempotency_key, reference=str(payment.pk))
+    except OutcomeUnknown:
+        return PortalPayment(payment, "unknown", message="We could not confirm the payment yet. Please check back "
+                                                         "in a few minutes before trying again.")
+    except GatewayRefused as refused:
+        attempt_refused(attempt=attempt, message=str(refused), code=refused.code, now=now)
+        return PortalPayment(payment, "failed", message="The payment could not be made. Please call us.")
+    attempt_settle(attempt=attempt, payment=outcome, now=now)
+    payment.refresh_from_db()
+    if payment.status == ChargeStatus.SUCCEEDED:
+        return PortalPayment(payment, "succeeded")
+    if payment.status == ChargeStatus.REQUIRES_ACTION:
+        return PortalPayment(payment, "requires_action", client_secret=outcome.client_secret)
+    return PortalPayment(payment, "failed", message=outcome.message or "Your card was declined.")
+
+
+def portal_payments_abandon(*, now: dt.datetime) -> int:
+    """A portal payment left waiting for authentication is canceled, and its charges go back to schedule."""
+    abandoned = 0
+    stale = PaymentAttempt.objects.filter(status=AttemptStatus.REQUIRES_ACTION, charge__kind=ChargeKind.BALANCE_PAYMENT,
+                                          started_at__lt=now - ABANDONED_AFTER)
+    for attempt in stale.select_related("charge"):
+        try:
+            outcome = get_gateway().payment_cancel(attempt.payment_intent_id)
+        except GatewayRefused:
+            outcome = get_gateway().payment_get(attempt.payment_intent_id)  # it finished meanwhile
+        except OutcomeUnknown:
+            continue
+        attempt_settle(attempt=attempt, payment=outcome, now=now)
+        abandoned += 1
+    return abandoned
+
+
+# Reminders ---------------------------------------------------------------------------------------
+
+def _over_since(client_id: int, threshold: int, now: dt.datetime) -> dt.datetime | None:
+    """When the balance last rose above the threshold, or the last payment made while it stayed above."""
+    entries = (LedgerEntry.objects.filter(client_id=client_id, created_at__lte=now)
+               .annotate(running=Window(Sum("amount_cents"), order_by=[F("created_at").asc(), F("id").asc()]))
+               .order_by("created_at", "id").values_list("created_at", "kind", "running"))
+    since = None
+    before = 0
+    for created_at, kind, running in entries:
+        if running > threshold and (before <= threshold or kind == LedgerKind.PAYMENT):
+            since = created_at
+        elif running <= threshold:
+            since = None
+        before = running
+    return since
+
+
+def balance_reminders_run(*, now: dt.datetime) -> int:
+    """Send what is due in each episode: reminder, second reminder with the phone, then flag."""
+    practice = Practice.load()
+    threshold = practice.balance_reminder_threshold_cents
+    over = dict(LedgerEntry.objects.filter(created_at__lte=now).values("client").annotate(total=Sum("amount_cents"))
+                .filter(total__gt=threshold).values_list("client", "total"))
+    done = _episodes_close(over, now)
+    for client_id, total in over.items():
+        since = _over_since(client_id, threshold, now)
+        if since is None:
+            continue
+        with transaction.atomic():
+            episode, _ = BalanceEpisode.objects.get_or_create(client_id=client_id, over_since=since)
+            episode = BalanceEpisode.objects.select_for_update().select_related("client").get(pk=episode.pk)
+            for older in BalanceEpisode.objects.filter(client_id=client_id, closed_at__isnull=True).exclude(
+                    pk=episode.pk):
+                _episode_close(older, now, "a payment restarted the count", acknowledge=True)
+            if episode.closed_at is None:
+                done += _episode_step(episode, total, practice, now)
+    return done
+
+
+def _episode_step(episode: BalanceEpisode, total: int, practice: Practice, now: dt.datetime) -> int:
+    client = episode.client
+    if client.flagged_for_outreach and "failed card" in client.flagged_reason:
+        return 0  # the front desk is already calling about the card: no second stream of mail
+    context = {"balance": format_cents(total), "over_days": (now - episode.over_since).days}
+    if episode.first_reminder_at is None:
+        if now >= episode.over_since + dt.timedelta(days=practice.balance_reminder_days):
+            _remind(episode, "balance_reminder", context, now)
+            episode.first_reminder_at = now
+            episode.save(update_fields=["first_reminder_at"])
+            return 1
+    elif episode.second_reminder_at is None:
+        if now >= episode.first_reminder_at + dt.timedelta(days=practice.balance_second_reminder_days):
+            _remind(episode, "balance_second_reminder", context, now)
+            episode.second_reminder_at = now
+            episode.save(update_fields=["second_reminder_at"])
+            return 1
+    elif episode.flagged_at is None and now >= episode.second_reminder_at + dt.timedelta(
+            days=practice.balance_flag_days):
+        episode.flagged_at = now
+        episode.save(update_fields=["flagged_at"])
+        Client.objects.filter(pk=client.pk).update(
+            flagged_for_outreach=True, flagged_at=now,
+            flagged_reason=f"Balance of {format_cents(total)} unpaid after two reminders")
+        return 1
+    return 0
+
+
+def _remind(episode: BalanceEpisode, template: str, context: dict[str, object], now: dt.datetime) -> None:
+    issued = link_create(client=episode.client, purpose=LinkPurpose.PAY_BALANCE, now=now, actor=SYSTEM)
+    email_enqueue(key=f"{template}:episode:{episode.pk}", client=episode.client, template=template,
+                  context={**context, "link_url": issued.url}, now=now)
+
+
+def _episodes_close(over: dict[int, int], now: dt.datetime) -> int:
+    closed = 0
+    for episode in BalanceEpisode.objects.filter(closed_at__isnull=True).exclude(client_id__in=list(over)):
+        with transaction.atomic():
+            episode = BalanceEpisode.objects.select_for_update().select_related("client").get(pk=episode.pk)
+            if episode.closed_at is None:
+                _episode_close(episode, now, "balance below the threshold", acknowledge=True)
+                closed += 1
+    return closed
+
+
+def _episode_close(episode: BalanceEpisode, now: dt.datetime, why: str, *, acknowledge: bool) -> None:
+    episode.closed_at = now
+    episode.closed_reason = why
+    episode.save(update_fields=["closed_at", "closed_reason"])
+    paid = LedgerEntry.objects.filter(client_id=episode.client_id, kind=LedgerKind.PAYMENT,
+                                      created_at__gt=episode.over_since, created_at__lte=now).exists()
+    if episode.flagged_at is not None and paid:
+        Client.objects.filter(pk=episode.client_id, flagged_for_outreach=True,
+                              flagged_reason__startswith="Balance of").update(
+            flagged_for_outreach=False, flagged_reason="", flagged_at=None)
+    if acknowledge and paid and episode.first_reminder_at is not None:
+        email_enqueue(key=f"balance_paid:episode:{episode.pk}", client=episode.client, template="balance_paid",
+                      context={"balance": format_cents(client_balance_cents(episode.client))}, now=now)
+
+
