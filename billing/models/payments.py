@@ -175,3 +175,25 @@ class BalanceAllocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount_cents} of {self.charge} by {self.payment}"
+
+
+class EmailTemplate(models.Model):
+    """The practice's own wording for one of the portal's emails, replacing the template on disk.
+
+    Written in Django's template language with the same variables as the file it replaces; the
+    admin previews it with sample data before it is used.
+    """
+
+    name = models.CharField(max_length=60, unique=True)
+    subject = models.CharField(max_length=200)
+    body_text = models.TextField(help_text="The plain-text email.")
+    body_html = models.TextField(blank=True, help_text="Optional: an HTML version. Left empty, the text is used.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

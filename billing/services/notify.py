@@ -14,10 +14,10 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.template import TemplateDoesNotExist
+from django.template import Context, Template, TemplateDoesNotExist
 from django.template.loader import render_to_string
 
-from billing.models import Client, EmailStatus, OutboundEmail, Practice
+from billing.models import Client, EmailStatus, EmailTemplate, OutboundEmail, Practice
 
 log = logging.getLogger(__name__)
 # An email claimed this long ago whose sender never reported back is tried again (at least once).
@@ -26,14 +26,23 @@ MAX_ATTEMPTS = 5
 
 
 def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
-    """(subject, text, html) from templates/emails/<template>.{subject.txt,txt,html}."""
-    subject = str(render_to_string(f"emails/{template}.subject.txt", context)).strip().replace("\n", " ")
-    text = str(render_to_string(f"emails/{template}.txt", context))
-    try:
-        html = str(render_to_string(f"emails/{template}.html", context))
-    except TemplateDoesNotExist:
-        html = ""
-    return subject[:200], text, html
+    """(subject, text, html): the practice's own wording from the admin if it has one, else the files
+    templates/emails/<template>.{subject.txt,txt,html}. Without an HTML version, the text is wrapped."""
+    own = EmailTemplate.objects.filter(name=template).first()
+    if own is not None:
+        subject = Template(own.subject).render(Context(context))
+        text = Template("{% autoescape off %}" + own.body_text + "{% endautoescape %}").render(Context(context))
+        html = Template("{% load billing_money %}" + own.body_html).render(Context(context)) if own.body_html else ""
+    else:
+        subject = render_to_string(f"emails/{template}.subject.txt", context)
+        text = render_to_string(f"emails/{template}.txt", context)
+        try:
+            html = render_to_string(f"emails/{template}.html", context)
+        except TemplateDoesNotExist:
+            html = ""
+    if not html:
+        html = render_to_string("emails/_wrapper.html", {**context, "text": text})
+    return " ".join(str(subject).split())[:200], str(text), str(html)
 
 
 def email_enqueue(*, key: str, client: Client, template: str, context: dict[str, Any],

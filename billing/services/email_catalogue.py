@@ -1,0 +1,59 @@
+"""Every email the portal sends: what it is for, and sample data to preview it with.
+
+The sample data is made-up and unsaved (no database rows), so a preview never shows a real client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from billing.models import Appointment, Charge, ChargeKind, ChargeStatus, Client, Clinician, NoticeTone
+
+PREVIEW_LINK = "https://portal.example/p/sample-link/"
+
+
+@dataclass(frozen=True)
+class EmailKind:
+    name: str
+    purpose: str
+
+
+CATALOGUE = [
+    EmailKind("card_enrollment", "Asks the client to save a card (with the secure link)."),
+    EmailKind("card_saved", "Confirms a saved card."),
+    EmailKind("card_needed", "A charge is due but there is no card on file."),
+    EmailKind("pre_charge_notice", "Tells the client what will be charged and when, before the charge."),
+    EmailKind("receipt", "After a successful charge: what FSA/HSA claims need."),
+    EmailKind("payment_failed", "A card was declined (in the practice's chosen tone), with a card-update link."),
+    EmailKind("authentication_required", "The bank asks the client to confirm a payment on-session."),
+    EmailKind("fee_notice", "A no-show or late-cancel fee will be charged, naming the acknowledged policy."),
+    EmailKind("balance_reminder", "First reminder of an unpaid balance, with a pay link."),
+    EmailKind("balance_second_reminder", "Second reminder, with the practice's phone."),
+    EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
+]
+NAMES = [kind.name for kind in CATALOGUE]
+
+
+def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, Any]:
+    """Made-up values for every variable the emails use."""
+    when = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.UTC)
+    client = Client(first_name="Jordan", last_name="Sample", email="jordan@example.com", card_brand="visa",
+                    card_last4="4242", card_exp_month=12, card_exp_year=2030, card_payment_method_id="pm_sample")
+    clinician = Clinician(name="Dana Reyes", credentials="LCSW")
+    appointment = Appointment(clinician=clinician, service_code="90837", starts_at=when - dt.timedelta(days=1))
+    charge = Charge(pk=1001, client=client, appointment=appointment, kind=ChargeKind.COPAY, amount_cents=3000,
+                    insurance_cents=9000, status=ChargeStatus.SUCCEEDED, payment_reference="pi_sample",
+                    scheduled_for=when, breakdown=[{"label": "Copay (Aetna)", "amount_cents": 3000},
+                                                   {"label": "You owe", "amount_cents": 3000}])
+    return {
+        "client": client, "charge": charge, "amount": "$30.00", "insurance": "$90.00",
+        "session_date": appointment.starts_at.date(), "therapist": "Dana Reyes, LCSW",
+        "service": "Individual therapy, 60 minutes", "link_url": PREVIEW_LINK,
+        "expires_at": when + dt.timedelta(days=7),
+        "charge_at": when + dt.timedelta(hours=22), "card": "Visa ending 4242, exp 12/2030", "tone": tone,
+        "will_retry_on": when + dt.timedelta(days=3), "hard_decline": False, "label": "No-show fee",
+        "policy_version": "2026-01", "acknowledged_at": dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+        "balance": "$200.00", "over_days": 14,
+    }
