@@ -6,6 +6,7 @@ or a log line; the token itself is never logged (see portal.logging_filters).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from decimal import Decimal, InvalidOperation
 
@@ -31,6 +32,7 @@ from billing.services.cards import (
     enrollment_begin,
     enrollment_link_send,
 )
+from billing.services.documents import PeriodNotAllowed, superbill_pdf
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
 from billing.services.payments import payment_refresh, receipt_context
 from billing.services.webhooks import stripe_event_receive
@@ -80,6 +82,8 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
         "client": client, "token": token, "balance": balance, "balance_text": format_cents(max(balance, 0)),
         "items": [_item(c) for c in charges], "other_cents": other, "waiting_for_confirmation": waiting,
         "receipts": [_item(c) for c in paid], "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE,
+        "superbill_start": timezone.localdate().replace(day=1) - dt.timedelta(days=1),
+        "superbill_end": timezone.localdate(),
         **_stripe_js()})
 
 
@@ -174,6 +178,27 @@ def card_link(request: HttpRequest, token: str) -> HttpResponse:
         return _problem(request, problem)
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
     return redirect(issued.url.removeprefix(settings.PORTAL_BASE_URL) or issued.url)
+
+
+@require_GET
+def superbill_download(request: HttpRequest, token: str) -> HttpResponse:
+    """The client's superbill for a period they choose, as a PDF."""
+    try:
+        client_link = link_resolve(token=token, now=timezone.now())
+    except LinkProblem as problem:
+        return _problem(request, problem)
+    try:
+        start = dt.date.fromisoformat(request.GET.get("start", ""))
+        end = dt.date.fromisoformat(request.GET.get("end", ""))
+        pdf = superbill_pdf(client=client_link.client, start=start, end=end, today=timezone.localdate())
+    except (ValueError, PeriodNotAllowed) as problem:
+        message = str(problem) if isinstance(problem, PeriodNotAllowed) else "Choose a start and an end date."
+        return _page(request, "portal/try_again.html", {"heading": "Please choose the dates again",
+                                                         "message": message}, status=400)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="superbill-{start:%Y%m%d}-{end:%Y%m%d}.pdf"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_GET

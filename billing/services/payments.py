@@ -239,14 +239,17 @@ def _service_description(charge: Charge) -> str:
 
 
 def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.datetime) -> None:
-    """A portal balance payment went through: the charges it covered are paid (or paid in part)."""
+    """A portal balance payment went through: the charges it covered are paid (or paid in part).
+
+    A charge paid in part collects only the rest (``amount_cents``) and remembers the part paid
+    (``prepaid_cents``); what a charge brought in is always ``amount_cents + prepaid_cents``.
+    """
     for allocation in payment_charge.allocations.select_related("charge").select_for_update(of=("self",)):
         charge = Charge.objects.select_for_update().get(pk=allocation.charge_id)
         reason = f"paid on the portal (balance payment #{payment_charge.pk})"
         if allocation.amount_cents >= charge.amount_cents:
             charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM, reason=reason,
-                              payment_reference=payment_intent_id, hold_reason="", next_retry_at=None,
-                              prepaid_cents=charge.prepaid_cents + allocation.amount_cents)
+                              payment_reference=payment_intent_id, hold_reason="", next_retry_at=None)
         else:
             charge.amount_cents -= allocation.amount_cents
             charge.prepaid_cents += allocation.amount_cents
