@@ -34,7 +34,8 @@ def test_sent_email_carries_both_versions(practice: Practice) -> None:
     assert "Your card (Visa ending 4242) is saved" in message.alternatives[0][0]  # type: ignore[index]
 
 
-def test_practice_rewords_an_email_in_the_admin_after_previewing_it(practice: Practice, admin_client: HttpClient) -> None:
+def test_practice_rewords_an_email_in_the_admin_after_previewing_it(
+        practice: Practice, admin_client: HttpClient) -> None:
     preview = admin_client.get("/admin/billing/emailtemplate/preview/balance_reminder/")
     assert preview.status_code == 200
     assert b"Your balance with Riverbend Counseling" in preview.content
