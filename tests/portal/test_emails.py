@@ -30,8 +30,8 @@ def test_sent_email_carries_both_versions(practice: Practice) -> None:
     emails_send(now=NOW)
     [message] = mail.outbox
     assert "Your card (Visa ending 4242) is saved" in message.body
-    assert message.alternatives[0][1] == "text/html"  # type: ignore[index]
-    assert "Your card (Visa ending 4242) is saved" in message.alternatives[0][0]  # type: ignore[index]
+    assert message.alternatives[0][1] == "text/html"  # type: ignore[attr-defined]
+    assert "Your card (Visa ending 4242) is saved" in message.alternatives[0][0]  # type: ignore[attr-defined]
 
 
 def test_practice_rewords_an_email_in_the_admin_after_previewing_it(
