@@ -233,7 +233,9 @@ def _enroll_page(request: HttpRequest, client_link: ClientLink, token: str) -> H
 def _authenticate_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     charge = client_link.charge
     if charge is None or charge.status != ChargeStatus.REQUIRES_ACTION:
-        return _page(request, "portal/payment_done.html", {"already": True, "charge": charge})
+        return _page(request, "portal/payment_done.html", {
+            "charge": charge, "not_paid": _not_paid_text(charge) if charge and charge.status == ChargeStatus.FAILED
+            else ""})
     try:
         payment = get_gateway().payment_get(charge.payment_reference)
     except (OutcomeUnknown, GatewayRefused):
@@ -309,7 +311,18 @@ def payment_confirmed(request: HttpRequest, token: str) -> JsonResponse:
     if charge.status == ChargeStatus.SUCCEEDED:
         link_mark_used(link=client_link, now=timezone.now())
         return JsonResponse({"paid": True, "amount": format_cents(charge.amount_cents)})
-    return JsonResponse({"error": "The payment was not completed. You can try again."}, status=402)
+    if charge.status == ChargeStatus.REQUIRES_ACTION:
+        return JsonResponse({"error": "The payment was not completed. You can try again."}, status=402)
+    return JsonResponse({"error": _not_paid_text(charge)}, status=402)
+
+
+def _not_paid_text(charge: Charge) -> str:
+    """What happens next once the bank did not confirm: nothing was charged; when we try again."""
+    text = "Your bank did not confirm the payment, so nothing was charged."
+    if charge.next_retry_at:
+        day = timezone.localtime(charge.next_retry_at, Practice.current_zone()).date()
+        text += f" We'll try your card again on {day:%B} {day.day}."
+    return text + " To use a different card, use the link in the email we just sent you."
 
 
 def _problem_text(reason: str) -> str:

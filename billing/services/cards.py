@@ -97,9 +97,30 @@ def enrollment_link_send(*, client: Client, now: dt.datetime, actor: str, send_e
     return issued
 
 
+def standard_authorization_text(practice: Practice) -> str:
+    """What the client agrees to when the practice has not written its own words: what is charged,
+    when, and how amounts are set, taken from the practice's billing policy."""
+    if practice.charge_timing == "immediate":
+        when = "as soon as a session is recorded as complete"
+    elif practice.charge_timing == "delayed":
+        when = f"{practice.charge_delay_hours} hours after a session is recorded as complete"
+    else:
+        when = (f"in a weekly batch on {practice.get_weekly_batch_weekday_display()}s at "
+                f"{practice.weekly_batch_hour:02d}:00 for the sessions of the week before")
+    notice = (f" You will get an email {practice.pre_charge_notice_hours} hours before each charge, and"
+              if practice.pre_charge_notice_hours else " You will get")
+    return (
+        f"I authorise {practice.name} to keep this card on file and to charge it, without my being present, "
+        f"for what I owe for my sessions: the copay, coinsurance or deductible my insurance sets, or the "
+        f"session fee or sliding-scale rate agreed with me; no-show and late-cancellation fees under the "
+        f"cancellation policy I have acknowledged; and balances I have not paid otherwise. Charges are made "
+        f"{when}.{notice} a receipt after. I can replace or remove this card at any time by contacting "
+        f"{practice.name}{' at ' + practice.phone if practice.phone else ''}.")
+
+
 def authorization_text(practice: Practice) -> str:
     """The words the client agrees to; they are stored verbatim with each consent."""
-    parts = [practice.card_authorization_text.strip()]
+    parts = [practice.card_authorization_text.strip() or standard_authorization_text(practice)]
     if practice.cancellation_policy_text.strip():
         parts.append(f"Cancellation policy (version {practice.cancellation_policy_version}):\n"
                      + practice.cancellation_policy_text.strip())

@@ -161,6 +161,11 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         return  # not final yet: the janitor or a webhook will look again
     with transaction.atomic():
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if attempt.status == AttemptStatus.FAILED and payment.status == "succeeded":
+            # With real Stripe a client can still complete a PaymentIntent we had recorded as failed
+            # (they retried on the bank's page): the money moved, so it must be recorded.
+            _late_success(attempt, now)
+            return
         if attempt.status not in (AttemptStatus.STARTED, AttemptStatus.REQUIRES_ACTION):
             return  # already final: a repeat or a late, out-of-order answer changes nothing
         if attempt.status == AttemptStatus.REQUIRES_ACTION and payment.status == "requires_action":
@@ -236,6 +241,25 @@ def _service_description(charge: Charge) -> str:
         return charge.get_kind_display()
     service = Service.objects.filter(cpt_code=charge.appointment.service_code).first()
     return service.description if service else "Therapy session"
+
+
+def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
+    attempt.status = AttemptStatus.SUCCEEDED
+    attempt.finished_at = now
+    attempt.save(update_fields=["status", "finished_at"])
+    charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment__clinician").get(
+        pk=attempt.charge_id)
+    if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
+        _charge_succeeded(charge, attempt, now)
+        return
+    # The charge was already paid another way: this is a second payment. Record it and ask for a refund.
+    ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
+                occurred_on=timezone.localdate(now, Practice.load().zone), now=now, actor=SYSTEM,
+                appointment=charge.appointment, charge=charge,
+                memo=f"Second card payment {attempt.payment_intent_id}")
+    review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment, charge=charge,
+                now=now, reason=f"Charge #{charge.pk} was paid twice ({attempt.payment_intent_id} as well): refund one "
+                             "payment of " + format_cents(attempt.amount_cents) + ".")
 
 
 def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.datetime) -> None:
