@@ -201,3 +201,25 @@ def test_unknown_outcome_is_settled_by_the_janitor_without_a_second_payment(
     assert (charge.status, charge.attempts) == (ChargeStatus.SUCCEEDED, 1)
     assert len([c for c in stripe_server.charges() if c["status"] == "succeeded"]) == 1
     assert len(outbox("receipt")) == 1
+
+
+def test_a_failed_payment_completed_later_at_the_bank_is_recorded_and_never_charged_again(
+        immediate: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        completed_session: Callable[..., Appointment]) -> None:
+    from billing.services.payments import attempt_settle
+    from integrations.stripe.gateway import Payment
+
+    save_card(self_pay_client, CARD_DECLINES_WHEN_CHARGED, stripe_server)
+    appointment = completed_session(self_pay_client)
+    tick(FRIDAY_10AM)
+    attempt = PaymentAttempt.objects.get()
+    assert attempt.status == AttemptStatus.FAILED
+    # Real Stripe lets the client finish that PaymentIntent on the bank's page; Stripe then reports it paid.
+    late = Payment("succeeded", attempt.payment_intent_id, attempt.amount_cents)
+    attempt_settle(attempt=attempt, payment=late, now=FRIDAY_10AM + DAY)
+    attempt_settle(attempt=attempt, payment=late, now=FRIDAY_10AM + DAY)  # the webhook repeats it
+    charge = Charge.objects.get(appointment=appointment)
+    assert (charge.status, charge.payment_reference) == (ChargeStatus.SUCCEEDED, attempt.payment_intent_id)
+    assert balance(self_pay_client) == 0
+    tick(FRIDAY_10AM + 3 * DAY)  # the day-3 retry no longer applies
+    assert PaymentAttempt.objects.count() == 1
