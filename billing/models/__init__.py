@@ -1,4 +1,5 @@
 from billing.models.appointments import Appointment, AppointmentEvent, AppointmentStatus, Participant
+from billing.models.audit import AuditSeal
 from billing.models.charges import (
     MONEY_MOVED_STATUSES,
     PENDING_STATUSES,
@@ -46,6 +47,7 @@ __all__ = [
     "AppointmentEvent",
     "AppointmentStatus",
     "AttemptStatus",
+    "AuditSeal",
     "BalanceAllocation",
     "BalanceEpisode",
     "BillingType",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from django.db import transaction
 
 from billing.models import Charge, ChargeEvent, ChargeStatus
+from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.notify import email_enqueue, emails_send
 from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
@@ -78,6 +79,7 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("payment_attempts", charges_collect),
     ("balance_reminders", balance_reminders_run),
     ("emails_sent", emails_send),
+    ("audit_rows_sealed", chain_seal),
 ]
 
 
