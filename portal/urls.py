@@ -17,6 +17,7 @@ portal_patterns = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("integrations.ehr.urls")),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
     path("", include((portal_patterns, "portal"))),
 ]

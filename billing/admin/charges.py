@@ -4,18 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from billing.admin import dashboard
-from billing.admin.common import ActionsOnlyMixin, ReadOnlyInline, ViewOnlyMixin, dollars
+from billing.admin.common import (
+    ActionsOnlyMixin,
+    DollarsField,
+    ReadOnlyInline,
+    ViewOnlyMixin,
+    confirmation,
+    confirmed,
+    dollars,
+    has_billing_permission,
+    plural,
+    staff_user,
+)
 from billing.admin.people import CLIENT_SEARCH, clients_matching
-from billing.models import Charge, ChargeEvent, LedgerEntry, PaymentAttempt, Practice
+from billing.models import (
+    Charge,
+    ChargeEvent,
+    LedgerEntry,
+    PaymentAttempt,
+    Practice,
+    Refund,
+    RefundStatus,
+)
+from billing.money import format_cents
+from billing.services.holds import STAFF_CANCELABLE, HoldNotChanged, charge_cancel, charge_release, is_cap_hold
+from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
+
+REFUND_PERMISSION = "refund_charge"
+RELEASE_PERMISSION = "release_charge"
+CANCEL_PERMISSION = "cancel_charge"
 
 
 def _line_amount(cents: object) -> str:
@@ -29,7 +60,8 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("due_today", "Due by the end of today"), ("stuck", "Failed or waiting for the client")]
+        return [("due_today", "Due by the end of today"), ("stuck", "Failed or waiting for the client"),
+                ("on_hold", "On hold")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         match self.value():
@@ -38,7 +70,38 @@ class QueueFilter(admin.SimpleListFilter):
                                                              zone=Practice.current_zone())
             case "stuck":
                 return queryset.filter(status__in=dashboard.STUCK_STATUSES)
+            case "on_hold":
+                return dashboard.charges_on_hold(queryset)
         return queryset
+
+
+class RefundInline(ReadOnlyInline):
+    model = Refund
+    verbose_name_plural = "refunds"
+    fields = ("created_at", "amount", "status", "reason", "requested_by", "stripe_refund_id", "failure_message",
+              "finished_at")
+    ordering = ("created_at", "id")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Refund]:
+        return super().get_queryset(request).select_related("requested_by")
+
+    @admin.display(description="Amount")
+    def amount(self, refund: Refund) -> str:
+        return dollars(refund.amount_cents)
+
+
+class RefundForm(forms.Form):
+    amount = DollarsField(label="Amount to refund ($)")
+    reason = forms.CharField(max_length=300, widget=forms.Textarea(attrs={"rows": 3}),
+                             help_text="Why the money goes back, for the client's history.")
+    # How many refunds the charge had when the form was opened: a second click, or a colleague's refund
+    # in the meantime, is caught instead of refunding twice.
+    refunds_seen = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class WhyForm(forms.Form):
+    why = forms.CharField(label="Reason", max_length=200, widget=forms.Textarea(attrs={"rows": 2}),
+                          help_text="Kept in the charge's history.")
 
 
 class ChargeEventInline(ReadOnlyInline):
@@ -65,7 +128,8 @@ class PaymentAttemptInline(ReadOnlyInline):
 
 
 class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
-    list_display = ("number", "client", "kind", "amount", "status", "scheduled_for", "session", "attempts")
+    list_display = ("number", "client", "kind", "amount", "status", "hold_reason", "scheduled_for", "session",
+                    "attempts")
     # No date_hierarchy: its list of years reads every charge on each page; the date filter reads none.
     list_filter = (QueueFilter, "status", "kind", "scheduled_for")
     list_select_related = ("client", "appointment")
@@ -84,7 +148,142 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         ("Payment", {"fields": ("hold_reason", "attempts", "next_retry_at", "last_failure_code",
                                 "payment_reference")}),
     )
-    inlines = (PaymentAttemptInline, ChargeEventInline)
+    inlines = (PaymentAttemptInline, RefundInline, ChargeEventInline)
+    actions = ("release_charge", "cancel_charge")
+    change_form_template = "admin/billing/charge/change_form.html"
+
+    def has_refund_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, REFUND_PERMISSION)
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, RELEASE_PERMISSION)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, CANCEL_PERMISSION)
+
+    def get_urls(self) -> list[URLPattern]:
+        refund = path("<path:object_id>/refund/", self.admin_site.admin_view(self.refund_view),
+                      name="billing_charge_refund")
+        return [refund, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        charge = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if charge is not None and self.has_refund_permission(request) and refundable_cents(charge):
+            extra_context["refund_url"] = reverse("admin:billing_charge_refund", args=[charge.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Refund part or all of a paid charge: a form (amount, reason), then charge_refund."""
+        if not self.has_refund_permission(request):
+            raise PermissionDenied
+        charge = self.get_object(request, object_id)
+        if charge is None:
+            raise Http404(f"No charge {object_id}.")
+        change_url = reverse("admin:billing_charge_change", args=[charge.pk])
+        left = refundable_cents(charge)
+        refunds = charge.refunds.count()
+        form = RefundForm(request.POST if request.method == "POST" else None,
+                          initial={"amount": left, "refunds_seen": refunds})
+        if request.method != "POST" and not left:
+            self.message_user(request, f"Nothing on charge #{charge.pk} can be refunded "
+                                       f"({charge.get_status_display().lower()}).", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        if form.is_valid():
+            amount, reason = form.cleaned_data["amount"], form.cleaned_data["reason"]
+            if form.cleaned_data["refunds_seen"] != refunds:
+                self.message_user(request, "This charge was refunded since the form was opened: check what is "
+                                           "left to refund, then try again.", messages.ERROR)
+            else:
+                try:
+                    refund = charge_refund(charge=charge, amount_cents=amount, reason=reason,
+                                           user=staff_user(request), now=timezone.now())
+                except (RefundNotAllowed, GatewayRefused, OutcomeUnknown) as problem:
+                    self.message_user(request, str(problem), messages.ERROR)
+                else:
+                    if refund.status == RefundStatus.STARTED:
+                        self.message_user(request, f"Stripe has not confirmed the refund of {format_cents(amount)} "
+                                                   "yet; it is checked again automatically and shown here when "
+                                                   "it settles. Do not refund again.", messages.WARNING)
+                    else:
+                        self.message_user(request, f"Refunded {format_cents(amount)} of charge #{charge.pk} to "
+                                                   "the client's card.", messages.SUCCESS)
+                    return HttpResponseRedirect(change_url)
+            # Show the form again as it was typed, against the charge as it is now.
+            charge.refresh_from_db()
+            left = refundable_cents(charge)
+            form = RefundForm(initial={"amount": amount, "reason": reason, "refunds_seen": charge.refunds.count()})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Refund charge #{charge.pk}",
+            "opts": self.opts,
+            "original": charge,
+            "form": form,
+            "paid": format_cents(charge.amount_cents),
+            "refunded": format_cents(charge.refunded_cents),
+            "refundable": format_cents(left),
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/billing/charge/refund.html", context)
+
+    @admin.action(description="Charge now anyway (approve above the cap)", permissions=["release"])
+    def release_charge(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
+        charges = list(queryset.select_related("client"))
+        held = [c for c in charges if is_cap_hold(c)]
+        others = [c for c in charges if c not in held]
+        if not held:
+            self.message_user(request, "None of the selected charges is held above the practice's cap (a charge "
+                                       "waiting for a card goes ahead when the client saves one).", messages.WARNING)
+            return None
+        form = WhyForm(request.POST if confirmed(request) else None)
+        if not form.is_valid():
+            return confirmation(
+                self, request, action="release_charge", title="Charge now anyway", form=form,
+                submit=f"Charge {plural(len(held), 'charge')} anyway",
+                intro="These charges are held above the practice's per-charge cap. They will be charged on the "
+                      "next billing run:",
+                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)} ({c.hold_reason})" for c in held],
+                warnings=[f"Not held above the cap, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
+                if others else [])
+        self._each(request, held, lambda c, actor, user: charge_release(
+            charge=c, now=timezone.now(), actor=actor, user=user, why=form.cleaned_data["why"]),
+            "Charge #{} will be charged on the next billing run.")
+        return None
+
+    @admin.action(description="Cancel charge", permissions=["cancel"])
+    def cancel_charge(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
+        charges = list(queryset.select_related("client"))
+        cancelable = [c for c in charges if c.status in STAFF_CANCELABLE]
+        others = [c for c in charges if c not in cancelable]
+        if not cancelable:
+            self.message_user(request, "Only scheduled, due (or held) and failed charges can be canceled; refund a "
+                                       "paid one instead.", messages.WARNING)
+            return None
+        form = WhyForm(request.POST if confirmed(request) else None)
+        if not form.is_valid():
+            return confirmation(
+                self, request, action="cancel_charge", title="Cancel charges", form=form,
+                submit=f"Cancel {plural(len(cancelable), 'charge')}",
+                intro="These charges will not be taken, and what they were for comes off the client's balance:",
+                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}, {c.get_status_display().lower()}"
+                      f"{' (' + c.hold_reason + ')' if c.hold_reason else ''}" for c in cancelable],
+                warnings=[f"Cannot be canceled, left alone: "
+                          f"{', '.join(f'#{c.pk} ({c.get_status_display()})' for c in others)}."] if others else [])
+        self._each(request, cancelable, lambda c, actor, user: charge_cancel(
+            charge=c, now=timezone.now(), actor=actor, user=user, why=form.cleaned_data["why"]),
+            "Canceled charge #{}.")
+        return None
+
+    def _each(self, request: HttpRequest, charges: list[Charge], service: Any, done: str) -> None:
+        user = staff_user(request)
+        for charge in charges:
+            try:
+                service(charge, f"staff:{user.get_username()}", user)
+            except HoldNotChanged as problem:
+                self.message_user(request, str(problem), messages.ERROR)
+            else:
+                self.message_user(request, done.format(charge.pk), messages.SUCCESS)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Charge],
                            search_term: str) -> tuple[QuerySet[Charge], bool]:

@@ -7,10 +7,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from billing.money import format_cents
 
@@ -25,6 +27,50 @@ def staff_user(request: HttpRequest) -> User:
     if not isinstance(request.user, User):
         raise PermissionDenied
     return request.user
+
+
+def has_billing_permission(request: HttpRequest, codename: str) -> bool:
+    """May the signed-in staff member do what the custom permission ``billing.<codename>`` allows?
+
+    The codenames are the models' ``Meta.permissions`` (Charge: refund_charge, release_charge,
+    cancel_charge; Client: link_stripe_customer, send_card_link); a superuser may do everything.
+    """
+    user = request.user
+    return bool(user.is_active and user.is_staff and (user.is_superuser or user.has_perm(f"billing.{codename}")))
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def confirmation(model_admin: admin.ModelAdmin, request: HttpRequest, *, action: str, title: str,
+                 rows: list[str], submit: str, form: forms.Form | None = None, intro: str = "",
+                 warnings: list[str] | None = None) -> TemplateResponse:
+    """The intermediate page of an action: what will happen to which rows, and any input it needs.
+
+    The page posts the same selection and action back to the list with ``apply`` set; the action then
+    validates its form and calls its service.
+    """
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.model._meta,
+        "intro": intro,
+        "rows": rows,
+        "warnings": warnings or [],
+        "form": form,
+        "submit": submit,
+        "action": action,
+        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across") == "1",
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/billing/confirm_action.html", context)
+
+
+def confirmed(request: HttpRequest) -> bool:
+    """Did the request come from an action's confirmation page (rather than the list)?"""
+    return request.method == "POST" and "apply" in request.POST
 
 
 class DollarsField(forms.DecimalField):

@@ -13,12 +13,23 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from billing.models import Charge, ChargeStatus, Client, ReviewItem, ReviewStatus
+from billing.models import (
+    AttemptStatus,
+    Charge,
+    ChargeStatus,
+    Client,
+    PaymentAttempt,
+    ReviewItem,
+    ReviewKind,
+    ReviewStatus,
+)
 
 ROWS_SHOWN = 10
 
 DUE_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
 STUCK_STATUSES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
+# As billing.services.payments.UNKNOWN_AFTER: an attempt open this long is waiting for the janitor.
+UNKNOWN_AFTER = dt.timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,29 @@ def stuck_charges(*, limit: int = ROWS_SHOWN) -> Queue:
     return _queue(charges, limit)
 
 
+def charges_on_hold(charges: QuerySet[Charge]) -> QuerySet[Charge]:
+    """Due charges the portal will not take by itself (above the cap, or no card): they wait for staff."""
+    return charges.filter(status=ChargeStatus.DUE).exclude(hold_reason="")
+
+
+def held_charges(*, limit: int = ROWS_SHOWN) -> Queue:
+    charges = charges_on_hold(Charge.objects.all()).select_related("client").order_by("scheduled_for", "id")
+    return _queue(charges, limit)
+
+
+def unknown_attempts(*, now: dt.datetime, limit: int = ROWS_SHOWN) -> Queue:
+    """Calls to Stripe with no answer yet: the janitor asks again; a person checks if it lasts."""
+    attempts = (PaymentAttempt.objects.filter(status=AttemptStatus.STARTED, started_at__lt=now - UNKNOWN_AFTER)
+                .select_related("charge__client").order_by("started_at", "id"))
+    return _queue(attempts, limit)
+
+
+def stripe_link_items(*, limit: int = ROWS_SHOWN) -> Queue:
+    items = (ReviewItem.objects.filter(status=ReviewStatus.OPEN, kind=ReviewKind.STRIPE_LINK)
+             .select_related("client").order_by("created_at", "id"))
+    return _queue(items, limit)
+
+
 def flagged_clients(*, limit: int = ROWS_SHOWN) -> Queue:
     clients = Client.objects.filter(flagged_for_outreach=True).order_by("flagged_at", "id")
     return _queue(clients, limit)
@@ -73,4 +107,7 @@ def today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dict[str, Queue]:
         "charges_due": charges_due_today(now=now, zone=zone),
         "stuck_charges": stuck_charges(),
         "flagged_clients": flagged_clients(),
+        "held_charges": held_charges(),
+        "unknown_attempts": unknown_attempts(now=now),
+        "stripe_links": stripe_link_items(),
     }

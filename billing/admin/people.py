@@ -8,8 +8,10 @@ from django.contrib import admin
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
-from billing.admin.common import DollarsMixin, ReadOnlyInline, dollars
+from billing.admin import linking
+from billing.admin.common import DollarsMixin, ReadOnlyInline, dollars, has_billing_permission
 from billing.models import (
     CategoryRate,
     Charge,
@@ -19,6 +21,7 @@ from billing.models import (
     LedgerEntry,
     PolicyAcknowledgment,
     Service,
+    StripeLinkStatus,
 )
 
 CLIENT_SEARCH = ("client__last_name", "client__first_name", "client__email")
@@ -81,6 +84,26 @@ class CardFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StripeLinkFilter(admin.SimpleListFilter):
+    """Clients by how they are linked to a Stripe customer; "needs a person" is the linking queue."""
+
+    title = "Stripe customer"
+    parameter_name = "stripe_link"
+    CHOICES = {
+        "needs_person": ("Needs a person (unmatched or ambiguous)", linking.NEEDS_A_PERSON),
+        "not_linked": ("Not yet linked", (StripeLinkStatus.NOT_LINKED,)),
+        "linked": ("Linked (matched or created)", (StripeLinkStatus.MATCHED, StripeLinkStatus.CREATED)),
+        "ignored": ("Ignored", (StripeLinkStatus.IGNORED,)),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in self.CHOICES.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        choice = self.CHOICES.get(self.value() or "")
+        return queryset.filter(stripe_link_status__in=choice[1]) if choice else queryset
+
+
 class CoverageInline(DollarsMixin, admin.TabularInline):
     model = Coverage
     extra = 0
@@ -124,8 +147,7 @@ class LedgerEntryInline(ReadOnlyInline):
 
 class ClientAdmin(DollarsMixin, admin.ModelAdmin):
     list_display = ("name", "email", "billing_type", "balance", "card", "flagged_for_outreach", "active")
-    list_filter = ("billing_type", "flagged_for_outreach", BalanceFilter, CardFilter, "stripe_link_status",
-                   "active")
+    list_filter = ("billing_type", "flagged_for_outreach", BalanceFilter, CardFilter, StripeLinkFilter, "active")
     search_fields = ("last_name", "first_name", "email", "phone", "=external_id")
     show_full_result_count = False
     ordering = ("last_name", "first_name")
@@ -140,9 +162,37 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         ("From the EHR", {"fields": ("source", "external_id", "created_at", "updated_at")}),
     )
     inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientChargeInline, LedgerEntryInline)
+    actions = ("link_to_stripe", "create_stripe_customer", "link_chosen_customer", "ignore_stripe_link",
+               "send_card_link")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
         return with_balance(super().get_queryset(request))
+
+    def has_link_stripe_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, linking.LINK_PERMISSION)
+
+    def has_card_link_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, linking.CARD_LINK_PERMISSION)
+
+    @admin.action(description="Link to Stripe customers", permissions=["link_stripe"])
+    def link_to_stripe(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
+        return linking.link_to_stripe(self, request, list(queryset), "link_to_stripe")
+
+    @admin.action(description="Create a new Stripe customer", permissions=["link_stripe"])
+    def create_stripe_customer(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
+        return linking.create_customers(self, request, list(queryset), "create_stripe_customer")
+
+    @admin.action(description="Link to a chosen Stripe customer", permissions=["link_stripe"])
+    def link_chosen_customer(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
+        return linking.link_chosen(self, request, list(queryset), "link_chosen_customer")
+
+    @admin.action(description="Ignore for Stripe linking", permissions=["link_stripe"])
+    def ignore_stripe_link(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
+        return linking.ignore(self, request, list(queryset), "ignore_stripe_link")
+
+    @admin.action(description="Send card link", permissions=["card_link"])
+    def send_card_link(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
+        return linking.send_card_links(self, request, list(queryset), "send_card_link")
 
     @admin.display(description="Name", ordering="last_name")
     def name(self, client: Client) -> str:

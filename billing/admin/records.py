@@ -10,7 +10,7 @@ from django.contrib import admin
 
 from billing.admin.common import ViewOnlyMixin, dollars
 from billing.admin.people import CLIENT_SEARCH
-from billing.models import InsurancePayment, Refund
+from billing.models import BalanceAllocation, InsurancePayment, Refund
 
 
 class ClientLinkAdmin(ViewOnlyMixin, admin.ModelAdmin):
@@ -76,3 +76,30 @@ class InsurancePaymentAdmin(ViewOnlyMixin, admin.ModelAdmin):
     @admin.display(description="Client responsibility")
     def patient_responsibility(self, payment: InsurancePayment) -> str:
         return dollars(payment.patient_responsibility_cents)
+
+
+class BalanceEpisodeAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("over_since", "client", "first_reminder_at", "second_reminder_at", "flagged_at", "closed_at",
+                    "closed_reason")
+    list_select_related = ("client",)
+    search_fields = CLIENT_SEARCH
+    show_full_result_count = False
+
+
+class BalanceAllocationAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("payment", "charge", "amount")
+    list_select_related = ("payment", "charge")
+    show_full_result_count = False
+
+    @admin.display(description="Amount", ordering="amount_cents")
+    def amount(self, allocation: BalanceAllocation) -> str:
+        return dollars(allocation.amount_cents)
+
+
+class AuditSealAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """The tamper-evident chain: view only (manage.py verify_audit_chain checks it)."""
+
+    list_display = ("sequence", "table", "row_id", "sealed_at", "chain_hash")
+    list_filter = ("table",)
+    search_fields = ("=row_id",)
+    show_full_result_count = False

@@ -10,9 +10,10 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from billing.admin.common import ActionsOnlyMixin, staff_user
+from billing.admin import linking
+from billing.admin.common import ActionsOnlyMixin, confirmed, has_billing_permission, staff_user
 from billing.admin.people import CLIENT_SEARCH
-from billing.models import ReviewItem, ReviewStatus
+from billing.models import Client, ReviewItem, ReviewKind, ReviewStatus
 from billing.services.review import review_resolve
 
 
@@ -32,7 +33,36 @@ class ReviewItemAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         (None, {"fields": ("kind", "status", "client", "appointment", "charge", "reason", "created_at")}),
         ("Resolution", {"fields": ("resolved_at", "resolved_by", "resolution_note")}),
     )
-    actions = ("mark_resolved",)
+    actions = ("mark_resolved", "stripe_create_customer", "stripe_link_chosen", "stripe_ignore")
+
+    def has_link_stripe_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, linking.LINK_PERMISSION)
+
+    def _stripe_clients(self, request: HttpRequest, queryset: QuerySet[ReviewItem]) -> list[Client]:
+        """The clients of the open Stripe-linking items selected; other items are left alone."""
+        items = list(queryset.select_related("client"))
+        clients = [item.client for item in items
+                   if item.kind == ReviewKind.STRIPE_LINK and item.status == ReviewStatus.OPEN]
+        if len(clients) < len(items) and (not clients or not confirmed(request)):
+            self.message_user(request, "Only open \"Stripe customer to link by hand\" items can be linked; "
+                                       f"{len(items) - len(clients)} other selected item(s) were left alone.",
+                              messages.WARNING)
+        return clients
+
+    @admin.action(description="Stripe linking: create a new Stripe customer", permissions=["link_stripe"])
+    def stripe_create_customer(self, request: HttpRequest, queryset: QuerySet[ReviewItem]) -> TemplateResponse | None:
+        clients = self._stripe_clients(request, queryset)
+        return linking.create_customers(self, request, clients, "stripe_create_customer") if clients else None
+
+    @admin.action(description="Stripe linking: link to a chosen customer", permissions=["link_stripe"])
+    def stripe_link_chosen(self, request: HttpRequest, queryset: QuerySet[ReviewItem]) -> TemplateResponse | None:
+        clients = self._stripe_clients(request, queryset)
+        return linking.link_chosen(self, request, clients, "stripe_link_chosen") if clients else None
+
+    @admin.action(description="Stripe linking: ignore", permissions=["link_stripe"])
+    def stripe_ignore(self, request: HttpRequest, queryset: QuerySet[ReviewItem]) -> TemplateResponse | None:
+        clients = self._stripe_clients(request, queryset)
+        return linking.ignore(self, request, clients, "stripe_ignore") if clients else None
 
     @admin.action(description="Mark resolved", permissions=["change"])
     def mark_resolved(self, request: HttpRequest, queryset: QuerySet[ReviewItem]) -> TemplateResponse | None:

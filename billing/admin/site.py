@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing import models
-from billing.admin import appointments, charges, dashboard, people, practice, records, review
+from billing.admin import appointments, charges, dashboard, emails, people, practice, records, review
 from billing.models import Practice
 from billing.money import format_cents
 
@@ -54,6 +54,10 @@ class PracticeAdminSite(admin.AdminSite):
         self.register(models.OutboundEmail, records.OutboundEmailAdmin)
         self.register(models.StripeEvent, records.StripeEventAdmin)
         self.register(models.InsurancePayment, records.InsurancePaymentAdmin)
+        self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
+        self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
+        self.register(models.EmailTemplate, emails.EmailTemplateAdmin)
+        self.register(models.AuditSeal, records.AuditSealAdmin)
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
@@ -64,7 +68,8 @@ class PracticeAdminSite(admin.AdminSite):
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         queues = dashboard.today(now=timezone.now(), zone=_practice(request).zone)
         # Templates cannot turn cents into dollars; the rows carry their amount ready to show.
-        for charge in (*queues["charges_due"].rows, *queues["stuck_charges"].rows):
-            charge.amount_display = format_cents(charge.amount_cents)
+        for row in (*queues["charges_due"].rows, *queues["stuck_charges"].rows, *queues["held_charges"].rows,
+                    *queues["unknown_attempts"].rows):
+            row.amount_display = format_cents(row.amount_cents)
         context = {"queues": queues, **(extra_context or {})}
         return super().index(request, extra_context=context)

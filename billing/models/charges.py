@@ -58,6 +58,10 @@ class Charge(models.Model):
     payment_reference = models.CharField(max_length=100, blank=True, help_text="The Stripe PaymentIntent id.")
     receipt_sent_at = models.DateTimeField(null=True, blank=True)
     refunded_cents = models.PositiveIntegerField(default=0)
+    cap_approved_cents = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Staff approved charging this exact amount above the practice's cap.")
+    canceled_by_staff = models.BooleanField(
+        default=False, help_text="Staff canceled it: a later change to the session does not bring it back.")
     prepaid_cents = models.PositiveIntegerField(
         default=0, help_text="Already paid toward this charge through a balance payment on the portal.")
     hold_reason = models.CharField(
@@ -68,6 +72,10 @@ class Charge(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("refund_charge", "Can refund a charge"),
+                       ("release_charge", "Can charge a held charge above the cap anyway"),
+                       ("cancel_charge", "Can cancel a charge"),
+                       ("waive_fee", "Can waive a no-show or late-cancel fee")]
         constraints = [
             models.UniqueConstraint(fields=["appointment", "client", "kind"], name="charge_once_per_thing",
                                     condition=models.Q(appointment__isnull=False)),

@@ -67,6 +67,8 @@ class Client(ExternalRecord):
 
     class Meta:
         ordering = ["last_name", "first_name"]
+        permissions = [("link_stripe_customer", "Can link a client to a Stripe customer"),
+                       ("send_card_link", "Can send a client a card link")]
         constraints = [ExternalRecord.external_id_constraint("client_unique_external_id")]
         indexes = [
             models.Index(Lower("email"), name="client_email_lower"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditlog.models import LogEntry
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from billing.models import AppointmentEvent, AuditSeal, ChargeEvent, LedgerEntry
 
@@ -44,10 +44,12 @@ def chain_hash(previous: str, table: str, row_id: int, digest: str) -> str:
 
 
 def chain_seal(*, now: dt.datetime, batch: int = 2000) -> int:
-    """Seal every protected row not sealed yet. One sealer at a time (the head seal is locked)."""
+    """Seal protected rows not sealed yet (up to ``batch`` per table a run). One sealer at a time."""
     sealed = 0
     with transaction.atomic():
-        head = AuditSeal.objects.select_for_update().order_by("-sequence").first()
+        if not _sealer_lock():
+            return 0  # another tick is sealing right now
+        head = AuditSeal.objects.order_by("-sequence").first()
         previous = head.chain_hash if head else GENESIS
         sequence = head.sequence if head else 0
         for table, model in PROTECTED.items():
@@ -63,6 +65,19 @@ def chain_seal(*, now: dt.datetime, batch: int = 2000) -> int:
             AuditSeal.objects.bulk_create(seals)
             sealed += len(seals)
     return sealed
+
+
+SEALER_LOCK = 74_210_001  # an arbitrary, fixed PostgreSQL advisory-lock key for the one sealer
+
+
+def _sealer_lock() -> bool:
+    """Only one sealer at a time, even when there is no seal yet to lock (PostgreSQL advisory lock,
+    released at commit). SQLite serialises writers by itself."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEALER_LOCK])
+        return bool(cursor.fetchone()[0])
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
 OPEN_FAILURES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 # A charge a client is paying on the portal right now: the off-session collector leaves it alone.
 PORTAL_HOLD = "being paid on the portal"
+CAP_HOLD_PREFIX = "above the practice's cap"
 
 
 def _collectable(now: dt.datetime) -> Q:
@@ -86,9 +87,9 @@ def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[Pay
 
 def _claim(charge: Charge, practice: Practice, now: dt.datetime) -> PaymentAttempt | None:
     client = charge.client
-    if charge.status == ChargeStatus.DUE and charge.amount_cents > practice.max_charge_cents:
-        _hold(charge, now, f"above the practice's cap of {format_cents(practice.max_charge_cents)}",
-              ReviewKind.CHARGE_CAP)
+    if (charge.status == ChargeStatus.DUE and charge.amount_cents > practice.max_charge_cents
+            and charge.cap_approved_cents != charge.amount_cents):
+        _hold(charge, now, f"{CAP_HOLD_PREFIX} of {format_cents(practice.max_charge_cents)}", ReviewKind.CHARGE_CAP)
         return None
     if not (client.card_payment_method_id and client.stripe_customer_id):
         if charge.status == ChargeStatus.DUE:

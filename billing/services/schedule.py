@@ -148,7 +148,7 @@ def _fees_follow(appointment: Appointment, participant_ids: set[int], practice: 
             continue
         fee = fees.get((client.pk, wanted))
         if fee is not None:
-            if fee.status == ChargeStatus.CANCELED and not fee_was_waived(fee):
+            if fee.status == ChargeStatus.CANCELED and not fee_was_waived(fee) and not fee.canceled_by_staff:
                 _fee_revive(fee, appointment, practice, now, actor, user)
             continue
         _fee_create(appointment, client, wanted, practice, now, actor, user)
@@ -197,7 +197,7 @@ def _fee_revive(charge: Charge, appointment: Appointment, practice: Practice, no
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
                       reason="fee applies again",
                       scheduled_for=now + dt.timedelta(hours=practice.fee_review_hours))
-    _ledger_follow(charge, appointment, charge.amount_cents, practice, now, actor, user, "fee applies again")
+    ledger_follow_charge(charge, appointment, charge.amount_cents, practice, now, actor, user, "fee applies again")
 
 
 class WaiveNotAllowed(Exception):
@@ -218,7 +218,7 @@ def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> C
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=f"waived: {reason.strip()}")
         assert charge.appointment is not None
-        _ledger_follow(charge, charge.appointment, 0, Practice.load(), now, actor, user,
+        ledger_follow_charge(charge, charge.appointment, 0, Practice.load(), now, actor, user,
                        f"waived: {reason.strip()}", kind=LedgerKind.WAIVER)
     return charge
 
@@ -241,7 +241,7 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
             return  # Nothing owed (e.g. a $0 plan category): nothing to collect.
         _charge_create(appointment, client, share, practice, now, actor, user)
     elif charge.status == ChargeStatus.CANCELED:
-        if share.amount_cents:
+        if share.amount_cents and not charge.canceled_by_staff:
             _charge_revive(charge, appointment, share, practice, now, actor, user)
     elif charge.status in REPRICEABLE:
         if share.amount_cents == 0:
@@ -274,7 +274,7 @@ def _charge_revive(charge: Charge, appointment: Appointment, share: Share, pract
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
                       reason="session billable again", **_priced_fields(share), scheduled_for=due,
                       notice_due_at=notice_due_at(practice, due, now), notice_sent_at=None)
-    _ledger_follow(charge, appointment, share.amount_cents, practice, now, actor, user, "session billable again")
+    ledger_follow_charge(charge, appointment, share.amount_cents, practice, now, actor, user, "session billable again")
 
 
 def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
@@ -296,7 +296,7 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
     charge.save(update_fields=update)
     charge_event_record(charge=charge, from_status=charge.status, now=now, actor=actor, user=user,
                         reason=f"re-priced from {format_cents(old_amount)}")
-    _ledger_follow(charge, appointment, share.amount_cents, practice, now, actor, user,
+    ledger_follow_charge(charge, appointment, share.amount_cents, practice, now, actor, user,
                    f"re-priced from {format_cents(old_amount)}")
 
 
@@ -307,7 +307,7 @@ def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practic
     if charge.status in CANCELABLE:
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=why)
-        _ledger_follow(charge, appointment, 0, practice, now, actor, user, f"charge canceled: {why}",
+        ledger_follow_charge(charge, appointment, 0, practice, now, actor, user, f"charge canceled: {why}",
                        kind=LedgerKind.CHARGE_CANCELED)
     else:
         _adjust_after_money_moved(charge, appointment, 0, practice, now, actor, user, why)
@@ -316,7 +316,7 @@ def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practic
 def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
                               now: dt.datetime, actor: str, user: User | None, why: str) -> None:
     """Money moved (or may have): leave the charge alone, correct the balance, and tell staff."""
-    posted = _ledger_follow(charge, appointment, owed_cents, practice, now, actor, user,
+    posted = ledger_follow_charge(charge, appointment, owed_cents, practice, now, actor, user,
                             f"after payment: {why}")
     if posted:
         review_open(kind=ReviewKind.PAID_SESSION_CHANGED, client=charge.client, appointment=appointment,
@@ -326,7 +326,7 @@ def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cen
                            "refund or collect the difference if needed.")
 
 
-def _ledger_follow(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
+def ledger_follow_charge(charge: Charge, appointment: Appointment, owed_cents: int, practice: Practice,
                    now: dt.datetime, actor: str, user: User | None, memo: str,
                    kind: str = LedgerKind.ADJUSTMENT) -> bool:
     """Post the entry that makes the ledger say ``owed_cents`` for this charge; nothing if it already does."""

@@ -1,0 +1,196 @@
+"""How fast an EHR can push its schedule through the API, against plain inserts of the same rows.
+
+    .venv/bin/python bench/ingest.py [--appointments 20000] [--batch 1000] [--status scheduled|completed]
+
+Uses its own PostgreSQL database (``portal_bench_ingest``, dropped, created and migrated at each run).
+It starts the portal as a real HTTP server (``manage.py runserver --noreload`` with DEBUG off,
+in a child process), creates an API key, pushes 10 clinicians and 2,000 clients (not timed), then times
+N appointments pushed through ``POST /api/v1/events/`` in batches with httpx: each event validated and
+its references looked up, then written with its participant, status event and two audit entries (new,
+merely scheduled sessions are gathered and written with bulk inserts; see integrations/ehr/services.py).
+
+In the same run it inserts the equivalent rows (appointment, participant, status event) with plain
+psycopg ``executemany``, one transaction per batch, and prints both rates and their ratio.
+Targets: at least 1,000 appointments/s through the API, and at least 40% of the raw rate.
+
+``--status completed`` pushes sessions already held instead: each is then billed as it arrives
+(priced, charged, posted to the ledger), which the raw inserts do not do; the ratio is then not a
+like-for-like comparison, only the API rate is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.types.json import Jsonb
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
+DATABASE = "portal_bench_ingest"
+SOURCE = "benchehr"
+CLIENTS = 2_000
+CLINICIANS = 10
+NPIS = ["1234567893", "1245319599", "1679576722", "1003000126", "1497758544", "1215930367", "1023005410",
+        "1932102084", "1811991938", "1740283779"]
+
+
+def fresh_database() -> str:
+    """The bench's own database, created anew each run (migrations in flux cannot leave it half-built)."""
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    return f"{SERVER}/{DATABASE}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare(env: dict[str, str]) -> str:
+    """Migrate, set up the practice and an API key; returns the key."""
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    script = """
+from django.utils import timezone
+from billing.models import Practice, Service
+from integrations.ehr.keys import api_key_create
+Practice.objects.create(name="Bench Counseling", phone="555-0100", sender_email="billing@bench.example",
+                        charge_timing="delayed")
+Service.objects.create(cpt_code="90837", description="Individual therapy, 60 minutes", fee_cents=20000)
+print(api_key_create(source=SOURCE, now=timezone.now()).key)
+""".replace("SOURCE", repr(SOURCE))
+    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/schema/", timeout=2)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("The portal server did not start.")
+
+
+def appointment(i: int, status: str) -> dict[str, Any]:
+    starts = dt.datetime(2026, 11, 2, 13, tzinfo=dt.UTC) + dt.timedelta(hours=i % 2000, days=7 * (i // 2000))
+    return {"clinician": f"clin-{i % CLINICIANS}", "clients": [f"client-{i % CLIENTS}"], "service_code": "90837",
+            "diagnosis_codes": ["F41.1"], "starts_at": starts.isoformat(), "duration_minutes": 53, "status": status}
+
+
+def push(http: httpx.Client, events: list[dict[str, Any]]) -> dict[str, int]:
+    response = http.post("/api/v1/events/", content=json.dumps({"events": events}),
+                         headers={"Content-Type": "application/json"})
+    response.raise_for_status()
+    body = response.json()
+    errors = [r for r in body["results"] if r["status"] == "error"]
+    if errors:
+        raise SystemExit(f"{len(errors)} events failed, e.g. {errors[0]}")
+    return dict(body["counts"])
+
+
+def through_api(base: str, key: str, n: int, batch: int, status: str) -> float:
+    with httpx.Client(base_url=base, headers={"Authorization": f"Api-Key {key}"}, timeout=600) as http:
+        for c in range(CLINICIANS):
+            http.put(f"/api/v1/clinicians/clin-{c}/", json={"name": f"Clinician {c}", "npi": NPIS[c]}
+                     ).raise_for_status()
+        clients = [{"type": "client", "external_id": f"client-{i}",
+                    "data": {"first_name": f"Client{i}", "last_name": "Bench", "email": f"c{i}@bench.example",
+                             "billing_type": "self_pay", "session_rate_cents": 15000}} for i in range(CLIENTS)]
+        for start in range(0, CLIENTS, batch):
+            push(http, clients[start:start + batch])
+        bodies = [[{"type": "appointment", "external_id": f"appt-{i}", "data": appointment(i, status)}
+                   for i in range(start, min(start + batch, n))] for start in range(0, n, batch)]
+        started = time.perf_counter()
+        created = 0
+        for events in bodies:
+            created += push(http, events)["created"]
+        elapsed = time.perf_counter() - started
+    assert created == n, created
+    return n / elapsed
+
+
+def raw_inserts(url: str, n: int, batch: int, status: str) -> float:
+    """The same appointments, participants and status events with plain psycopg, one transaction per batch."""
+    with psycopg.connect(url) as conn:
+        clinicians = [r[0] for r in conn.execute(
+            "SELECT id FROM billing_clinician WHERE source = %s ORDER BY external_id", [SOURCE])]
+        client_ids: dict[str, int] = dict(conn.execute(
+            "SELECT external_id, id FROM billing_client WHERE source = %s", [SOURCE]))
+        conn.commit()
+        rows = [appointment(i, status) for i in range(n)]
+        now = dt.datetime.now(dt.UTC)
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            chunk = range(start, min(start + batch, n))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO billing_appointment (source, external_id, created_at, updated_at, clinician_id, "
+                    "service_code, diagnosis_codes, starts_at, duration_minutes, status, note_signed_at, fee_cents) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL) RETURNING id",
+                    [("raw", f"raw-{i}", now, now, clinicians[i % CLINICIANS], rows[i]["service_code"],
+                      Jsonb(rows[i]["diagnosis_codes"]), rows[i]["starts_at"], rows[i]["duration_minutes"],
+                      rows[i]["status"]) for i in chunk], returning=True)
+                ids = []
+                while True:
+                    ids.append(cur.fetchone()[0])  # type: ignore[index]
+                    if not cur.nextset():
+                        break
+                cur.executemany("INSERT INTO billing_participant (appointment_id, client_id) VALUES (%s, %s)",
+                                [(ids[k], client_ids[rows[i]["clients"][0]]) for k, i in enumerate(chunk)])
+                cur.executemany(
+                    "INSERT INTO billing_appointmentevent (appointment_id, from_status, to_status, at, actor, reason) "
+                    "VALUES (%s, '', %s, %s, 'raw', 'bench')",
+                    [(ids[k], rows[i]["status"], now) for k, i in enumerate(chunk)])
+            conn.commit()
+        elapsed = time.perf_counter() - started
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--appointments", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--status", choices=["scheduled", "completed"], default="scheduled")
+    args = parser.parse_args()
+
+    url = fresh_database()
+    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "false", "SECURE_SSL_REDIRECT": "false",
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "EHR_API_RATE": "1000000/min", "LOG_LEVEL": "WARNING",
+           "Q_WORKERS": "1"}
+    key = prepare(env)
+    port = free_port()
+    server = start_server(env, port)
+    try:
+        api_rate = through_api(f"http://127.0.0.1:{port}", key, args.appointments, args.batch, args.status)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    raw_rate = raw_inserts(url, args.appointments, args.batch, args.status)
+
+    print(f"{args.appointments:,} {args.status} appointments in batches of {args.batch:,} (PostgreSQL {DATABASE})")
+    print(f"  through POST /api/v1/events/ (HTTP, runserver): {api_rate:10,.0f} appointments/s   (target >= 1,000)")
+    print(f"  plain psycopg executemany, same rows:            {raw_rate:10,.0f} appointments/s")
+    print(f"  ratio: {api_rate / raw_rate:.0%} of the raw rate   (target >= 40%)")
+
+
+if __name__ == "__main__":
+    main()

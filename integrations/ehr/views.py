@@ -1,0 +1,576 @@
+"""REST API v1 (../shared/API.md): each view parses, calls one service, and answers.
+
+Reads are scoped to the key's source: a key sees the records its EHR pushed (external ids are unique
+only within a source).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from auditlog.context import auditlog_value, set_extra_data
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing.models import (
+    Appointment,
+    AppointmentStatus,
+    Charge,
+    ChargeKind,
+    ChargeStatus,
+    Client,
+    Clinician,
+    InsurancePayment,
+    Participant,
+    PolicyAcknowledgment,
+    Practice,
+)
+from billing.selectors import (
+    client_aging,
+    client_balance,
+    clients_with_balance,
+    iso_week_bounds,
+    reconciliation_findings,
+)
+from integrations.ehr import serializers as api
+from integrations.ehr import services
+from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
+from integrations.ehr.errors import InvalidInput, NotFound
+from integrations.ehr.fields import EXTERNAL_ID_PATTERN, AwareDateTime, ExternalId, external_id_validator
+from integrations.ehr.models import ApiKey
+from integrations.ehr.pagination import IdCursorPagination
+from integrations.ehr.parsers import LimitedJSONParser
+
+
+class AsciiJSONRenderer(JSONRenderer):
+    # Escaping non-ASCII keeps an echoed lone surrogate (from bad input) from failing to encode: never a 500.
+    ensure_ascii = True
+
+
+class CsvRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: Mapping[str, Any] | None = None) -> bytes:
+        out = io.StringIO()
+        if isinstance(data, dict) and "findings" in data:
+            fields = list(api.FindingOut().fields)
+            writer = csv.DictWriter(out, fieldnames=fields)
+            writer.writeheader()
+            for row in data["findings"]:
+                writer.writerow({name: "" if row.get(name) is None else row[name] for name in fields})
+        else:  # an error, as one line of text
+            out.write(str(data.get("detail", data) if isinstance(data, dict) else data) + "\n")
+        return out.getvalue().encode("utf-8", "backslashreplace")
+
+
+# --- Schema helpers --------------------------------------------------------------------------------------
+
+class ErrorOut(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+FIELD_ERRORS = OpenApiResponse(
+    {"type": "object", "additionalProperties": {}, "description": "Messages by field name"},
+    description="Invalid input: messages by field; nothing was written.")
+COMMON = {401: OpenApiResponse(ErrorOut, description="Missing, wrong or revoked API key."),
+          429: OpenApiResponse(ErrorOut, description="Too many requests for this key; see Retry-After.")}
+NOT_FOUND = {404: OpenApiResponse(ErrorOut, description="No such record from this key's source.")}
+WRITE = {400: FIELD_ERRORS, 413: OpenApiResponse(ErrorOut, description="The body is larger than 5 MB."),
+         415: OpenApiResponse(ErrorOut, description="The body is not JSON.")}
+CONFLICT = {409: OpenApiResponse(ErrorOut, description="The change conflicts with money already moved; the "
+                                                       "message says what to do instead.")}
+LIST_ERRORS = {400: FIELD_ERRORS}
+EXTERNAL_ID = OpenApiParameter("external_id", {"type": "string", "pattern": EXTERNAL_ID_PATTERN, "maxLength": 100},
+                               OpenApiParameter.PATH, description="The EHR's own id for the record.")
+
+
+def responses(ok: dict[int, Any], *extra: dict[int, Any]) -> dict[int, Any]:
+    merged = dict(ok)
+    for more in (*extra, COMMON):
+        merged.update(more)
+    return merged
+
+
+# --- Base ------------------------------------------------------------------------------------------------
+
+class EhrView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasApiKey]
+    throttle_classes = [ApiKeyThrottle]
+    parser_classes = [LimitedJSONParser]
+    renderer_classes = [AsciiJSONRenderer]
+
+    @property
+    def api_key(self) -> ApiKey:
+        assert isinstance(self.request.auth, ApiKey)
+        return self.request.auth
+
+    @property
+    def source(self) -> str:
+        return self.api_key.source
+
+    def new_push(self) -> services.Push:
+        return services.Push(source=self.source, now=timezone.now())
+
+    @contextmanager
+    def audited(self) -> Iterator[None]:
+        """Changes made inside are logged (django-auditlog) with the source's service account as actor."""
+        previous = auditlog_value.get(None)
+        extra = {k: v for k, v in (previous or {}).items() if k in ("remote_addr", "remote_port")}
+        with set_extra_data({**extra, "actor": self.api_key.user}):
+            yield
+        if previous is not None:
+            auditlog_value.set(previous)
+
+    def validated(self, serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> Any:
+        serializer = serializer_class(data=data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def path_id(self, external_id: str, *, writing: bool = False) -> str:
+        try:
+            external_id_validator(external_id)
+        except Exception:
+            if writing:
+                raise InvalidInput({"external_id": [str(external_id_validator.message)]}) from None
+            raise NotFound("No such record.") from None
+        return external_id
+
+    def paginated(self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer]) -> Response:
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+    def filters(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+        return dict(self.validated(serializer_class, self.request.query_params.dict()))
+
+
+def created_or_ok(outcome: services.Outcome[Any]) -> int:
+    return status.HTTP_201_CREATED if outcome.status == services.CREATED else status.HTTP_200_OK
+
+
+# --- Clinicians ------------------------------------------------------------------------------------------
+
+class ClinicianList(EhrView):
+    @extend_schema(operation_id="clinicians_list", responses=responses({200: api.ClinicianOut(many=True)},
+                                                                       LIST_ERRORS), tags=["clinicians"])
+    def get(self, request: Request) -> Response:
+        return self.paginated(Clinician.objects.filter(source=self.source), api.ClinicianOut)
+
+
+class ClinicianDetail(EhrView):
+    def get_object(self, external_id: str) -> Clinician:
+        clinician = Clinician.objects.filter(source=self.source, external_id=self.path_id(external_id)).first()
+        if clinician is None:
+            raise NotFound(f"No clinician with external id {external_id!r} from this source.")
+        return clinician
+
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.ClinicianOut}, NOT_FOUND),
+                   tags=["clinicians"])
+    def get(self, request: Request, external_id: str) -> Response:
+        return Response(api.ClinicianOut(self.get_object(external_id)).data)
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.ClinicianIn,
+                   responses=responses({200: api.ClinicianOut, 201: api.ClinicianOut}, WRITE), tags=["clinicians"],
+                   description="Create (201) or replace (200) the clinician. An identical body changes nothing.")
+    def put(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=False)
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.ClinicianIn(partial=True),
+                   responses=responses({200: api.ClinicianOut}, WRITE, NOT_FOUND), tags=["clinicians"])
+    def patch(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=True)
+
+    def _write(self, external_id: str, *, partial: bool) -> Response:
+        external_id = self.path_id(external_id, writing=not partial)
+        data = self.validated(api.ClinicianIn, self.request.data, partial=partial)
+        with self.audited():
+            outcome = services.clinician_put(push=self.new_push(), external_id=external_id, data=data,
+                                             partial=partial)
+        return Response(api.ClinicianOut(outcome.obj).data, status=created_or_ok(outcome))
+
+
+# --- Clients ---------------------------------------------------------------------------------------------
+
+class ClientFilter(serializers.Serializer):
+    active = serializers.BooleanField(required=False, default=None, allow_null=True)
+    updated_after = AwareDateTime(required=False, help_text="Only clients changed after this moment.")
+
+
+def client_queryset(source: str) -> QuerySet[Client]:
+    return clients_with_balance(Client.objects.filter(source=source))
+
+
+class ClientList(EhrView):
+    @extend_schema(operation_id="clients_list", parameters=[ClientFilter],
+                   responses=responses({200: api.ClientOut(many=True)}, LIST_ERRORS), tags=["clients"])
+    def get(self, request: Request) -> Response:
+        f = self.filters(ClientFilter)
+        clients = client_queryset(self.source)
+        if f.get("active") is not None:
+            clients = clients.filter(active=f["active"])
+        if f.get("updated_after"):
+            clients = clients.filter(updated_at__gt=f["updated_after"])
+        return self.paginated(clients, api.ClientOut)
+
+
+class ClientView(EhrView):
+    def get_client(self, external_id: str) -> Client:
+        client = Client.objects.filter(source=self.source, external_id=self.path_id(external_id)).first()
+        if client is None:
+            raise NotFound(f"No client with external id {external_id!r} from this source.")
+        return client
+
+    def represent(self, external_id: str) -> dict[str, Any]:
+        return api.ClientOut(client_queryset(self.source).get(external_id=external_id)).data
+
+
+class ClientDetail(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.ClientOut}, NOT_FOUND), tags=["clients"])
+    def get(self, request: Request, external_id: str) -> Response:
+        return Response(self.represent(self.get_client(external_id).external_id))
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.ClientIn,
+                   responses=responses({200: api.ClientOut, 201: api.ClientOut}, WRITE), tags=["clients"],
+                   description="Create (201) or replace (200) the client. An identical body changes nothing. "
+                               "A change of billing type or rate re-prices charges not yet taken.")
+    def put(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=False)
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.ClientIn(partial=True),
+                   responses=responses({200: api.ClientOut}, WRITE, NOT_FOUND), tags=["clients"])
+    def patch(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=True)
+
+    def _write(self, external_id: str, *, partial: bool) -> Response:
+        external_id = self.path_id(external_id, writing=not partial)
+        data = self.validated(api.ClientIn, self.request.data, partial=partial)
+        with self.audited():
+            outcome = services.client_put(push=self.new_push(), external_id=external_id, data=data, partial=partial)
+        return Response(self.represent(external_id), status=created_or_ok(outcome))
+
+
+def coverage_representation(coverage: Any, client: Client) -> dict[str, Any]:
+    data = {name: getattr(coverage, name) for name in services.COVERAGE_OUT_FIELDS}
+    data.update(client=client.external_id, payer_id=coverage.payer.payer_id if coverage.payer else "")
+    return api.CoverageOut(data).data
+
+
+class CoverageDetail(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.CoverageOut}, NOT_FOUND),
+                   tags=["clients"], operation_id="clients_coverage_retrieve")
+    def get(self, request: Request, external_id: str) -> Response:
+        client = self.get_client(external_id)
+        coverage = services.coverage_current(client)
+        if coverage is None:
+            raise NotFound(f"Client {external_id!r} has no coverage.")
+        return Response(coverage_representation(coverage, client))
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.CoverageIn, operation_id="clients_coverage_update",
+                   responses=responses({200: api.CoverageOut, 201: api.CoverageOut}, WRITE, NOT_FOUND),
+                   tags=["clients"],
+                   description="The client's current benefits: replaces the current coverage record (201 when "
+                               "the client had none). An unknown payer_id adds the payer. Charges not yet taken "
+                               "are re-priced.")
+    def put(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=False)
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.CoverageIn(partial=True),
+                   operation_id="clients_coverage_partial_update",
+                   responses=responses({200: api.CoverageOut}, WRITE, NOT_FOUND), tags=["clients"])
+    def patch(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=True)
+
+    def _write(self, external_id: str, *, partial: bool) -> Response:
+        external_id = self.path_id(external_id)
+        data = self.validated(api.CoverageIn, self.request.data, partial=partial)
+        with self.audited():
+            outcome = services.coverage_put(push=self.new_push(), client_external_id=external_id, data=data,
+                                            partial=partial)
+        coverage = services.coverage_current(outcome.obj.client)
+        return Response(coverage_representation(coverage, outcome.obj.client), status=created_or_ok(outcome))
+
+
+class PolicyAcknowledgmentCreate(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.PolicyAcknowledgmentIn,
+                   responses=responses({200: api.PolicyAcknowledgmentOut, 201: api.PolicyAcknowledgmentOut},
+                                       WRITE, NOT_FOUND), tags=["clients"],
+                   description="Record that the client acknowledged a version of the cancellation policy (201); "
+                               "the same version again changes nothing (200).")
+    def post(self, request: Request, external_id: str) -> Response:
+        external_id = self.path_id(external_id)
+        data = self.validated(api.PolicyAcknowledgmentIn, request.data)
+        with self.audited():
+            outcome = services.policy_acknowledgment_record(push=self.new_push(), client_external_id=external_id,
+                                                            data=data)
+        return Response(self._out(outcome.obj, external_id), status=created_or_ok(outcome))
+
+    @staticmethod
+    def _out(ack: PolicyAcknowledgment, external_id: str) -> dict[str, Any]:
+        current = Practice.load().cancellation_policy_version
+        return api.PolicyAcknowledgmentOut({
+            "client": external_id, "policy_version": ack.policy_version, "acknowledged_at": ack.acknowledged_at,
+            "is_current_policy": ack.policy_version == current}).data
+
+
+class EnrollmentLinkCreate(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.EnrollmentLinkIn,
+                   responses=responses({201: api.EnrollmentLinkOut}, WRITE, NOT_FOUND,
+                                       {503: OpenApiResponse(ErrorOut, description="Links are not available.")}),
+                   tags=["clients"],
+                   description="A secure, expiring link where the client saves a card; with send_email the "
+                               "practice also emails it to the client.")
+    def post(self, request: Request, external_id: str) -> Response:
+        client = self.get_client(external_id)
+        data = self.validated(api.EnrollmentLinkIn, request.data)
+        # The link service belongs to the client pages (portal.links); until it is installed, say so.
+        if importlib.util.find_spec("portal.links") is None:
+            return Response({"detail": "Card-enrollment links are not available on this server yet.",
+                             "code": "unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        links = importlib.import_module("portal.links")
+        with self.audited():
+            url, expires_at = links.enrollment_link_create(client=client, send_email=data["send_email"],
+                                                           now=timezone.now())
+        return Response(api.EnrollmentLinkOut({"url": url, "expires_at": expires_at}).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class BalanceDetail(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.BalanceOut}, NOT_FOUND), tags=["clients"])
+    def get(self, request: Request, external_id: str) -> Response:
+        client = self.get_client(external_id)
+        today = timezone.now().astimezone(Practice.current_zone()).date()
+        aging = client_aging(client, today)
+        return Response(api.BalanceOut({"client": client.external_id, "balance_cents": client_balance(client),
+                                        "aging": aging.as_dict(), "as_of": today}).data)
+
+
+# --- Appointments ----------------------------------------------------------------------------------------
+
+def appointment_queryset(source: str) -> QuerySet[Appointment]:
+    return (Appointment.objects.filter(source=source).select_related("clinician").prefetch_related(
+        Prefetch("participants", Participant.objects.select_related("client").order_by("pk")),
+        Prefetch("charges", Charge.objects.select_related("client").order_by("pk"))))
+
+
+class AppointmentFilter(serializers.Serializer):
+    client = ExternalId(required=False, help_text="A participant's external id.")
+    clinician = ExternalId(required=False)
+    status = serializers.ChoiceField(choices=AppointmentStatus.choices, required=False)
+    starts_after = AwareDateTime(required=False)
+    starts_before = AwareDateTime(required=False)
+
+
+class AppointmentList(EhrView):
+    @extend_schema(operation_id="appointments_list", parameters=[AppointmentFilter],
+                   responses=responses({200: api.AppointmentOut(many=True)}, LIST_ERRORS), tags=["appointments"])
+    def get(self, request: Request) -> Response:
+        f = self.filters(AppointmentFilter)
+        appointments = appointment_queryset(self.source)
+        if "client" in f:
+            appointments = appointments.filter(participants__client__source=self.source,
+                                               participants__client__external_id=f["client"])
+        if "clinician" in f:
+            appointments = appointments.filter(clinician__source=self.source,
+                                               clinician__external_id=f["clinician"])
+        if "status" in f:
+            appointments = appointments.filter(status=f["status"])
+        if "starts_after" in f:
+            appointments = appointments.filter(starts_at__gt=f["starts_after"])
+        if "starts_before" in f:
+            appointments = appointments.filter(starts_at__lt=f["starts_before"])
+        return self.paginated(appointments, api.AppointmentOut)
+
+
+class AppointmentDetail(EhrView):
+    def represent(self, external_id: str) -> dict[str, Any]:
+        appointment = appointment_queryset(self.source).filter(external_id=external_id).first()
+        if appointment is None:
+            raise NotFound(f"No appointment with external id {external_id!r} from this source.")
+        return api.AppointmentOut(appointment).data
+
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.AppointmentOut}, NOT_FOUND),
+                   tags=["appointments"])
+    def get(self, request: Request, external_id: str) -> Response:
+        return Response(self.represent(self.path_id(external_id)))
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.AppointmentIn,
+                   responses=responses({200: api.AppointmentOut, 201: api.AppointmentOut}, WRITE, CONFLICT),
+                   tags=["appointments"],
+                   description="Create (201) or replace (200) the appointment; `clients` replaces the "
+                               "participants. A status or signature change triggers billing under the "
+                               "practice's policy. Changing the fee, service code or participants after money "
+                               "moved is refused with 409.")
+    def put(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=False)
+
+    @extend_schema(parameters=[EXTERNAL_ID], request=api.AppointmentIn(partial=True),
+                   responses=responses({200: api.AppointmentOut}, WRITE, CONFLICT, NOT_FOUND), tags=["appointments"])
+    def patch(self, request: Request, external_id: str) -> Response:
+        return self._write(external_id, partial=True)
+
+    def _write(self, external_id: str, *, partial: bool) -> Response:
+        external_id = self.path_id(external_id, writing=not partial)
+        data = self.validated(api.AppointmentIn, self.request.data, partial=partial)
+        with self.audited():
+            outcome = services.appointment_put(push=self.new_push(), external_id=external_id, data=data,
+                                               partial=partial)
+        return Response(self.represent(external_id), status=created_or_ok(outcome))
+
+
+# --- Insurance payments ----------------------------------------------------------------------------------
+
+class InsurancePaymentFilter(serializers.Serializer):
+    appointment = ExternalId(required=False)
+    client = ExternalId(required=False)
+
+
+class InsurancePaymentList(EhrView):
+    def queryset(self) -> QuerySet[InsurancePayment]:
+        return InsurancePayment.objects.filter(appointment__source=self.source).select_related("appointment",
+                                                                                                "client")
+
+    @extend_schema(operation_id="insurance_payments_list", parameters=[InsurancePaymentFilter],
+                   responses=responses({200: api.InsurancePaymentOut(many=True)}, LIST_ERRORS),
+                   tags=["insurance payments"])
+    def get(self, request: Request) -> Response:
+        f = self.filters(InsurancePaymentFilter)
+        payments = self.queryset()
+        if "appointment" in f:
+            payments = payments.filter(appointment__external_id=f["appointment"])
+        if "client" in f:
+            payments = payments.filter(client__source=self.source, client__external_id=f["client"])
+        return self.paginated(payments, api.InsurancePaymentOut)
+
+    @extend_schema(request=api.InsurancePaymentIn, tags=["insurance payments"],
+                   responses=responses({200: api.InsurancePaymentOut, 201: api.InsurancePaymentOut}, WRITE),
+                   description="Record one EOB line (201). The same appointment, client and reference again "
+                               "changes nothing, or corrects the figures (200).")
+    def post(self, request: Request) -> Response:
+        data = self.validated(api.InsurancePaymentIn, request.data)
+        with self.audited():
+            outcome = services.insurance_payment_record(push=self.new_push(), data=data)
+        return Response(api.InsurancePaymentOut(outcome.obj).data, status=created_or_ok(outcome))
+
+
+# --- Events ----------------------------------------------------------------------------------------------
+
+class Events(EhrView):
+    @extend_schema(request=api.EventBatchIn, responses=responses({200: api.EventBatchOut}, WRITE),
+                   tags=["events"], description=(
+                       "A batch of up to 1,000 events, `{\"events\": [...]}` (a bare JSON array is accepted too), "
+                       "applied in order "
+                       "with the rules of the single-resource calls. One result per event: created, updated, "
+                       "unchanged or error (with messages); a bad event is rolled back alone and never stops "
+                       "the others. `data` is the body of the matching call: ClientIn, CoverageIn, "
+                       "AppointmentIn, InsurancePaymentIn or PolicyAcknowledgmentIn."))
+    def post(self, request: Request) -> Response:
+        body = request.data
+        events = body.get("events") if isinstance(body, dict) else body
+        if not isinstance(events, list) or (isinstance(body, dict) and set(body) != {"events"}):
+            raise InvalidInput({"events": ["Send {\"events\": [...]} or a JSON array of events."]})
+        if len(events) > api.MAX_EVENTS:
+            raise InvalidInput({"events": [f"At most {api.MAX_EVENTS} events per batch; this one has "
+                                           f"{len(events)}."]})
+        with self.audited():
+            results = services.events_apply(push=self.new_push(), events=events)
+        counts = dict.fromkeys((services.CREATED, services.UPDATED, services.UNCHANGED, services.ERROR), 0)
+        for result in results:
+            counts[result["status"]] += 1
+        return Response({"results": results, "counts": counts})
+
+
+# --- Charges ---------------------------------------------------------------------------------------------
+
+class ChargeFilter(serializers.Serializer):
+    client = ExternalId(required=False)
+    appointment = ExternalId(required=False)
+    status = serializers.ChoiceField(choices=api.API_CHARGE_STATUSES, required=False)
+    kind = serializers.ChoiceField(choices=ChargeKind.choices, required=False)
+    created_after = AwareDateTime(required=False)
+
+
+def charge_queryset(source: str) -> QuerySet[Charge]:
+    return Charge.objects.filter(client__source=source).select_related("client", "appointment")
+
+
+class ChargeList(EhrView):
+    @extend_schema(operation_id="charges_list", parameters=[ChargeFilter],
+                   responses=responses({200: api.ChargeOut(many=True)}, LIST_ERRORS), tags=["charges"])
+    def get(self, request: Request) -> Response:
+        f = self.filters(ChargeFilter)
+        charges = charge_queryset(self.source)
+        if "client" in f:
+            charges = charges.filter(client__external_id=f["client"])
+        if "appointment" in f:
+            charges = charges.filter(appointment__source=self.source, appointment__external_id=f["appointment"])
+        if "status" in f:
+            wanted = [f["status"], ChargeStatus.DUE] if f["status"] == ChargeStatus.SCHEDULED else [f["status"]]
+            charges = charges.filter(status__in=wanted)
+        if "kind" in f:
+            charges = charges.filter(kind=f["kind"])
+        if "created_after" in f:
+            charges = charges.filter(created_at__gt=f["created_after"])
+        return self.paginated(charges, api.ChargeOut)
+
+
+class ChargeDetail(EhrView):
+    @extend_schema(parameters=[OpenApiParameter("id", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                                                OpenApiParameter.PATH)],
+                   responses=responses({200: api.ChargeOut}, NOT_FOUND), tags=["charges"])
+    def get(self, request: Request, id: str) -> Response:
+        pk = int(id)  # the route admits 1 to 19 digits only
+        charge = charge_queryset(self.source).filter(pk=pk).first() if 0 < pk < 2**63 else None
+        if charge is None:
+            raise NotFound(f"No charge {id} for this source's clients.")
+        return Response(api.ChargeOut(charge).data)
+
+
+# --- Reconciliation --------------------------------------------------------------------------------------
+
+class ReconciliationQuery(serializers.Serializer):
+    week = serializers.RegexField(r"^\d{4}-W\d{2}$", help_text="An ISO week, e.g. 2026-W48.")
+
+
+class Reconciliation(EhrView):
+    renderer_classes = [AsciiJSONRenderer, CsvRenderer]
+
+    @extend_schema(
+        parameters=[ReconciliationQuery,
+                    OpenApiParameter("format", str, enum=["json", "csv"], description="csv for a CSV file.")],
+        responses=responses({200: api.ReconciliationOut}, LIST_ERRORS), tags=["reports"],
+        description="The weekly reconciliation (sessions held that week in the practice's time zone, and EOBs "
+                    "paid that week) for this source's records.")
+    def get(self, request: Request) -> Response:
+        week = self.filters(ReconciliationQuery)["week"]
+        try:
+            start, end = iso_week_bounds(week, Practice.current_zone())
+        except ValueError:
+            raise InvalidInput({"week": ["Give an ISO week such as 2026-W48."]}) from None
+        findings = reconciliation_findings(start=start, end=end, source=self.source)
+        rows = [{"kind": f.kind, "appointment": f.appointment.external_id if f.appointment else None,
+                 "client": f.client.external_id, "charge": f.charge.pk if f.charge else None,
+                 "service_date": f.service_date, "expected_cents": f.expected_cents,
+                 "actual_cents": f.actual_cents, "detail": f.detail} for f in findings]
+        data = api.ReconciliationOut({"week": week, "starts": start, "ends": end, "findings": rows}).data
+        response = Response(data)
+        if getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = f'attachment; filename="reconciliation-{week}.csv"'
+        return response
+
