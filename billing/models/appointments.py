@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 
-from billing.models.base import ExternalRecord
+from billing.models.base import ExternalRecord, StatusEvent
 from billing.models.people import Client, Clinician
 from billing.validators import validate_cpt, validate_icd10_list
 
@@ -56,20 +55,10 @@ class Participant(models.Model):
         return str(self.client)
 
 
-class AppointmentEvent(models.Model):
+class AppointmentEvent(StatusEvent):
     """Append-only history of an appointment's status moves."""
 
     appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="events")
-    from_status = models.CharField(max_length=20, blank=True)
-    to_status = models.CharField(max_length=20)
-    at = models.DateTimeField()
-    actor = models.CharField(max_length=100, help_text="staff:<username>, api:<source>, system")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+")
-    reason = models.CharField(max_length=300, blank=True)
 
-    class Meta:
-        ordering = ["at", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status or '-'} -> {self.to_status}"
+    class Meta(StatusEvent.Meta):
+        pass

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 
 from billing.models.appointments import Appointment
+from billing.models.base import StatusEvent
 from billing.models.people import Client
 
 
@@ -94,24 +94,14 @@ class Charge(models.Model):
         return self.status in PENDING_STATUSES
 
 
-class ChargeEvent(models.Model):
+class ChargeEvent(StatusEvent):
     """Append-only history of a charge: every status move and every re-pricing."""
 
     charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="events")
-    from_status = models.CharField(max_length=20, blank=True)
-    to_status = models.CharField(max_length=20)
     amount_cents = models.PositiveIntegerField(help_text="The charge's amount after this event.")
-    at = models.DateTimeField()
-    actor = models.CharField(max_length=100, help_text="staff:<username>, api:<source>, system")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+")
-    reason = models.CharField(max_length=300, blank=True)
 
-    class Meta:
-        ordering = ["at", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.from_status or '-'} -> {self.to_status}"
+    class Meta(StatusEvent.Meta):
+        pass
 
 
 class AttemptStatus(models.TextChoices):
