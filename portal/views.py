@@ -45,7 +45,8 @@ PAID_STATUSES = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, Charge
 def _page(request: HttpRequest, template: str, context: dict[str, object], status: int = 200) -> HttpResponse:
     response = render(request, template, {"practice": Practice.load(), **context}, status=status)
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"  # the token must not leak to Stripe.js or anyone else
+    # The token must not leak to Stripe.js or any other site; same-origin still lets our own forms pass CSRF.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 
