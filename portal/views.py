@@ -77,8 +77,10 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
     balance = client_balance_cents(client)
     other = max(balance - sum(c.amount_cents for c in charges), 0)
     waiting = Charge.objects.filter(client=client, status=ChargeStatus.REQUIRES_ACTION).count()
-    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).select_related("appointment__clinician")
-            .order_by("-updated_at")[:24])
+    # Receipts are per session or fee (what an FSA/HSA claim needs); portal balance payments are the
+    # money behind them, receipted by email when made.
+    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind=ChargeKind.BALANCE_PAYMENT)
+            .select_related("appointment__clinician").order_by("-updated_at")[:24])
     return _page(request, "portal/balance.html", {
         "client": client, "token": token, "balance": balance, "balance_text": format_cents(max(balance, 0)),
         "items": [_item(c) for c in charges], "other_cents": other, "waiting_for_confirmation": waiting,
@@ -90,7 +92,8 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
 
 def _item(charge: Charge) -> dict[str, object]:
     context = receipt_context(charge)
-    return {"id": charge.pk, "amount_cents": charge.amount_cents, "amount": context["amount"],
+    amount = context["total_paid"] if charge.status in PAID_STATUSES else context["amount"]
+    return {"id": charge.pk, "amount_cents": charge.amount_cents, "amount": amount,
             "label": context["service"], "session_date": context["session_date"], "therapist": context["therapist"],
             "status": charge.get_status_display(), "failed": charge.status == ChargeStatus.FAILED,
             "paid_on": charge.updated_at}

@@ -228,6 +228,8 @@ def receipt_context(charge: Charge) -> dict[str, object]:
     return {
         "charge": charge,
         "amount": format_cents(charge.amount_cents),
+        # What the charge brought in altogether, including any part paid earlier on the portal.
+        "total_paid": format_cents(charge.amount_cents + charge.prepaid_cents),
         "insurance": format_cents(charge.insurance_cents) if charge.insurance_cents else "",
         "session_date": (appointment.starts_at.astimezone(Practice.load().zone).date() if appointment else None),
         "therapist": str(appointment.clinician) if appointment else "",
