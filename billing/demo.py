@@ -10,6 +10,10 @@ are left as they are, including any change staff made in the admin. Sessions are
 date, so a run on a later day adds that day's new sessions and never repeats old ones. To start over,
 delete the demo database (``manage.py demo --fresh``).
 
+Cards are a separate step, ``seed_demo_cards``, because it needs a Stripe to talk to: ``manage.py demo``
+runs it against the local fake Stripe server it starts (``seed_demo --with-cards`` does too, given
+``STRIPE_API_BASE``). Each card is saved through the same enrollment flow a client follows.
+
 Everything random comes from ``random.Random`` seeded with 2026 and the record's key, so a client's
 name, benefits and schedule do not change with how many clients are seeded (``clients=`` makes a
 smaller practice for tests; it is the first N of the full one).
@@ -588,16 +592,28 @@ class _Seeder:
         return SeedResult(created=self.created, counts=demo_counts(), admin_created=admin_created)
 
 
-# The card each demo client saves once the demo runs against the local fake Stripe server (localstripe's
-# test numbers, notes/fake-stripe.md): most succeed, a few show the failure paths. Not used yet: the
-# Stripe step of the demo will enroll these; until then demo clients have no card on file.
+# The card each demo client saves when the demo runs against the local fake Stripe server (localstripe's
+# test numbers, notes/fake-stripe.md): most pay, a few show the failure paths, some clients keep no card.
 CARD_OK = "4242424242424242"
 CARD_DECLINED_WHEN_CHARGED = "4000000000000341"
-CARD_NEEDS_AUTHENTICATION = "4000002500003155"
+# Needs authentication on every charge, so the off-session charge asks the client to confirm on-session
+# (...3155 would need it only when saved, then pay off-session like 4242).
+CARD_NEEDS_AUTHENTICATION = "4000002760003184"
+CARD_KINDS = {CARD_OK: "pay", CARD_DECLINED_WHEN_CHARGED: "decline when charged",
+              CARD_NEEDS_AUTHENTICATION: "need authentication"}
+CARD_ACTOR = "system:demo"
+
+
+# Fixed for the first clients, so even a small seed (the tests') shows every path: a copay client with no
+# card, a coinsurance client whose card declines, a self-pay client whose bank asks to authenticate.
+CARD_CHOSEN: dict[str, str | None] = {"client-001": None, "client-004": CARD_DECLINED_WHEN_CHARGED,
+                                      "client-011": CARD_NEEDS_AUTHENTICATION}
 
 
 def demo_card_number(client_key: str) -> str | None:
     """The test card ``client_key`` keeps on file in the demo, or None for a client who has not saved one."""
+    if client_key in CARD_CHOSEN:
+        return CARD_CHOSEN[client_key]
     draw = rng_for(client_key, "card").random()
     if draw < 0.80:
         return CARD_OK
@@ -606,6 +622,107 @@ def demo_card_number(client_key: str) -> str | None:
     if draw < 0.93:
         return CARD_NEEDS_AUTHENTICATION
     return None
+
+
+@dataclass
+class CardSeedResult:
+    saved: dict[str, int]  # new cards, by what the card does when charged
+    already: int  # demo clients who had a card before this run
+    without: int  # demo clients who keep no card (the "no card on file" path)
+    relinked: int = 0  # clients whose Stripe ids were dropped because the fake server had lost its data
+
+
+def seed_demo_cards(*, now: dt.datetime | None = None) -> CardSeedResult:
+    """Save each demo client's card through the real enrollment flow, against the local fake Stripe server.
+
+    The flow a client follows, minus the browser: an enrollment link, the consent (``enrollment_begin``
+    creates the Stripe customer and a SetupIntent), then what Stripe.js's ``confirmCardSetup`` does with
+    the Card Element's inputs (``_confirm_like_stripe_js``), then ``card_save_from_setup_intent``.
+    Clients who already have a card are skipped, so running it again adds nothing.
+
+    Only for the fake server (``STRIPE_API_BASE`` set): typing card numbers is Stripe.js's job, and real
+    Stripe refuses raw card numbers from a server.
+    """
+    import httpx
+    from django.conf import settings
+
+    from billing.services.cards import card_save_from_setup_intent, enrollment_begin, enrollment_link_send
+    from billing.services.links import link_resolve
+
+    if not settings.STRIPE_API_BASE:
+        raise ValueError("Demo cards are saved only against the local fake Stripe server: set STRIPE_API_BASE "
+                         "(manage.py demo starts one and does).")
+    now = now or timezone.now()
+    result = CardSeedResult(saved={}, already=0, without=0)
+    result.relinked = _forget_lost_stripe_ids()
+    with httpx.Client(base_url=settings.STRIPE_API_BASE, timeout=30) as stripe_js:
+        for client in Client.objects.filter(source=SOURCE).order_by("external_id"):
+            number = demo_card_number(client.external_id)
+            if client.card_payment_method_id:
+                result.already += 1
+                continue
+            if number is None:
+                result.without += 1
+                continue
+            issued = enrollment_link_send(client=client, now=now, actor=CARD_ACTOR, send_email=False)
+            link = link_resolve(token=issued.url.rstrip("/").rsplit("/", 1)[1], now=now)
+            secret = enrollment_begin(link=link, ip_address="127.0.0.1", user_agent="portal demo seed", now=now)
+            setup_intent_id = _confirm_like_stripe_js(stripe_js, secret, number, settings.STRIPE_PUBLISHABLE_KEY,
+                                                      exp_year=now.year + 3)
+            if card_save_from_setup_intent(setup_intent_id=setup_intent_id, now=now) is None:
+                raise RuntimeError(f"The fake Stripe server did not save card {number} for {client.external_id}.")
+            kind = CARD_KINDS[number]
+            result.saved[kind] = result.saved.get(kind, 0) + 1
+    return result
+
+
+def _confirm_like_stripe_js(http: Any, client_secret: str, number: str, publishable_key: str, *,
+                            exp_year: int) -> str:
+    """Confirm a SetupIntent as Stripe.js does from the browser (publishable key only; a 3-D Secure card
+    needs a second confirm, the client passing the bank's check). Returns the SetupIntent id."""
+    setup_intent = client_secret.split("_secret_")[0]
+    url = f"/v1/setup_intents/{setup_intent}/confirm"
+    body: dict[str, Any] = {"key": publishable_key, "use_stripe_sdk": True, "client_secret": client_secret}
+    card = {"number": number, "exp_month": 12, "exp_year": exp_year, "cvc": "123"}
+    answer = http.post(url, json={**body, "payment_method_data": {"type": "card", "card": card}}).json()
+    if answer.get("status") == "requires_action":
+        answer = http.post(url, json=body).json()
+    if answer.get("status") != "succeeded":
+        raise RuntimeError(f"The fake Stripe server did not confirm the demo card: {answer}")
+    return str(answer["id"])
+
+
+def demo_enrollment_link(*, now: dt.datetime | None = None) -> tuple[Client, str] | None:
+    """A new card-enrollment link (not emailed) for a demo client without a card, so a person can try the
+    client's page at once; a client who has one gets the same page to replace it if all have cards."""
+    from billing.services.cards import enrollment_link_send
+
+    demo_clients = Client.objects.filter(source=SOURCE).order_by("external_id")
+    client = demo_clients.filter(card_payment_method_id="").first() or demo_clients.first()
+    if client is None:
+        return None
+    issued = enrollment_link_send(client=client, now=now or timezone.now(), actor=CARD_ACTOR, send_email=False)
+    return client, issued.url
+
+
+def _forget_lost_stripe_ids() -> int:
+    """Demo clients whose Stripe customer the fake server no longer has (its store file was deleted but the
+    database was kept) are unlinked, so the seed enrolls them again instead of every charge being refused."""
+    from integrations.stripe.gateway import GatewayRefused, get_gateway
+
+    linked = Client.objects.filter(source=SOURCE).exclude(stripe_customer_id="")
+    sample = linked.order_by("pk").first()
+    if sample is None:
+        return 0
+    try:
+        get_gateway().customer_get(sample.stripe_customer_id)
+        return 0
+    except GatewayRefused:
+        pass
+    # Straight to the rows, not through the services: this is the demo repairing its own data, not a
+    # client or staff action, and there is nothing in Stripe to keep consistent with.
+    return linked.update(stripe_customer_id="", stripe_link_status="", card_payment_method_id="", card_brand="",
+                         card_last4="", card_exp_month=None, card_exp_year=None)
 
 
 def ensure_admin() -> bool:

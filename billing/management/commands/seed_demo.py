@@ -4,7 +4,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.demo import ADMIN_PASSWORD, ADMIN_USERNAME, FULL_SIZE, seed_demo
+from billing.demo import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    CARD_KINDS,
+    FULL_SIZE,
+    CardSeedResult,
+    seed_demo,
+    seed_demo_cards,
+)
 
 
 class Command(BaseCommand):
@@ -14,6 +22,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--clients", type=int, default=FULL_SIZE,
                             help=f"How many clients to seed (1 to {FULL_SIZE}; default {FULL_SIZE}).")
+        parser.add_argument("--with-cards", action="store_true",
+                            help="Also save the demo clients' cards through the enrollment flow, against the "
+                                 "local fake Stripe server named by STRIPE_API_BASE (manage.py demo does this).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -31,3 +42,19 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Staff login {ADMIN_USERNAME!r} already exists (its password was left alone; "
                               f"the demo's is {ADMIN_PASSWORD!r}).")
+        if options["with_cards"]:
+            try:
+                cards = seed_demo_cards()
+            except ValueError as problem:
+                raise CommandError(str(problem)) from None
+            self.stdout.write(describe_cards(cards))
+
+
+def describe_cards(cards: CardSeedResult) -> str:
+    saved = sum(cards.saved.values())
+    kinds = ", ".join(f"{cards.saved[kind]} that {kind}" for kind in CARD_KINDS.values() if kind in cards.saved)
+    lines = [f"Demo cards: {saved} saved through the enrollment flow" + (f" ({kinds})" if kinds else "")
+             + f"; {cards.already} already on file; {cards.without} clients keep no card."]
+    if cards.relinked:
+        lines.append(f"  The fake Stripe server had lost its data: {cards.relinked} clients were linked again.")
+    return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""How much the portal adds to each card charge, against bare stripe-python calls to the same server.
+
+    .venv/bin/python bench/charge_run.py [--charges 500] [--profile] [--measure-limit]
+
+Issue 3's speed requirement: charging is bound by Stripe (25 requests/s in test mode, 100 live), so the
+portal's own cost per charge must vanish beside it. Target: ``billing_tick`` takes at most 1.3x the time
+of the same number of bare off-session PaymentIntent calls.
+
+What it does, in one run:
+1. Its own PostgreSQL database (``portal_bench_charges``: created if missing, migrated, emptied) and its
+   own fake Stripe server (``python -m devtools.fakestripe --port 0``).
+2. Not timed: N self-pay clients, each with a Stripe customer and a 4242 card made directly through the
+   fake server's API; one completed session each, billed through the portal's services
+   (``appointment_set_status``), then marked due.
+3. Timed: ``tick_run(now=...)`` in this process, which charges the N due charges exactly as the task
+   cluster does (claim, attempt, one PaymentIntent each, settle, ledger, receipt email).
+4. The fake server is wiped (``DELETE /_config/everything``) and the same N customers and cards are made
+   again, so the bare loop starts from the same store size the tick did (localstripe scans its whole
+   store on each call, so a bigger store is a slower server). Timed: N bare
+   ``payment_intents.create(off_session=True, confirm=True)`` calls with the same parameters, the same
+   ``StripeClient`` options and their own idempotency keys, one after the other like the tick.
+
+The gateway's request limit (``STRIPE_MAX_REQUESTS_PER_SECOND``, 20/s with test keys) is set to 0 for
+the timed runs: it deliberately protects Stripe, so with it both sides would only measure the limit.
+The output also says what the tick takes at the default limit (estimated; ``--measure-limit`` runs it).
+Emails go to Django's in-memory backend (rendering and building them is counted; no SMTP), and
+DEBUG is off, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
+DATABASE = "portal_bench_charges"
+SECRET_KEY = "sk_test_bench"
+TARGET = 1.3
+DEFAULT_TEST_RATE = 20.0  # the gateway's default limit with test keys (portal/settings.py)
+CARD = "4242424242424242"
+# Session completed Monday 10:00 New York; the tick runs the next day, after the 24-hour delay.
+COMPLETED_AT = dt.datetime(2026, 11, 23, 16, 0, tzinfo=dt.UTC)
+TICK_AT = COMPLETED_AT + dt.timedelta(hours=25)
+
+
+def ensure_database() -> str:
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    return f"{SERVER}/{DATABASE}"
+
+
+@contextmanager
+def fake_stripe() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        process = subprocess.Popen([sys.executable, "-m", "devtools.fakestripe", "--port", "0", "--port-file",
+                                    str(port_file)], cwd=ROOT, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not (port_file.exists() and port_file.read_text()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("The fake Stripe server did not start (is localstripe installed? "
+                                     "pip install -e '.[dev]').")
+                time.sleep(0.05)
+            url = f"http://127.0.0.1:{port_file.read_text()}"
+            _wait_until_it_answers(url)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def _wait_until_it_answers(url: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(f"{url}/v1/customers", headers={"Authorization": f"Bearer {SECRET_KEY}"}, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def configure_django(database_url: str, stripe_url: str) -> None:
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "portal.settings", "DATABASE_URL": database_url, "DEBUG": "false",
+        "STRIPE_API_BASE": stripe_url, "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
+        "STRIPE_WEBHOOK_SECRET": "whsec_bench", "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
+        "EMAIL_URL": "memorymail://", "LOG_LEVEL": "WARNING", "SECURE_SSL_REDIRECT": "false",
+    })
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def make_cards(stripe_url: str, count: int) -> list[tuple[str, str]]:
+    """(customer id, payment method id) pairs, made straight through the fake server's API (not timed)."""
+    pairs = []
+    with httpx.Client(base_url=stripe_url, headers={"Authorization": f"Bearer {SECRET_KEY}"}, timeout=30) as http:
+        for n in range(count):
+            customer = http.post("/v1/customers", data={"email": f"bench{n}@example.com", "name": f"Bench {n}"})
+            method = http.post("/v1/payment_methods", data={
+                "type": "card", "card[number]": CARD, "card[exp_month]": "12", "card[exp_year]": "2030",
+                "card[cvc]": "123"})
+            customer_id, method_id = customer.json()["id"], method.json()["id"]
+            http.post(f"/v1/payment_methods/{method_id}/attach", data={"customer": customer_id}).raise_for_status()
+            pairs.append((customer_id, method_id))
+    return pairs
+
+
+def wipe(stripe_url: str) -> None:
+    httpx.delete(f"{stripe_url}/_config/everything", timeout=30).raise_for_status()
+
+
+def stripe_requests(stripe_url: str) -> int:
+    return len(httpx.get(f"{stripe_url}/_config/requests", timeout=30).json())
+
+
+def seed(count: int, cards: list[tuple[str, str]]) -> None:
+    """N self-pay clients with a card on file, one completed session each, billed and marked due."""
+    from django.core.management import call_command
+
+    from billing.models import (
+        Appointment,
+        AppointmentStatus,
+        BillingType,
+        Client,
+        Clinician,
+        Participant,
+        Practice,
+        Service,
+    )
+    from billing.services.schedule import appointment_set_status
+    from billing.services.tick import charges_mark_due, tick_run
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+    Practice.objects.create(name="Bench Counseling", phone="(555) 555-0100", sender_email="billing@bench.example",
+                            time_zone="America/New_York")
+    Service.objects.create(cpt_code="90837", description="Individual therapy, 60 minutes", fee_cents=20000)
+    clinician = Clinician.objects.create(name="Dana Reyes", npi="1234567893", credentials="LCSW")
+    clients = Client.objects.bulk_create(
+        Client(first_name=f"Client{n}", last_name="Bench", email=f"bench{n}@example.com",
+               billing_type=BillingType.SELF_PAY, session_rate_cents=14000 + n % 7 * 500,
+               stripe_customer_id=customer, stripe_link_status="matched", card_payment_method_id=method,
+               card_brand="visa", card_last4=CARD[-4:], card_exp_month=12, card_exp_year=2030)
+        for n, (customer, method) in enumerate(cards))
+    for n, client in enumerate(clients):
+        starts = COMPLETED_AT - dt.timedelta(hours=1, minutes=n % 60)
+        appointment = Appointment.objects.create(clinician=clinician, service_code="90837", starts_at=starts,
+                                                 diagnosis_codes=["F41.1"])
+        Participant.objects.create(appointment=appointment, client=client)
+        appointment_set_status(appointment=appointment, status=AppointmentStatus.COMPLETED, now=COMPLETED_AT,
+                               actor="bench")
+    # Everything a tick would do about the seed itself (sealing the audit chain over the new rows, emails)
+    # is done now, as of the completions, so the timed tick does only the charging's work.
+    tick_run(now=COMPLETED_AT)
+    marked = charges_mark_due(now=TICK_AT)
+    if marked != count:
+        raise SystemExit(f"Expected {count} due charges, found {marked}.")
+
+
+@contextmanager
+def stripe_call_clock() -> Iterator[list[float]]:
+    """Time spent inside the gateway's off-session payment call (waiting on Stripe plus stripe-python)."""
+    from integrations.stripe.gateway import StripeGateway
+
+    spent: list[float] = []
+    original = StripeGateway.payment_off_session
+
+    def timed(self: StripeGateway, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(self, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    StripeGateway.payment_off_session = timed  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        StripeGateway.payment_off_session = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def query_counter() -> Iterator[list[int]]:
+    from django.db import connection
+
+    count = [0]
+
+    def counting(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        count[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(counting):
+        yield count
+
+
+def run_tick(profile: bool) -> tuple[float, dict[str, int], float, int, str]:
+    from billing.services.tick import tick_run
+
+    profiler = cProfile.Profile() if profile else None
+    with stripe_call_clock() as spent, query_counter() as queries:
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        done = tick_run(now=TICK_AT)
+        if profiler:
+            profiler.disable()
+        elapsed = time.perf_counter() - start
+    report = ""
+    if profiler:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(45)
+        stats.sort_stats("tottime").print_stats(25)
+        report = out.getvalue()
+    return elapsed, done, sum(spent), queries[0], report
+
+
+def bare_loop(stripe_url: str, cards: list[tuple[str, str]]) -> float:
+    """The same PaymentIntent calls with nothing around them: stripe-python as the gateway configures it."""
+    import stripe
+    from django.conf import settings
+
+    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": stripe_url},
+                                 max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
+                                 http_client=stripe.HTTPXClient(timeout=settings.STRIPE_TIMEOUT_SECONDS,
+                                                                  allow_sync_methods=True))
+    start = time.perf_counter()
+    for n, (customer, method) in enumerate(cards):
+        params: Any = {"amount": 14000 + n % 7 * 500, "currency": "usd", "customer": customer,
+                       "payment_method": method, "off_session": True, "confirm": True,
+                       "metadata": {"portal_charge": str(n)}}
+        intent = client.v1.payment_intents.create(params=params, options={"idempotency_key": f"bare-{n}"})
+        if intent.status != "succeeded":
+            raise SystemExit(f"bare call {n} ended {intent.status}")
+    return time.perf_counter() - start
+
+
+def check_outcome(count: int) -> None:
+    from billing.models import Charge, ChargeStatus, PaymentAttempt
+
+    paid = Charge.objects.filter(status=ChargeStatus.SUCCEEDED).count()
+    attempts = PaymentAttempt.objects.count()
+    if paid != count or attempts != count:
+        raise SystemExit(f"The tick paid {paid} of {count} charges with {attempts} attempts.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--charges", type=int, default=500)
+    parser.add_argument("--profile", action="store_true", help="profile the tick with cProfile and print it")
+    parser.add_argument("--measure-limit", action="store_true",
+                        help=f"also run the tick at the default {DEFAULT_TEST_RATE:g} requests/s and time it")
+    args = parser.parse_args()
+    count = args.charges
+
+    database_url = ensure_database()
+    with fake_stripe() as stripe_url:
+        configure_django(database_url, stripe_url)
+        print(f"Seeding {count} due charges (PostgreSQL {DATABASE}, fake Stripe at {stripe_url}) ...", flush=True)
+        seed(count, make_cards(stripe_url, count))
+        before = stripe_requests(stripe_url)
+
+        tick_seconds, done, in_stripe, queries, report = run_tick(args.profile)
+        check_outcome(count)
+        tick_requests = stripe_requests(stripe_url) - before
+
+        wipe(stripe_url)
+        cards = make_cards(stripe_url, count)
+        before = stripe_requests(stripe_url)
+        bare_seconds = bare_loop(stripe_url, cards)
+        bare_requests = stripe_requests(stripe_url) - before
+
+        limited = None
+        if args.measure_limit:
+            limited = measure_limited(stripe_url, count)
+
+    ratio = tick_seconds / bare_seconds
+    own = tick_seconds - in_stripe
+    per_request = 1 / DEFAULT_TEST_RATE
+    # At the limit each request waits for its slot unless the work since the last one took longer; the
+    # gateway's limiter banks no credit for slow charges, so this is a lower bound (--measure-limit runs it).
+    estimate = tick_requests * max(per_request, tick_seconds / max(tick_requests, 1))
+    print("\nSTRIPE_MAX_REQUESTS_PER_SECOND=0 for both timed runs (no request limit: it exists to protect "
+          "Stripe, and\nwould make both sides measure only the limit). Same server, same store size at the "
+          "start of each batch.\n")
+    print(f"  billing_tick ({count} due charges): {tick_seconds:7.2f} s  {count / tick_seconds:6.1f} charges/s"
+          f"  ({tick_requests} Stripe requests; tick steps: {done})")
+    print(f"    in the gateway's Stripe call:   {in_stripe:7.2f} s  ({in_stripe / count * 1000:.2f} ms per charge)")
+    print(f"    the portal's own work:          {own:7.2f} s  ({own / count * 1000:.2f} ms per charge, "
+          f"{queries / count:.1f} SQL queries per charge)")
+    print(f"  bare stripe-python loop:          {bare_seconds:7.2f} s  {count / bare_seconds:6.1f} calls/s"
+          f"  ({bare_requests} Stripe requests)")
+    verdict = "meets" if ratio <= TARGET else "MISSES"
+    print(f"  ratio tick / bare:                {ratio:7.2f}x  ({verdict} the {TARGET}x target)")
+    bound = "the limit" if per_request * tick_requests >= tick_seconds else "the portal's own work"
+    print(f"  at the default limit ({DEFAULT_TEST_RATE:g}/s, test keys): at least {estimate:.1f} s for this tick, "
+          f"bounded by {bound}" + (f" (measured: {limited:.1f} s)" if limited is not None else "")
+          + f"; the bare loop at that limit: {bare_requests * per_request:.1f} s")
+    if report:
+        print("\n" + report)
+
+
+def measure_limited(stripe_url: str, count: int) -> float:
+    """The tick again, from a fresh seed, at the gateway's default test-mode limit."""
+    from django.conf import settings
+
+    from integrations.stripe.gateway import get_gateway
+
+    wipe(stripe_url)
+    seed(count, make_cards(stripe_url, count))
+    settings.STRIPE_MAX_REQUESTS_PER_SECOND = DEFAULT_TEST_RATE
+    get_gateway.cache_clear()
+    from billing.services.tick import tick_run
+
+    start = time.perf_counter()
+    tick_run(now=TICK_AT)
+    elapsed = time.perf_counter() - start
+    check_outcome(count)
+    return elapsed
+
+
+if __name__ == "__main__":
+    main()
