@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -108,12 +111,25 @@ class Practice(models.Model):
     @classmethod
     def load(cls) -> Practice:
         """The practice's settings; a fresh install gets defaults until staff fill them in."""
+        pinned = _pinned.get()
+        if pinned is not None:
+            return pinned
         practice = cls.objects.filter(pk=cls.SINGLETON_ID).first()
         if practice is None:
             practice, _ = cls.objects.get_or_create(
                 pk=cls.SINGLETON_ID,
                 defaults={"name": "Our practice", "phone": "", "sender_email": "billing@practice.example"})
         return practice
+
+    @classmethod
+    @contextmanager
+    def pinned(cls) -> Iterator[Practice]:
+        """Read the practice once for a unit of work (one billing_tick) instead of once per row."""
+        token = _pinned.set(cls.load())
+        try:
+            yield _pinned.get()  # type: ignore[misc]
+        finally:
+            _pinned.reset(token)
 
     @classmethod
     def current_zone(cls) -> zoneinfo.ZoneInfo:
@@ -127,3 +143,6 @@ class Practice(models.Model):
     @property
     def retry_day_list(self) -> list[int]:
         return [int(part) for part in self.retry_days.split(",") if part.strip()]
+
+
+_pinned: ContextVar[Practice | None] = ContextVar("pinned_practice", default=None)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.template import Context, Template, TemplateDoesNotExist
 from django.template.loader import render_to_string
 
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 # An email claimed this long ago whose sender never reported back is tried again (at least once).
 STALE_CLAIM = dt.timedelta(minutes=10)
 MAX_ATTEMPTS = 5
+BATCH = 200
 
 
 def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
@@ -46,14 +51,14 @@ def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]
 
 
 def email_enqueue(*, key: str, client: Client, template: str, context: dict[str, Any],
-                  now: dt.datetime) -> OutboundEmail | None:
+                  now: dt.datetime, practice: Practice | None = None) -> OutboundEmail | None:
     """Write the email to the outbox once per ``key``; returns None if it was already written or the
     client has no email address."""
     if not client.email:
         return None
     if OutboundEmail.objects.filter(key=key).exists():
         return None
-    practice = Practice.load()
+    practice = practice or Practice.load()
     subject, text, html = render_email(template, {"practice": practice, "client": client, **context})
     try:
         with transaction.atomic():
@@ -61,44 +66,68 @@ def email_enqueue(*, key: str, client: Client, template: str, context: dict[str,
                                                  subject=subject, body_text=text, body_html=html, created_at=now)
     except IntegrityError:
         return None  # a concurrent caller wrote it first
-    transaction.on_commit(lambda: emails_send(now=now, only=[email.pk]))
+    if not _deferred.get():
+        transaction.on_commit(lambda: emails_send(now=now, only=[email.pk]))
     return email
 
 
+@contextmanager
+def emails_deferred() -> Iterator[None]:
+    """Within this block emails wait in the outbox for ``emails_send`` instead of going out one by one
+    after each commit (billing_tick sends them in one batch at its end)."""
+    token = _deferred.set(True)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
+
+
+def _claim(now: dt.datetime, only: list[int] | None, tried: set[int]) -> list[OutboundEmail]:
+    """Claim a batch of sendable emails in one short transaction (SKIP LOCKED: concurrent senders
+    share the work; a claim older than STALE_CLAIM is taken over, so nothing is lost)."""
+    pending = Q(status=EmailStatus.PENDING, attempts__lt=MAX_ATTEMPTS)
+    stale = Q(status=EmailStatus.SENDING, claimed_at__lt=now - STALE_CLAIM)
+    with transaction.atomic():
+        candidates = OutboundEmail.objects.select_for_update(skip_locked=True).filter(pending | stale)
+        if only is not None:
+            candidates = candidates.filter(pk__in=only)
+        candidates = candidates.exclude(pk__in=tried)  # a failure waits for the next run, not this one
+        batch = list(candidates.order_by("created_at", "pk")[:BATCH])
+        OutboundEmail.objects.filter(pk__in=[e.pk for e in batch]).update(
+            status=EmailStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    for email in batch:
+        email.attempts += 1
+    return batch
+
+
 def emails_send(*, now: dt.datetime, only: list[int] | None = None) -> int:
-    """Send what the outbox holds. Each email is claimed in its own short transaction, then sent."""
+    """Send what the outbox holds, a batch at a time over one mail-server connection."""
     sent = 0
-    practice = Practice.load()
-    pending = OutboundEmail.objects.filter(status=EmailStatus.PENDING, attempts__lt=MAX_ATTEMPTS)
-    stale = OutboundEmail.objects.filter(status=EmailStatus.SENDING, claimed_at__lt=now - STALE_CLAIM)
-    candidates = (pending | stale).order_by("created_at", "pk")
-    if only is not None:
-        candidates = candidates.filter(pk__in=only)
-    for pk in list(candidates.values_list("pk", flat=True)[:500]):
-        with transaction.atomic():
-            email = (OutboundEmail.objects.select_for_update(skip_locked=True)
-                     .filter(pk=pk).filter(status__in=[EmailStatus.PENDING, EmailStatus.SENDING]).first())
-            if email is None or (email.status == EmailStatus.SENDING and email.claimed_at
-                                 and email.claimed_at >= now - STALE_CLAIM):
-                continue
-            email.status = EmailStatus.SENDING
-            email.claimed_at = now
-            email.attempts += 1
-            email.save(update_fields=["status", "claimed_at", "attempts"])
-        try:
-            message = EmailMultiAlternatives(email.subject, email.body_text,
-                                             from_email=practice.sender_email or settings.DEFAULT_FROM_EMAIL,
-                                             to=[email.to], headers={"X-Portal-Email": email.template})
-            if email.body_html:
-                message.attach_alternative(email.body_html, "text/html")
-            message.send()
-        except Exception as error:  # any mail server failure: keep it for the next tick
-            log.warning("email %s not sent: %s", email.pk, type(error).__name__)
-            failed = email.attempts >= MAX_ATTEMPTS
-            OutboundEmail.objects.filter(pk=email.pk).update(
-                status=EmailStatus.FAILED if failed else EmailStatus.PENDING,
-                last_error=f"{type(error).__name__}: {error}"[:300])
-            continue
-        OutboundEmail.objects.filter(pk=email.pk).update(status=EmailStatus.SENT, sent_at=now, last_error="")
-        sent += 1
+    sender = Practice.load().sender_email or settings.DEFAULT_FROM_EMAIL
+    tried: set[int] = set()
+    while batch := _claim(now, only, tried):
+        tried.update(email.pk for email in batch)
+        delivered: list[int] = []
+        with get_connection() as connection:
+            for email in batch:
+                message = EmailMultiAlternatives(email.subject, email.body_text, from_email=sender, to=[email.to],
+                                                 headers={"X-Portal-Email": email.template}, connection=connection)
+                if email.body_html:
+                    message.attach_alternative(email.body_html, "text/html")
+                try:
+                    message.send()
+                except Exception as error:  # any mail server failure: keep it for the next tick
+                    log.warning("email %s not sent: %s", email.pk, type(error).__name__)
+                    OutboundEmail.objects.filter(pk=email.pk).update(
+                        status=EmailStatus.FAILED if email.attempts >= MAX_ATTEMPTS else EmailStatus.PENDING,
+                        last_error=f"{type(error).__name__}: {error}"[:300])
+                else:
+                    delivered.append(email.pk)
+        OutboundEmail.objects.filter(pk__in=delivered).update(status=EmailStatus.SENT, sent_at=now, last_error="")
+        sent += len(delivered)
+        if only is not None or len(batch) < BATCH:
+            return sent
     return sent
+
+
+_deferred: ContextVar[bool] = ContextVar("emails_deferred", default=False)

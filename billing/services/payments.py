@@ -30,14 +30,16 @@ from billing.models import (
     LinkPurpose,
     PaymentAttempt,
     Practice,
+    ReviewItem,
     ReviewKind,
+    ReviewStatus,
 )
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_post
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
-from billing.services.review import review_close_stale, review_open
+from billing.services.review import review_open
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,7 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         if payment.status == "succeeded":
             attempt.status = AttemptStatus.SUCCEEDED
             attempt.save()
-            _charge_succeeded(charge, attempt, now)
+            _charge_succeeded(charge, attempt, now, practice)
             if on_portal:
                 _allocations_paid(charge, attempt.payment_intent_id, now)
         elif payment.status == "requires_action":
@@ -205,33 +207,37 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 _charge_failed(charge, attempt, payment, practice, now)
 
 
-def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
+def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
+                      practice: Practice | None = None) -> None:
     if charge.status == ChargeStatus.SUCCEEDED:
         return
+    practice = practice or Practice.load()
     charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
                       reason=f"paid on attempt {attempt.number}", payment_reference=attempt.payment_intent_id,
-                      last_failure_code="", next_retry_at=None)
+                      last_failure_code="", next_retry_at=None, receipt_sent_at=now)
     ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
-                occurred_on=timezone.localdate(now, Practice.load().zone), now=now, actor=SYSTEM,
+                occurred_on=timezone.localdate(now, practice.zone), now=now, actor=SYSTEM,
                 appointment=charge.appointment, charge=charge, memo=f"Card payment {attempt.payment_intent_id}")
     email_enqueue(key=f"receipt:charge:{charge.pk}", client=charge.client, template="receipt",
-                  context=receipt_context(charge), now=now)
-    Charge.objects.filter(pk=charge.pk).update(receipt_sent_at=now)
-    for item in ("no_card", "charge_cap"):
-        review_close_stale(kind=item, client=charge.client, appointment=charge.appointment, now=now,
-                           note="The charge was paid.")
-    _clear_card_flag_if_settled(charge.client, now)
+                  context=receipt_context(charge, practice), now=now, practice=practice)
+    # Whatever held this charge back is settled now (one query; usually nothing is open).
+    ReviewItem.objects.filter(status=ReviewStatus.OPEN, client=charge.client, appointment=charge.appointment,
+                              kind__in=[ReviewKind.NO_CARD, ReviewKind.CHARGE_CAP]).update(
+        status=ReviewStatus.RESOLVED, resolved_at=now, resolution_note="The charge was paid.")
+    if charge.client.flagged_for_outreach:
+        _clear_card_flag_if_settled(charge.client, now)
 
 
-def receipt_context(charge: Charge) -> dict[str, object]:
+def receipt_context(charge: Charge, practice: Practice | None = None) -> dict[str, object]:
     appointment = charge.appointment
+    zone = (practice or Practice.load()).zone
     return {
         "charge": charge,
         "amount": format_cents(charge.amount_cents),
         # What the charge brought in altogether, including any part paid earlier on the portal.
         "total_paid": format_cents(charge.amount_cents + charge.prepaid_cents),
         "insurance": format_cents(charge.insurance_cents) if charge.insurance_cents else "",
-        "session_date": (appointment.starts_at.astimezone(Practice.load().zone).date() if appointment else None),
+        "session_date": appointment.starts_at.astimezone(zone).date() if appointment else None,
         "therapist": str(appointment.clinician) if appointment else "",
         "service": _service_description(charge),
     }

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from django.db import transaction
 
-from billing.models import Charge, ChargeEvent, ChargeStatus
+from billing.models import Charge, ChargeEvent, ChargeStatus, Practice
 from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
-from billing.services.notify import email_enqueue, emails_send
+from billing.services.notify import email_enqueue, emails_deferred, emails_send
 from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
 from billing.services.refunds import refunds_settle_unknown
 
@@ -86,7 +86,9 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
 def tick_run(*, now: dt.datetime) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did."""
     done = {}
-    for name, step in TICK_STEPS:
-        done[name] = step(now=now)
+    # One read of the practice's policy per tick; emails wait for the tick's own sending step.
+    with Practice.pinned(), emails_deferred():
+        for name, step in TICK_STEPS:
+            done[name] = step(now=now)
     log.info("billing_tick at %s: %s", now.isoformat(), done)
     return done
