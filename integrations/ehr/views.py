@@ -7,8 +7,6 @@ only within a source).
 from __future__ import annotations
 
 import csv
-import importlib
-import importlib.util
 import io
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,6 +50,7 @@ from integrations.ehr.fields import EXTERNAL_ID_PATTERN, AwareDateTime, External
 from integrations.ehr.models import ApiKey
 from integrations.ehr.pagination import IdCursorPagination
 from integrations.ehr.parsers import LimitedJSONParser
+from portal.links import enrollment_link_create
 
 
 class AsciiJSONRenderer(JSONRenderer):
@@ -331,22 +330,16 @@ class PolicyAcknowledgmentCreate(ClientView):
 
 class EnrollmentLinkCreate(ClientView):
     @extend_schema(parameters=[EXTERNAL_ID], request=api.EnrollmentLinkIn,
-                   responses=responses({201: api.EnrollmentLinkOut}, WRITE, NOT_FOUND,
-                                       {503: OpenApiResponse(ErrorOut, description="Links are not available.")}),
+                   responses=responses({201: api.EnrollmentLinkOut}, WRITE, NOT_FOUND),
                    tags=["clients"],
                    description="A secure, expiring link where the client saves a card; with send_email the "
                                "practice also emails it to the client.")
     def post(self, request: Request, external_id: str) -> Response:
         client = self.get_client(external_id)
         data = self.validated(api.EnrollmentLinkIn, request.data)
-        # The link service belongs to the client pages (portal.links); until it is installed, say so.
-        if importlib.util.find_spec("portal.links") is None:
-            return Response({"detail": "Card-enrollment links are not available on this server yet.",
-                             "code": "unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        links = importlib.import_module("portal.links")
         with self.audited():
-            url, expires_at = links.enrollment_link_create(client=client, send_email=data["send_email"],
-                                                           now=timezone.now())
+            url, expires_at = enrollment_link_create(client=client, send_email=data["send_email"],
+                                                     now=timezone.now(), actor=f"api:{self.source}")
         return Response(api.EnrollmentLinkOut({"url": url, "expires_at": expires_at}).data,
                         status=status.HTTP_201_CREATED)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
 import yaml
 from auditlog.models import LogEntry
+from django.conf import settings
+from django.core import mail
+from django.test import Client
 from rest_framework.test import APIClient
 
 from billing.models import Charge, Coverage, Payer, Practice
@@ -114,15 +116,20 @@ def test_policy_acknowledgment_is_recorded_once(practice: Practice, post: Call, 
     post("clients/c-1/policy-acknowledgments/", body, expect=200)
 
 
-def test_card_enrollment_link_answers_503_until_the_link_service_exists(practice: Practice, put: Call,
-                                                                         api: APIClient) -> None:
+def test_card_enrollment_link_opens_the_card_page_and_can_be_emailed(
+        practice: Practice, put: Call, api: APIClient, django_capture_on_commit_callbacks: Any) -> None:
     put("clients/c-1/", client_body("Ana"))
     response = api.post("/api/v1/clients/c-1/card-enrollment-link/", {"send_email": False}, format="json")
-    if importlib.util.find_spec("portal.links") is None:
-        assert response.status_code == 503
-    else:
-        assert response.status_code == 201
-        assert set(response.json()) == {"url", "expires_at"}
+    assert response.status_code == 201
+    assert set(response.json()) == {"url", "expires_at"}
+    page = Client().get(response.json()["url"].removeprefix(settings.PORTAL_BASE_URL))
+    assert page.status_code == 200
+    assert b"Save a card for your sessions" in page.content
+    with django_capture_on_commit_callbacks(execute=True):
+        emailed = api.post("/api/v1/clients/c-1/card-enrollment-link/", {"send_email": True}, format="json")
+    assert emailed.status_code == 201
+    assert [m.to for m in mail.outbox] == [["ana@example.com"]]
+    assert emailed.json()["url"] in mail.outbox[0].body
 
 
 def test_patch_changes_only_the_fields_given(practice: Practice, put: Call, api: APIClient) -> None:
