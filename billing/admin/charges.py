@@ -42,7 +42,10 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.holds import STAFF_CANCELABLE, HoldNotChanged, charge_cancel, charge_release, is_cap_hold
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
+from billing.services.schedule import CANCELABLE, FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
+
+FEE_KINDS = tuple(FEE_FOR_STATUS.values())
 
 REFUND_PERMISSION = "refund_charge"
 RELEASE_PERMISSION = "release_charge"
@@ -149,7 +152,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                                 "payment_reference")}),
     )
     inlines = (PaymentAttemptInline, RefundInline, ChargeEventInline)
-    actions = ("release_charge", "cancel_charge")
+    actions = ("release_charge", "cancel_charge", "waive_fee")
     change_form_template = "admin/billing/charge/change_form.html"
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
@@ -160,6 +163,9 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return has_billing_permission(request, CANCEL_PERMISSION)
+
+    def has_waive_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, "waive_fee")
 
     def get_urls(self) -> list[URLPattern]:
         refund = path("<path:object_id>/refund/", self.admin_site.admin_view(self.refund_view),
@@ -275,12 +281,35 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
             "Canceled charge #{}.")
         return None
 
+    @admin.action(description="Waive no-show / late-cancel fee", permissions=["waive"])
+    def waive_fee(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
+        charges = list(queryset.select_related("client"))
+        fees = [c for c in charges if c.kind in FEE_KINDS and c.status in CANCELABLE]
+        others = [c for c in charges if c not in fees]
+        if not fees:
+            self.message_user(request, "Only no-show and late-cancel fees not yet charged can be waived; refund a "
+                                       "charged fee instead.", messages.WARNING)
+            return None
+        form = WhyForm(request.POST if confirmed(request) else None)
+        if not form.is_valid():
+            return confirmation(
+                self, request, action="waive_fee", title="Waive fees", form=form,
+                submit=f"Waive {plural(len(fees), 'fee')}",
+                intro="These fees will not be charged; the client's ledger shows the waiver and your reason:",
+                rows=[f"#{c.pk} {c.client}: {c.get_kind_display()} {format_cents(c.amount_cents)}, "
+                      f"due {timezone.localtime(c.scheduled_for):%b %d %H:%M}" for c in fees],
+                warnings=[f"Not a fee that can be waived, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
+                if others else [])
+        self._each(request, fees, lambda c, actor, user: fee_waive(
+            charge=c, reason=form.cleaned_data["why"], now=timezone.now(), user=user), "Waived fee #{}.")
+        return None
+
     def _each(self, request: HttpRequest, charges: list[Charge], service: Any, done: str) -> None:
         user = staff_user(request)
         for charge in charges:
             try:
                 service(charge, f"staff:{user.get_username()}", user)
-            except HoldNotChanged as problem:
+            except (HoldNotChanged, WaiveNotAllowed) as problem:
                 self.message_user(request, str(problem), messages.ERROR)
             else:
                 self.message_user(request, done.format(charge.pk), messages.SUCCESS)

@@ -141,3 +141,21 @@ def test_a_charged_fee_cannot_be_waived_only_refunded(
     assert fee.status == ChargeStatus.SUCCEEDED
     with pytest.raises(WaiveNotAllowed, match="refund it instead"):
         fee_waive(charge=fee, reason="goodwill", now=FRIDAY_10AM, user=User.objects.create_user("m"))
+
+
+def test_staff_waive_a_fee_from_the_admin_with_a_reason(
+        policy: Practice, self_pay_client: Client, make_appointment: Callable[..., Appointment],
+        admin_client: object) -> None:
+    acknowledge(self_pay_client, "2026-01")
+    appointment = make_appointment(self_pay_client)
+    mark(appointment, AppointmentStatus.NO_SHOW, dt.datetime.now(dt.UTC))
+    fee = Charge.objects.get(appointment=appointment)
+    form = {"action": "waive_fee", "_selected_action": [fee.pk]}
+    page = admin_client.post("/admin/billing/charge/", form)  # type: ignore[attr-defined]
+    assert b"These fees will not be charged" in page.content
+    done = admin_client.post("/admin/billing/charge/", {**form, "apply": "1", "why": "first no-show"},  # type: ignore[attr-defined]
+                             follow=True)
+    assert f"Waived fee #{fee.pk}.".encode() in done.content
+    fee.refresh_from_db()
+    assert fee.status == ChargeStatus.CANCELED
+    assert LedgerEntry.objects.get(charge=fee, kind=LedgerKind.WAIVER).memo == "waived: first no-show"
