@@ -158,8 +158,8 @@ class StripeGateway:
                 raise
             except stripe.StripeError as error:
                 err = getattr(error, "error", None)
-                raise GatewayRefused(str(getattr(err, "message", "") or error),
-                                     str(getattr(err, "code", "") or "")) from error
+                raise GatewayRefused(str(getattr(err, "message", "") or error.user_message or error),
+                                     str(error.code or getattr(err, "code", "") or "")) from error
         raise AssertionError("unreachable")
 
     # Customers -----------------------------------------------------------------------------------
