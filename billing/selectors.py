@@ -4,14 +4,21 @@ A balance is the sum of a client's ledger entries. Aging groups the same sum by 
 ``occurred_on`` is (the date of service for charges): ``current`` is 0-30 days (and anything dated in the
 future), then 31-60, 61-90 and over 90 days.
 
-Entries are netted inside their own bucket first, so a payment posted against a session's charge (dated
-like the charge) clears that session where it sits. A credit left over in a bucket (a balance payment, a
-write-off dated today) then pays off the oldest debt first, as AR aging conventionally applies
-unallocated credits; a client in credit overall shows the credit as ``current``. The buckets always add
-up to the balance.
+Entries are netted inside their own bucket first (a payment dated in the same bucket as the session it
+paid clears it there). A credit left over in any bucket (a card payment dated the day it was taken, a
+balance payment, a write-off) then pays off that client's oldest debt first, as AR aging conventionally
+applies unallocated credits; a client in credit overall shows the credit as ``current``. The buckets
+always add up to the balance, and one client's credit never hides another client's debt.
 
-Reading many clients never costs a query per client: ``clients_with_balance`` annotates a queryset,
-``client_balances`` and ``clients_aging`` answer for a list of ids in one query.
+That one definition is ``_AGING_SQL``: a single statement (conditional SUMs per client, then the
+settling with GREATEST) used for one client, a page of clients, and the practice's total, so the
+API's balance, the admin report and the dashboard cannot disagree. Reading many clients never costs a
+query per client.
+
+Filtered by clinician, a client's AR is the part of their ledger behind that clinician's sessions:
+entries tied to one of the clinician's appointments (charges, fees, adjustments, card payments and
+refunds of those charges), and the share of any portal balance payment that paid those sessions' charges
+(``BalanceAllocation``). Filtered by billing type, it is the clients of that type.
 """
 
 from __future__ import annotations
@@ -21,24 +28,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db import connection
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from billing.models import (
     Appointment,
-    AppointmentStatus,
+    BalanceAllocation,
     Charge,
-    ChargeKind,
-    ChargeStatus,
-    ChargeTrigger,
     Client,
-    FeeScheduleEntry,
-    InsurancePayment,
+    FindingKind,
+    FindingStatus,
     LedgerEntry,
-    Participant,
-    Practice,
+    LedgerKind,
+    ReconciliationFinding,
 )
-from billing.services.schedule import NOT_BILLED
 
 BUCKETS = ("current", "days_31_60", "days_61_90", "days_over_90")
 
@@ -88,160 +92,154 @@ def clients_with_balance(queryset: QuerySet[Client]) -> QuerySet[Client]:
     return queryset.annotate(balance_cents=Coalesce(Subquery(owed, output_field=IntegerField()), Value(0)))
 
 
-def _bucket_sums(today: dt.date) -> dict[str, Sum]:
-    # occurred_on > today - 31 days means 0-30 days old (future dates count as current).
-    d30, d60, d90 = (today - dt.timedelta(days=n) for n in (30, 60, 90))
-    return {
-        "current": Sum("amount_cents", filter=Q(occurred_on__gte=d30), default=0),
-        "days_31_60": Sum("amount_cents", filter=Q(occurred_on__lt=d30, occurred_on__gte=d60), default=0),
-        "days_61_90": Sum("amount_cents", filter=Q(occurred_on__lt=d60, occurred_on__gte=d90), default=0),
-        "days_over_90": Sum("amount_cents", filter=Q(occurred_on__lt=d90), default=0),
-    }
+
+_LEDGER, _APPOINTMENT = LedgerEntry._meta.db_table, Appointment._meta.db_table
+_ALLOCATION, _CHARGE, _CLIENT = BalanceAllocation._meta.db_table, Charge._meta.db_table, Client._meta.db_table
+
+_AGING_SQL = """
+WITH entries AS ({entries}),
+netted AS (
+    SELECT client_id,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on >= %(d30)s), 0) AS n0,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d30)s AND occurred_on >= %(d60)s), 0) AS n1,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d60)s AND occurred_on >= %(d90)s), 0) AS n2,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d90)s), 0) AS n3
+    FROM entries GROUP BY client_id
+),
+parts AS (
+    SELECT client_id, GREATEST(n0, 0) AS o0, GREATEST(n1, 0) AS o1, GREATEST(n2, 0) AS o2, GREATEST(n3, 0) AS o3,
+           GREATEST(-n0, 0) + GREATEST(-n1, 0) + GREATEST(-n2, 0) + GREATEST(-n3, 0) AS credit
+    FROM netted
+),
+settled AS (
+    -- The credit pays the oldest debt first; what is left of it is a current credit.
+    SELECT client_id,
+           o0 - GREATEST(credit - o3 - o2 - o1, 0) AS current,
+           GREATEST(o1 - GREATEST(credit - o3 - o2, 0), 0) AS days_31_60,
+           GREATEST(o2 - GREATEST(credit - o3, 0), 0) AS days_61_90,
+           GREATEST(o3 - credit, 0) AS days_over_90
+    FROM parts
+)
+{select}
+"""
 
 
-def _settle_credits(netted: Mapping[str, Any]) -> Aging:
-    """Apply credit left in any bucket to the oldest debt first; what remains is a current credit."""
-    credit = -sum(amount for amount in netted.values() if amount < 0)
-    owed = {name: max(int(netted.get(name) or 0), 0) for name in BUCKETS}
-    for name in reversed(BUCKETS):  # oldest first
-        paid = min(owed[name], credit)
-        owed[name] -= paid
-        credit -= paid
-    owed["current"] -= credit
-    return Aging(**owed)
+def _entries_sql(*, client_ids: list[int] | None, clinician_id: int | None, billing_type: str | None,
+                 params: dict[str, Any]) -> str:
+    where = []
+    if client_ids is not None:
+        # Integers, written into the statement: one form for PostgreSQL and SQLite (the demo's database).
+        where.append(f"l.client_id IN ({', '.join(str(int(pk)) for pk in client_ids) or 'NULL'})")
+    if billing_type:
+        params["billing_type"] = billing_type
+        where.append(f"l.client_id IN (SELECT id FROM {_CLIENT} WHERE billing_type = %(billing_type)s)")
+    if clinician_id is None:
+        return f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l " + (
+            "WHERE " + " AND ".join(where) if where else "")
+    params["clinician_id"] = clinician_id
+    params["payment"] = LedgerKind.PAYMENT
+    extra = "".join(f" AND {w}" for w in where)
+    return (f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l "
+            f"JOIN {_APPOINTMENT} a ON a.id = l.appointment_id WHERE a.clinician_id = %(clinician_id)s{extra} "
+            f"UNION ALL SELECT l.client_id, l.occurred_on, -ba.amount_cents FROM {_LEDGER} l "
+            f"JOIN {_ALLOCATION} ba ON ba.payment_id = l.charge_id JOIN {_CHARGE} c ON c.id = ba.charge_id "
+            f"JOIN {_APPOINTMENT} a ON a.id = c.appointment_id WHERE l.appointment_id IS NULL "
+            f"AND l.kind = %(payment)s AND a.clinician_id = %(clinician_id)s{extra}")
+
+
+def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | None = None,
+                 clinician_id: int | None = None, billing_type: str | None = None,
+                 extra: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    # 0-30 days old is occurred_on >= today - 30 (future dates count as current).
+    params: dict[str, Any] = {"d30": today - dt.timedelta(days=30), "d60": today - dt.timedelta(days=60),
+                              "d90": today - dt.timedelta(days=90), **(extra or {})}
+    entries = _entries_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
+                           billing_type=billing_type, params=params)
+    sql = _AGING_SQL.format(entries=entries, select=select)
+    if connection.vendor == "sqlite":
+        sql = sql.replace("GREATEST(", "MAX(")  # SQLite's two-argument MAX is GREATEST
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
 
 
 def client_aging(client: Client | int, today: dt.date) -> Aging:
     """``client``'s balance by age as of ``today`` (the practice's local date)."""
     client_id = client if isinstance(client, int) else client.pk
-    netted = LedgerEntry.objects.filter(client_id=client_id).aggregate(**_bucket_sums(today))
-    return _settle_credits(netted)
+    return clients_aging([client_id], today).get(client_id, Aging())
 
 
 def clients_aging(client_ids: Iterable[int] | None, today: dt.date) -> dict[int, Aging]:
     """Aging for many clients (or every client with ledger entries, for ``None``) in one query."""
-    entries = LedgerEntry.objects.all()
-    if client_ids is not None:
-        entries = entries.filter(client_id__in=list(client_ids))
-    rows: Iterable[Mapping[str, Any]] = entries.values("client_id").annotate(**_bucket_sums(today)).order_by()
-    return {row["client_id"]: _settle_credits(row) for row in rows}
+    rows = _aging_query("SELECT client_id, current, days_31_60, days_61_90, days_over_90 FROM settled",
+                        today=today, client_ids=client_ids)
+    return {row[0]: Aging(*(int(v) for v in row[1:])) for row in rows}
 
 
-def ar_aging(today: dt.date) -> Aging:
-    """The practice's accounts receivable by age: each client's aging, added up.
-
-    Clients are settled one by one (a client's credit never hides another client's debt), so this
-    reads one row per client with a ledger; the bucketing itself is done in SQL.
-    """
-    total = Aging()
-    for aging in clients_aging(None, today).values():
-        total = total + aging
-    return total
+_TOTAL_SELECT = ("SELECT COUNT(*) FILTER (WHERE current <> 0 OR days_31_60 <> 0 OR days_61_90 <> 0 "
+                 "OR days_over_90 <> 0), COALESCE(SUM(current), 0), COALESCE(SUM(days_31_60), 0), "
+                 "COALESCE(SUM(days_61_90), 0), COALESCE(SUM(days_over_90), 0) FROM settled")
 
 
-# --- Weekly reconciliation (PRODUCT.md workflow 10) ------------------------------------------------------
-# A first version answered from a few queries; the reports work refines the rules and adds the admin page.
+def ar_aging(today: dt.date, *, clinician_id: int | None = None, billing_type: str | None = None) -> Aging:
+    """The practice's accounts receivable by age: each client's aging, added up (one query)."""
+    return ar_aging_summary(today, clinician_id=clinician_id, billing_type=billing_type)[1]
 
-FINDING_KINDS = ("unpaid_session", "amount_mismatch", "insurance_underpayment", "unmatched_payment")
-# A charge in one of these is on its way to being paid (or was paid): its session is not "unpaid".
-_COLLECTING = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.PROCESSING, ChargeStatus.SUCCEEDED,
-               ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
-_PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED)
-_SESSION_KINDS = (ChargeKind.COPAY, ChargeKind.SESSION_FEE)
+
+def ar_aging_summary(today: dt.date, *, clinician_id: int | None = None,
+                     billing_type: str | None = None) -> tuple[int, Aging]:
+    """How many clients have a balance, and the total by age (one query)."""
+    row = _aging_query(_TOTAL_SELECT, today=today, clinician_id=clinician_id, billing_type=billing_type)[0]
+    return int(row[0]), Aging(*(int(v) for v in row[1:]))
 
 
 @dataclass(frozen=True)
-class Finding:
-    kind: str
-    client: Client
-    appointment: Appointment | None
-    charge: Charge | None
-    service_date: dt.date | None
-    expected_cents: int | None
-    actual_cents: int | None
-    detail: str
+class ClientAgingRow:
+    client_id: int
+    name: str
+    billing_type: str
+    aging: Aging
 
 
-def iso_week_bounds(week: str, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
-    """``2026-W48`` -> Monday 00:00 to the next Monday 00:00 in ``zone``. Raises ValueError if malformed."""
-    monday = dt.datetime.strptime(week + "-1", "%G-W%V-%u").date()
-    start = dt.datetime.combine(monday, dt.time(0), tzinfo=zone)
-    return start, dt.datetime.combine(monday + dt.timedelta(days=7), dt.time(0), tzinfo=zone)
+AGING_ORDERS = {
+    "-total": "total DESC, s.client_id",
+    "-days_over_90": "s.days_over_90 DESC, total DESC, s.client_id",
+    "name": "c.last_name, c.first_name, s.client_id",
+}
 
 
-def _billable(practice: Practice) -> Q:
-    if practice.charge_trigger == ChargeTrigger.NOTE_SIGNED:
-        return Q(note_signed_at__isnull=False) & ~Q(status__in=NOT_BILLED)
-    return Q(status=AppointmentStatus.COMPLETED)
+def ar_aging_by_client(today: dt.date, *, clinician_id: int | None = None, billing_type: str | None = None,
+                       order: str = "-total", limit: int | None = 100, offset: int = 0) -> list[ClientAgingRow]:
+    """Clients with a balance, each by age, sorted and paged in the database (one query per page)."""
+    select = ("SELECT s.client_id, c.first_name, c.last_name, c.billing_type, s.current, s.days_31_60, "
+              "s.days_61_90, s.days_over_90, s.current + s.days_31_60 + s.days_61_90 + s.days_over_90 AS total "
+              f"FROM settled s JOIN {_CLIENT} c ON c.id = s.client_id "
+              "WHERE s.current <> 0 OR s.days_31_60 <> 0 OR s.days_61_90 <> 0 OR s.days_over_90 <> 0 "
+              f"ORDER BY {AGING_ORDERS.get(order, AGING_ORDERS['-total'])}")
+    extra: dict[str, Any] = {}
+    if limit is not None:
+        select += " LIMIT %(limit)s OFFSET %(offset)s"
+        extra = {"limit": limit, "offset": offset}
+    rows = _aging_query(select, today=today, clinician_id=clinician_id, billing_type=billing_type, extra=extra)
+    return [ClientAgingRow(row[0], f"{row[2]}, {row[1]}", row[3], Aging(*(int(v) for v in row[4:8])))
+            for row in rows]
 
 
-def reconciliation_findings(*, start: dt.datetime, end: dt.datetime, source: str | None = None) -> list[Finding]:
-    """What does not add up for sessions held, and EOBs paid, between ``start`` and ``end``.
+# --- Reconciliation findings -----------------------------------------------------------------------------
 
-    - unpaid_session: a billable session whose participant has no charge on its way to being paid;
-    - amount_mismatch: an EOB's patient responsibility differs from what the client was charged;
-    - insurance_underpayment: the payer paid less than its fee schedule allows, less the client's share;
-    - unmatched_payment: a paid session charge whose session is no longer billable.
-    ``source`` limits the report to one EHR's records.
-    """
-    practice = Practice.load()
-    zone = practice.zone
-    findings: list[Finding] = []
+FINDING_KINDS = tuple(FindingKind.values)  # the API's finding kinds (API.md)
 
-    appointments = Appointment.objects.filter(starts_at__gte=start, starts_at__lt=end)
-    if source is not None:
-        appointments = appointments.filter(source=source)
-    billable_ids = set(appointments.filter(_billable(practice)).values_list("pk", flat=True))
-    participants = (Participant.objects.filter(appointment_id__in=billable_ids)
-                    .select_related("appointment", "client").order_by("appointment__starts_at", "pk"))
-    charges: dict[tuple[int, int], Charge] = {
-        (c.appointment_id, c.client_id): c for c in Charge.objects.filter(
-            appointment__in=appointments, kind__in=_SESSION_KINDS).select_related("appointment", "client")
-        if c.appointment_id is not None}
-    for p in participants:
-        charge = charges.get((p.appointment_id, p.client_id))
-        if charge is not None and charge.status in _COLLECTING:
-            continue
-        findings.append(Finding(
-            kind="unpaid_session", client=p.client, appointment=p.appointment, charge=charge,
-            service_date=p.appointment.starts_at.astimezone(zone).date(),
-            expected_cents=charge.amount_cents if charge is not None else None, actual_cents=0,
-            detail=(f"The charge is {charge.get_status_display().lower()}." if charge is not None
-                    else "No charge was made for this session.")))
+def findings_for_source(*, week: dt.date, source: str) -> list[ReconciliationFinding]:
+    """The week's current findings about one EHR's records, and the unmatched Stripe payments (which
+    belong to no EHR record), in a stable order."""
+    about_source = (Q(appointment__source=source) | Q(appointment__isnull=True, client__source=source)
+                    | Q(appointment__isnull=True, client__isnull=True))
+    return list(ReconciliationFinding.objects.filter(about_source, week=week, gone_at__isnull=True)
+                .select_related("appointment", "client").order_by("service_date", "kind", "key"))
 
-    for charge in sorted(charges.values(), key=lambda c: c.pk):
-        appointment = charge.appointment
-        if appointment is None:
-            continue
-        if charge.status in _PAID and appointment.pk not in billable_ids:
-            findings.append(Finding(
-                kind="unmatched_payment", client=charge.client, appointment=appointment, charge=charge,
-                service_date=appointment.starts_at.astimezone(zone).date(), expected_cents=0,
-                actual_cents=charge.amount_cents - charge.refunded_cents,
-                detail=f"Paid, but the session is {appointment.get_status_display().lower()}."))
 
-    allowed = {(payer_name.lower(), cpt): cents for payer_name, cpt, cents in FeeScheduleEntry.objects.values_list(
-        "payer__name", "service__cpt_code", "allowed_cents")}
-    eobs = InsurancePayment.objects.filter(paid_on__gte=start.date(), paid_on__lt=end.date())
-    if source is not None:
-        eobs = eobs.filter(source=source)
-    eob_charges = {(c.appointment_id, c.client_id): c for c in Charge.objects.filter(
-        appointment__in=eobs.values("appointment"), kind__in=_SESSION_KINDS)}
-    for eob in eobs.select_related("appointment", "client").order_by("paid_on", "pk"):
-        charge = eob_charges.get((eob.appointment_id, eob.client_id))
-        day = eob.appointment.starts_at.astimezone(zone).date()
-        charged = charge.amount_cents if charge is not None and charge.status != ChargeStatus.CANCELED else 0
-        if charged != eob.patient_responsibility_cents:
-            findings.append(Finding(
-                kind="amount_mismatch", client=eob.client, appointment=eob.appointment, charge=charge,
-                service_date=day, expected_cents=eob.patient_responsibility_cents, actual_cents=charged,
-                detail=f"The EOB ({eob.reference}) says the client owes a different amount than was charged."))
-        schedule = allowed.get((eob.payer_name.lower(), eob.appointment.service_code))
-        if schedule is not None:
-            expected = max(schedule - eob.patient_responsibility_cents, 0)
-            if eob.paid_cents < expected:
-                findings.append(Finding(
-                    kind="insurance_underpayment", client=eob.client, appointment=eob.appointment,
-                    charge=charge, service_date=day, expected_cents=expected, actual_cents=eob.paid_cents,
-                    detail=f"{eob.payer_name} paid less than its fee schedule allows ({eob.reference})."))
-    return findings
+def open_findings_by_kind() -> dict[str, int]:
+    """Open findings still found, by kind (one query)."""
+    rows = (ReconciliationFinding.objects.filter(status=FindingStatus.OPEN, gone_at__isnull=True)
+            .values("kind").annotate(n=Count("pk")).order_by().values_list("kind", "n"))
+    return dict(rows)

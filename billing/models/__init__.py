@@ -38,6 +38,7 @@ from billing.models.people import (
     StripeLinkStatus,
 )
 from billing.models.practice import ChargeTiming, ChargeTrigger, NoticeTone, Practice, Weekday
+from billing.models.reports import FindingKind, FindingStatus, ReconciliationFinding, ReconciliationRun
 
 __all__ = [
     "MONEY_MOVED_STATUSES",
@@ -66,6 +67,8 @@ __all__ = [
     "EmailStatus",
     "EmailTemplate",
     "FeeScheduleEntry",
+    "FindingKind",
+    "FindingStatus",
     "InsurancePayment",
     "LedgerEntry",
     "LedgerKind",
@@ -77,6 +80,8 @@ __all__ = [
     "PaymentAttempt",
     "PolicyAcknowledgment",
     "Practice",
+    "ReconciliationFinding",
+    "ReconciliationRun",
     "Refund",
     "RefundStatus",
     "ReviewItem",

@@ -15,6 +15,9 @@ Rounding to the cent is ``billing.money.percent_of``'s rule.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -33,6 +36,32 @@ from billing.models import (
     Service,
 )
 from billing.money import format_cents, percent_of
+
+
+@dataclass
+class PricingLookups:
+    """What pricing reads, loaded once for many sessions (reconciliation prices a whole week in a few
+    queries). Only used inside ``pricing_preloaded``; the rules themselves do not change."""
+
+    services: dict[str, Service]
+    category_rates: dict[str, CategoryRate]
+    allowed: dict[tuple[int, int], FeeScheduleEntry]
+    coverages: dict[int, list[Coverage]]
+    participant_counts: dict[int, int]
+    # (client_id, charge id, created_at, deductible_applied_cents) of the clients' non-canceled charges.
+    deductible_charges: dict[int, list[tuple[int, dt.datetime, int]]]
+
+
+_lookups: ContextVar[PricingLookups | None] = ContextVar("pricing_lookups", default=None)
+
+
+@contextmanager
+def pricing_preloaded(lookups: PricingLookups) -> Iterator[None]:
+    token = _lookups.set(lookups)
+    try:
+        yield
+    finally:
+        _lookups.reset(token)
 
 
 class NeedsReview(Exception):
@@ -74,11 +103,18 @@ def _full_fee(appointment: Appointment, service: Service | None) -> int:
 def _is_group(appointment: Appointment, service: Service | None) -> bool:
     if service is not None and service.is_group:
         return True
+    lookups = _lookups.get()
+    if lookups is not None:
+        return lookups.participant_counts.get(appointment.pk, 0) > 1
     return appointment.participants.count() > 1
 
 
 def coverage_in_force(client: Client, day: dt.date) -> Coverage:
-    coverages = [c for c in client.coverages.select_related("payer").all() if c.in_force_on(day)]
+    lookups = _lookups.get()
+    known = lookups.coverages.get(client.pk, []) if lookups is not None else None
+    if known is None:
+        known = list(client.coverages.select_related("payer").all())
+    coverages = [c for c in known if c.in_force_on(day)]
     if not coverages:
         raise NeedsReview(f"No insurance coverage is in force on {day:%Y-%m-%d}.")
     if len(coverages) > 1:
@@ -100,6 +136,11 @@ def deductible_remaining(coverage: Coverage, *, excluding: Charge | None = None)
     if not coverage.deductible_cents:
         return 0
     reported = coverage.deductible_cents - (coverage.deductible_met_cents or 0)
+    lookups = _lookups.get()
+    if lookups is not None:
+        applied_since = sum(cents for pk, created_at, cents in lookups.deductible_charges.get(coverage.client_id, [])
+                            if created_at > coverage.benefits_as_of and not (excluding and pk == excluding.pk))
+        return max(reported - applied_since, 0)
     charged_since = Charge.objects.filter(
         client_id=coverage.client_id, created_at__gt=coverage.benefits_as_of,
     ).exclude(status=ChargeStatus.CANCELED)
@@ -117,7 +158,9 @@ def _insurance_share(appointment: Appointment, client: Client, service: Service 
     payer_label = coverage.payer_name or (coverage.payer.name if coverage.payer else "insurance")
 
     if coverage.plan_category:
-        rate = CategoryRate.objects.filter(plan_category=coverage.plan_category).first()
+        lookups = _lookups.get()
+        rate = (lookups.category_rates.get(coverage.plan_category) if lookups is not None
+                else CategoryRate.objects.filter(plan_category=coverage.plan_category).first())
         if rate is not None:
             return Share(kind=ChargeKind.COPAY, amount_cents=rate.amount_cents, lines=[
                 Line(f"Fixed amount for {coverage.plan_category} plans", rate.amount_cents),
@@ -125,7 +168,9 @@ def _insurance_share(appointment: Appointment, client: Client, service: Service 
 
     allowed = None
     if coverage.payer is not None and service is not None:
-        entry = FeeScheduleEntry.objects.filter(payer=coverage.payer, service=service).first()
+        lookups = _lookups.get()
+        entry = (lookups.allowed.get((coverage.payer.pk, service.pk)) if lookups is not None
+                 else FeeScheduleEntry.objects.filter(payer=coverage.payer, service=service).first())
         if entry is not None:
             allowed = min(entry.allowed_cents, _full_fee(appointment, service))
 
@@ -169,7 +214,9 @@ def _insurance_share(appointment: Appointment, client: Client, service: Service 
 
 def share_compute(*, appointment: Appointment, client: Client, existing: Charge | None = None) -> Share:
     """What ``client`` owes for ``appointment``. Raises NeedsReview rather than guess."""
-    service = Service.objects.filter(cpt_code=appointment.service_code).first()
+    lookups = _lookups.get()
+    service = (lookups.services.get(appointment.service_code) if lookups is not None
+               else Service.objects.filter(cpt_code=appointment.service_code).first())
     if client.billing_type == BillingType.INSURANCE:
         return _insurance_share(appointment, client, service, existing)
 
