@@ -1,17 +1,39 @@
-"""API keys in the staff console: create (the key is shown once, in a message), see last use, revoke."""
+"""The EHR side of the staff console: API keys (shown once, revocable), CSV imports (upload, dry-run preview,
+apply all or nothing) and write-back webhooks (endpoints with a signing secret, the outbox with retry now)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
+from billing.admin.common import staff_user
+from integrations.ehr.csv_import import ImportFileError, Report, csv_import, parse_mapping
+from integrations.ehr.csv_presets import FIELDS, KINDS, PRESETS
 from integrations.ehr.keys import api_key_create, api_key_revoke
-from integrations.ehr.models import ApiKey
+from integrations.ehr.models import (
+    ApiKey,
+    CsvImport,
+    CsvImportStatus,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookEventStatus,
+    validate_source,
+)
+from integrations.ehr.webhooks import event_retry_now, events_deliver, secret_create
 
 
 @admin.register(ApiKey)
@@ -56,3 +78,221 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(api_key=api_key, now=now)
         self.message_user(request, "Revoked. Requests with those keys now get 401.", messages.SUCCESS)
+
+
+# --- CSV imports -------------------------------------------------------------------------------------------
+
+class CsvUploadForm(forms.Form):
+    source = forms.CharField(max_length=50, validators=[validate_source],
+                             help_text="The EHR the file comes from, as its API key's source (e.g. simplepractice): "
+                                       "records are matched by their id within it.")
+    kind = forms.ChoiceField(choices=[(k, k.replace("-", " ").capitalize()) for k in KINDS])
+    preset = forms.ChoiceField(choices=[(p.name, p.label) for p in PRESETS.values()])
+    mapping = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text='Adjust the preset: "Column=field" pairs, separated by commas or lines (e.g. "Therapist=clinician").')
+    file = forms.FileField(help_text="The CSV file as the EHR exported it (UTF-8, UTF-16 or Windows-1252).")
+
+    def clean_mapping(self) -> str:
+        text: str = self.cleaned_data.get("mapping", "")
+        try:
+            parse_mapping(text)
+        except ImportFileError as error:
+            raise forms.ValidationError(str(error)) from None
+        return text
+
+
+def _staging_root() -> Path:
+    root = getattr(settings, "EHR_CSV_STAGING_DIR", None) or Path(settings.VAR_DIR) / "csv-imports"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return Path(root)
+
+
+def _unstage(record: CsvImport) -> None:
+    if record.staged_path:
+        shutil.rmtree(Path(record.staged_path).parent, ignore_errors=True)
+        record.staged_path = ""
+
+
+class CsvImportAdmin(admin.ModelAdmin):
+    """Upload an EHR export, see the dry run row by row, then apply it all or nothing."""
+
+    list_display = ("created_at", "file_name", "source", "kind", "preset", "status", "summary", "created_by")
+    list_filter = ("status", "kind", "source")
+    list_select_related = ("created_by",)
+    show_full_result_count = False
+
+    @admin.display(description="outcome")
+    def summary(self, obj: CsvImport) -> str:
+        return Report.from_dict(obj.report).summary() if obj.report else ""
+
+    def has_delete_permission(self, request: HttpRequest, obj: CsvImport | None = None) -> bool:
+        return False
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+                 ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = CsvUploadForm(request.POST or None, request.FILES or None,
+                             initial={"preset": "simplepractice", "kind": "appointments"})
+        error = ""
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            staged = Path(tempfile.mkdtemp(prefix="upload-", dir=_staging_root())) / "export.csv"
+            with staged.open("wb") as out:
+                for piece in upload.chunks():
+                    out.write(piece)
+            record = CsvImport(source=form.cleaned_data["source"], kind=form.cleaned_data["kind"],
+                               preset=form.cleaned_data["preset"], mapping=form.cleaned_data["mapping"],
+                               file_name=Path(upload.name or "export.csv").name[:255], size_bytes=upload.size or 0,
+                               staged_path=str(staged), created_by=staff_user(request), created_at=timezone.now())
+            try:
+                self._preview(request, record)
+            except ImportFileError as problem:
+                _unstage(record)
+                error = str(problem)
+            else:
+                return HttpResponseRedirect(reverse("admin:ehr_csvimport_change", args=[record.pk]))
+        return TemplateResponse(request, "admin/ehr/csvimport/upload.html", {
+            **self.admin_site.each_context(request), "title": "Import a CSV export", "form": form, "error": error,
+            "opts": self.model._meta, "presets": PRESETS.values(), "fields": FIELDS})
+
+    def _preview(self, request: HttpRequest, record: CsvImport) -> None:
+        report = csv_import(path=Path(record.staged_path), source=record.source, kind=record.kind,
+                            preset=record.preset, mapping=parse_mapping(record.mapping), dry_run=True,
+                            actor=staff_user(request))
+        record.report = report.as_dict()
+        record.status = CsvImportStatus.PREVIEWED
+        record.save()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        record = self.get_object(request, object_id)
+        if record is None or not self.has_view_permission(request, record):
+            raise PermissionDenied
+        error = ""
+        if request.method == "POST":
+            if not self.has_change_permission(request, record):
+                raise PermissionDenied
+            action = request.POST.get("action")
+            if record.status != CsvImportStatus.PREVIEWED or not record.staged_path:
+                error = "This import is finished; upload the file again to import it anew."
+            elif action == "discard":
+                _unstage(record)
+                record.status = CsvImportStatus.DISCARDED
+                record.save()
+                self.message_user(request, "Discarded: nothing was imported and the file was deleted.",
+                                  messages.INFO)
+                return HttpResponseRedirect(reverse("admin:ehr_csvimport_changelist"))
+            elif action == "preview":
+                record.mapping = request.POST.get("mapping", "")
+                try:
+                    self._preview(request, record)
+                except ImportFileError as problem:
+                    error = str(problem)
+            elif action == "apply":
+                error = self._apply(request, record)
+                if not error:
+                    return HttpResponseRedirect(reverse("admin:ehr_csvimport_change", args=[record.pk]))
+        report = Report.from_dict(record.report) if record.report else None
+        return TemplateResponse(request, "admin/ehr/csvimport/preview.html", {
+            **self.admin_site.each_context(request), "title": f"CSV import: {record.file_name}", "record": record,
+            "report": report, "error": error, "opts": self.model._meta, "preset": PRESETS.get(record.preset),
+            "can_apply": (report is not None and record.status == CsvImportStatus.PREVIEWED and report.rows > 0
+                          and not report.rejected and self.has_change_permission(request, record)),
+            "more_problems": report.rejected - len(report.problems) if report else 0,
+            "more_rows": report.rows - len(report.preview) if report else 0})
+
+    def _apply(self, request: HttpRequest, record: CsvImport) -> str:
+        """Apply in the request (one transaction); returns an error message, or "" when applied."""
+        try:
+            report = csv_import(path=Path(record.staged_path), source=record.source, kind=record.kind,
+                                preset=record.preset, mapping=parse_mapping(record.mapping), dry_run=False,
+                                actor=staff_user(request))
+        except ImportFileError as problem:
+            return str(problem)
+        finally:
+            _unstage(record)
+        record.report = report.as_dict()
+        record.rows_per_second = report.rows_per_second
+        record.status = CsvImportStatus.APPLIED if report.applied else CsvImportStatus.REFUSED
+        record.applied_at = timezone.now() if report.applied else None
+        record.save()
+        if not report.applied:
+            return (f"Nothing was imported: {report.rejected:,} rows are rejected now (the portal's data changed "
+                    "since the preview?). Fix the file and upload it again.")
+        self.message_user(request, f"Imported {record.file_name}: {report.summary()} in {report.seconds:.1f}s "
+                                   f"({report.rows_per_second:,.0f} rows/s).", messages.SUCCESS)
+        return ""
+
+
+# --- Write-back webhooks -----------------------------------------------------------------------------------
+
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("source", "url", "active", "secret_hint", "created_at")
+    fields = ("source", "url", "active")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    actions = ["rotate_secret"]
+
+    @admin.display(description="secret")
+    def secret_hint(self, obj: WebhookEndpoint) -> str:
+        return f"pws_…{obj.secret[-4:]}" if obj.secret else "-"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> Any:
+        return ("source", "secret_hint") if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> Any:
+        return ("source", "url", "active") if obj is None else ("source", "url", "active", "secret_hint")
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: ModelForm, change: bool) -> None:
+        if not change:
+            obj.secret = secret_create()
+        super().save_model(request, obj, form, change)
+        if not change:
+            messages.warning(request, f"The signing secret for {obj.source} is {obj.secret} — give it to the "
+                                      "receiver now: it is shown only this once (rotate it to get a new one).")
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> bool:
+        return False  # set inactive instead: its events stay in the outbox
+
+    @admin.action(description="Rotate the signing secret (shown once)", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        for endpoint in queryset:
+            endpoint.secret = secret_create()
+            endpoint.save(update_fields=["secret"])
+            messages.warning(request, f"New signing secret for {endpoint.source}: {endpoint.secret} — shown once.")
+
+
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("occurred_at", "type", "charge_id", "endpoint", "status", "attempts", "next_attempt_at",
+                    "last_status_code", "last_error")
+    list_filter = ("status", "type", "endpoint")
+    search_fields = ("=event_id", "=charge__id")
+    list_select_related = ("endpoint",)
+    readonly_fields = ("event_id", "endpoint", "charge", "type", "payload", "occurred_at", "status", "attempts",
+                       "next_attempt_at", "claimed_at", "delivered_at", "last_status_code", "last_error")
+    fields = readonly_fields
+    actions = ["retry_now"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookEvent | None = None) -> bool:
+        return False
+
+    @admin.action(description="Retry now", permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        now = timezone.now()
+        events = list(queryset.exclude(status=WebhookEventStatus.DELIVERED))
+        for event in events:
+            event_retry_now(event=event, now=now)
+        delivered = events_deliver(now=now, only=[e.pk for e in events]) if events else 0
+        self.message_user(request, f"Tried {len(events)} events again: {delivered} delivered now; the rest stay "
+                                   "in the outbox with their error (earlier events for the same charge go first).",
+                          messages.SUCCESS if delivered == len(events) else messages.WARNING)
+
+
+admin.site.register(CsvImport, CsvImportAdmin)
+admin.site.register(WebhookEndpoint, WebhookEndpointAdmin)
+admin.site.register(WebhookEvent, WebhookEventAdmin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -36,6 +37,8 @@ class Text(serializers.CharField):
     """Text kept as sent. Not trimmed: trimming would let "  " pass a required field and 41 spaces pass a
     40-character limit, which the OpenAPI schema (what integrators and fuzzers go by) says are errors."""
 
+    default_error_messages = {"not_text": "Give text (a JSON string)."}
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_blank", not kwargs.get("required", True))
         kwargs.setdefault("trim_whitespace", False)
@@ -43,6 +46,30 @@ class Text(serializers.CharField):
         self.validators.append(valid_unicode)
         if not self.allow_blank and not any(isinstance(v, RegexValidator) for v in self.validators):
             self.validators.append(not_blank)
+
+    def to_internal_value(self, data: Any) -> str:
+        # DRF would turn 0 into "0": the schema says string, so a number is refused (as the fuzzer expects).
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return str(super().to_internal_value(data))
+
+
+class StrictBoolean(serializers.BooleanField):
+    """true or false only: DRF also takes 0, 1, "yes" and "on", which the schema (boolean) does not allow."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictDecimal(serializers.DecimalField):
+    """A JSON number: DRF also takes the number as a string, which the schema (number) does not allow."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | float | Decimal):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class ExternalId(Text):
@@ -60,10 +87,10 @@ class Cents(serializers.IntegerField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> int:
-        # Money is whole cents: 12.5 is refused rather than silently truncated.
+        # Money is whole cents: 12.5 is refused rather than silently truncated; "1200" (a string) too.
         if isinstance(data, float) and not data.is_integer():
             self.fail("invalid")
-        if isinstance(data, bool):
+        if isinstance(data, bool | str):
             self.fail("invalid")
         return int(super().to_internal_value(data))
 
@@ -86,6 +113,21 @@ class AwareDateTime(serializers.DateTimeField):
         if not EARLIEST <= result.date() <= LATEST:
             self.fail("range")
         return result
+
+
+class FilterDateTime(AwareDateTime):
+    """A list filter's moment: one outside the stored range is as good as the range's end (nothing is there)."""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError as error:
+            if error.get_codes() != ["range"]:
+                raise
+        parsed = parse_datetime(str(value).strip())
+        assert parsed is not None
+        day = EARLIEST if parsed.year < EARLIEST.year else LATEST
+        return dt.datetime.combine(day, dt.time(0) if day == EARLIEST else dt.time(23, 59), tzinfo=dt.UTC)
 
 
 class BoundedDate(serializers.DateField):

@@ -39,3 +39,96 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class CsvImportStatus(models.TextChoices):
+    PREVIEWED = "previewed", "Previewed (nothing written)"
+    APPLIED = "applied", "Applied"
+    REFUSED = "refused", "Not applied (rows rejected)"
+    DISCARDED = "discarded", "Discarded"
+
+
+class CsvImport(models.Model):
+    """One CSV file staff uploaded: its preview, and whether it was applied. The file itself is staged
+    under a per-upload directory and deleted once applied or discarded."""
+
+    source = models.CharField(max_length=50, validators=[validate_source],
+                              help_text="The EHR the file was exported from; external ids are unique within it.")
+    kind = models.CharField(max_length=30)
+    preset = models.CharField(max_length=30)
+    mapping = models.TextField(blank=True, help_text="Column=field pairs that override the preset.")
+    file_name = models.CharField(max_length=255)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    staged_path = models.CharField(max_length=500, blank=True, editable=False)
+    status = models.CharField(max_length=20, choices=CsvImportStatus.choices, default=CsvImportStatus.PREVIEWED)
+    report = models.JSONField(default=dict, help_text="Counts, the first rows' outcomes and the first problems.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+    rows_per_second = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "CSV import"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.kind}, {self.source})"
+
+
+class WebhookEndpoint(models.Model):
+    """Where the portal tells a source's EHR side about money: one URL per source, signed with its secret."""
+
+    source = models.CharField(max_length=50, unique=True, validators=[validate_source],
+                              help_text="Events about this source's clients go here.")
+    url = models.URLField(max_length=500, help_text="HTTPS in production; receives POSTed JSON events.")
+    secret = models.CharField(max_length=100, editable=False,
+                              help_text="Signs each delivery (HMAC-SHA256); shown once when created.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "write-back webhook"
+        ordering = ["source"]
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.url}"
+
+
+class WebhookEventStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Gave up (retry by hand)"
+
+
+class WebhookEvent(models.Model):
+    """The outbox: one event about one charge for one endpoint, written in the charge change's transaction.
+
+    Delivered at least once and in order per charge: an event is not sent while an earlier one for the
+    same charge and endpoint is undelivered.
+    """
+
+    event_id = models.CharField(max_length=40, unique=True, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="events")
+    charge = models.ForeignKey("billing.Charge", on_delete=models.PROTECT, related_name="+")
+    type = models.CharField(max_length=40)
+    payload = models.JSONField()
+    occurred_at = models.DateTimeField()
+    status = models.CharField(max_length=20, choices=WebhookEventStatus.choices, default=WebhookEventStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name = "write-back event"
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="webhook_event_due"),
+            models.Index(fields=["endpoint", "charge", "id"], name="webhook_event_charge_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} for charge #{self.charge_id}"

@@ -25,7 +25,7 @@ from billing.models import (
 )
 from billing.selectors import FINDING_KINDS
 from billing.validators import ICD10_RE, validate_cpt, validate_npi
-from integrations.ehr.fields import AwareDateTime, BoundedDate, Cents, ExternalId, Text
+from integrations.ehr.fields import AwareDateTime, BoundedDate, Cents, ExternalId, StrictBoolean, StrictDecimal, Text
 
 cpt_pattern = RegexValidator(r"^\d{4}[0-9A-Z]$", "Enter a five-character CPT code such as 90837.")
 icd10_pattern = RegexValidator(r"^[A-TV-Za-tv-z][0-9][0-9A-Za-z](\.?[0-9A-Za-z]{1,4})?$",
@@ -68,7 +68,7 @@ class ClinicianIn(Strict):
     npi = Text(max_length=10, min_length=10, validators=[npi_pattern, validate_npi],
                help_text="10 digits; the last is a Luhn check digit.")
     credentials = Text(max_length=40, required=False, default="", help_text='For example "LCSW".')
-    active = serializers.BooleanField(required=False, default=True)
+    active = StrictBoolean(required=False, default=True)
 
 
 class ClinicianOut(serializers.Serializer):
@@ -99,7 +99,7 @@ class ClientIn(Strict):
     session_rate_cents = Cents(required=False, allow_null=True, default=None,
                                help_text="The full fee for self-pay clients, the negotiated rate for sliding "
                                          "scale.")
-    active = serializers.BooleanField(required=False, default=True)
+    active = StrictBoolean(required=False, default=True)
 
 
 class CardOnFile(serializers.Serializer):
@@ -156,7 +156,7 @@ class CoverageIn(Strict):
     plan_category = Text(max_length=50, required=False, default="",
                          help_text="Matches a fixed client amount by insurance category, e.g. EAP.")
     copay_cents = Cents(required=False, allow_null=True, default=None)
-    coinsurance_percent = serializers.DecimalField(max_digits=5, decimal_places=2, min_value=0, max_value=100,
+    coinsurance_percent = StrictDecimal(max_digits=5, decimal_places=2, min_value=0, max_value=100,
                                                    coerce_to_string=False, required=False, allow_null=True,
                                                    default=None)
     deductible_cents = Cents(required=False, allow_null=True, default=None)
@@ -206,7 +206,7 @@ class PolicyAcknowledgmentOut(serializers.Serializer):
 
 
 class EnrollmentLinkIn(Strict):
-    send_email = serializers.BooleanField(required=False, default=False)
+    send_email = StrictBoolean(required=False, default=False)
 
 
 class EnrollmentLinkOut(serializers.Serializer):
@@ -401,12 +401,14 @@ class BalanceOut(serializers.Serializer):
 class FindingOut(serializers.Serializer):
     kind = serializers.ChoiceField(choices=FINDING_KINDS)
     appointment = serializers.CharField(allow_null=True)
-    client = serializers.CharField()
+    client = serializers.CharField(allow_null=True, help_text="Null for a Stripe payment matching no client.")
     charge = serializers.IntegerField(allow_null=True)
     service_date = serializers.DateField(allow_null=True)
     expected_cents = serializers.IntegerField(allow_null=True)
     actual_cents = serializers.IntegerField(allow_null=True)
     detail = serializers.CharField()
+    status = serializers.ChoiceField(choices=["open", "resolved", "ignored"],
+                                     help_text="What staff decided about the finding; it survives re-runs.")
 
 
 class ReconciliationOut(serializers.Serializer):
@@ -414,3 +416,4 @@ class ReconciliationOut(serializers.Serializer):
     starts = serializers.DateTimeField()
     ends = serializers.DateTimeField()
     findings = FindingOut(many=True)
+    stripe_checked = serializers.BooleanField(help_text="False when Stripe could not be read for this week.")

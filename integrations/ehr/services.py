@@ -447,25 +447,16 @@ def insurance_payment_record(*, push: Push, data: Mapping[str, Any]) -> Outcome[
     if errors:
         raise InvalidInput(errors)
     assert appointment is not None and client is not None
-    fields = {name: data[name] for name in INSURANCE_PAYMENT_FIELDS}
-    with transaction.atomic():
-        payment = InsurancePayment.objects.select_for_update().filter(
-            appointment=appointment, client=client, reference=data["reference"]).first()
-        if payment is None:
-            try:
-                with transaction.atomic():
-                    payment = InsurancePayment.objects.create(appointment=appointment, client=client,
-                                                              reference=data["reference"], source=push.source,
-                                                              **fields)
-                return Outcome(CREATED, payment)
-            except IntegrityError:
-                payment = InsurancePayment.objects.select_for_update().get(
-                    appointment=appointment, client=client, reference=data["reference"])
-        changed = _assign(payment, fields)
-        if not changed:
-            return Outcome(UNCHANGED, payment)
-        payment.save(update_fields=[*changed, "updated_at"])
-        return Outcome(UPDATED, payment)
+    # The admin records EOB lines through the same billing service (billing/services/insurance.py).
+    from billing.services.insurance import InsurancePaymentInvalid
+    from billing.services.insurance import insurance_payment_record as record
+
+    try:
+        recorded = record(appointment=appointment, client=client, reference=data["reference"], source=push.source,
+                          now=push.now, **{name: data[name] for name in INSURANCE_PAYMENT_FIELDS})
+    except InsurancePaymentInvalid as exc:
+        raise InvalidInput(exc.errors) from None
+    return Outcome(recorded.status, recorded.payment)
 
 
 # --- Events ----------------------------------------------------------------------------------------------
@@ -665,7 +656,7 @@ def _event_parse(event: Any, validators: dict[str, serializers.Serializer], exte
                                                                 "external_id and data."]})
     errors: dict[str, list[str]] = {str(name)[:100]: ["Unknown field."] for name in event if name not in ENVELOPE}
     kind = event.get("type")
-    if kind not in EVENT_SERIALIZERS:
+    if not isinstance(kind, str) or kind not in EVENT_SERIALIZERS:  # {"type": {}} must not raise
         errors["type"] = [f"Give one of: {', '.join(EVENT_SERIALIZERS)}."]
     else:
         result["type"] = kind

@@ -29,7 +29,8 @@ v1 = [
     re_path(r"^insurance-payments/?$", views.InsurancePaymentList.as_view(), name="insurance-payments"),
     re_path(r"^events/?$", views.Events.as_view(), name="events"),
     re_path(r"^charges/?$", views.ChargeList.as_view(), name="charges"),
-    re_path(r"^charges/(?P<id>[0-9]{1,19})/?$", views.ChargeDetail.as_view(), name="charge"),
+    # Any segment: an id that is not a number gets the API's JSON 404, not the site's HTML page.
+    re_path(r"^charges/(?P<id>[^/]+)/?$", views.ChargeDetail.as_view(), name="charge"),
     re_path(r"^reconciliation/?$", views.Reconciliation.as_view(), name="reconciliation"),
 ]
 

@@ -35,18 +35,12 @@ from billing.models import (
     PolicyAcknowledgment,
     Practice,
 )
-from billing.selectors import (
-    client_aging,
-    client_balance,
-    clients_with_balance,
-    iso_week_bounds,
-    reconciliation_findings,
-)
+from billing.selectors import client_aging, client_balance, clients_with_balance
 from integrations.ehr import serializers as api
 from integrations.ehr import services
 from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
 from integrations.ehr.errors import InvalidInput, NotFound
-from integrations.ehr.fields import EXTERNAL_ID_PATTERN, AwareDateTime, ExternalId, external_id_validator
+from integrations.ehr.fields import EXTERNAL_ID_PATTERN, ExternalId, FilterDateTime, external_id_validator
 from integrations.ehr.models import ApiKey
 from integrations.ehr.pagination import IdCursorPagination
 from integrations.ehr.parsers import LimitedJSONParser
@@ -97,6 +91,25 @@ CONFLICT = {409: OpenApiResponse(ErrorOut, description="The change conflicts wit
 LIST_ERRORS = {400: FIELD_ERRORS}
 EXTERNAL_ID = OpenApiParameter("external_id", {"type": "string", "pattern": EXTERNAL_ID_PATTERN, "maxLength": 100},
                                OpenApiParameter.PATH, description="The EHR's own id for the record.")
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="The position to read from: use the next or previous link as given."),
+    OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": IdCursorPagination.max_page_size},
+                     description=f"Records per page (default {IdCursorPagination.page_size})."),
+]
+
+
+def page_of(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    """The schema of a list page as IdCursorPagination answers it: next and previous links, and the results."""
+    name = serializer_class.__name__.removesuffix("Out")
+    page = type(f"{name}Page", (serializers.Serializer,), {
+        "next": serializers.URLField(allow_null=True, help_text="The next page, or null at the end."),
+        "previous": serializers.URLField(allow_null=True, help_text="The previous page, or null on the first."),
+        "results": serializer_class(many=True),
+        "__module__": __name__,
+    })
+    return page()
 
 
 def responses(ok: dict[int, Any], *extra: dict[int, Any]) -> dict[int, Any]:
@@ -167,8 +180,8 @@ def created_or_ok(outcome: services.Outcome[Any]) -> int:
 # --- Clinicians ------------------------------------------------------------------------------------------
 
 class ClinicianList(EhrView):
-    @extend_schema(operation_id="clinicians_list", responses=responses({200: api.ClinicianOut(many=True)},
-                                                                       LIST_ERRORS), tags=["clinicians"])
+    @extend_schema(operation_id="clinicians_list", parameters=PAGE_PARAMETERS,
+                   responses=responses({200: page_of(api.ClinicianOut)}, LIST_ERRORS), tags=["clinicians"])
     def get(self, request: Request) -> Response:
         return self.paginated(Clinician.objects.filter(source=self.source), api.ClinicianOut)
 
@@ -209,7 +222,7 @@ class ClinicianDetail(EhrView):
 
 class ClientFilter(serializers.Serializer):
     active = serializers.BooleanField(required=False, default=None, allow_null=True)
-    updated_after = AwareDateTime(required=False, help_text="Only clients changed after this moment.")
+    updated_after = FilterDateTime(required=False, help_text="Only clients changed after this moment.")
 
 
 def client_queryset(source: str) -> QuerySet[Client]:
@@ -217,8 +230,8 @@ def client_queryset(source: str) -> QuerySet[Client]:
 
 
 class ClientList(EhrView):
-    @extend_schema(operation_id="clients_list", parameters=[ClientFilter],
-                   responses=responses({200: api.ClientOut(many=True)}, LIST_ERRORS), tags=["clients"])
+    @extend_schema(operation_id="clients_list", parameters=[*PAGE_PARAMETERS, ClientFilter],
+                   responses=responses({200: page_of(api.ClientOut)}, LIST_ERRORS), tags=["clients"])
     def get(self, request: Request) -> Response:
         f = self.filters(ClientFilter)
         clients = client_queryset(self.source)
@@ -366,13 +379,13 @@ class AppointmentFilter(serializers.Serializer):
     client = ExternalId(required=False, help_text="A participant's external id.")
     clinician = ExternalId(required=False)
     status = serializers.ChoiceField(choices=AppointmentStatus.choices, required=False)
-    starts_after = AwareDateTime(required=False)
-    starts_before = AwareDateTime(required=False)
+    starts_after = FilterDateTime(required=False)
+    starts_before = FilterDateTime(required=False)
 
 
 class AppointmentList(EhrView):
-    @extend_schema(operation_id="appointments_list", parameters=[AppointmentFilter],
-                   responses=responses({200: api.AppointmentOut(many=True)}, LIST_ERRORS), tags=["appointments"])
+    @extend_schema(operation_id="appointments_list", parameters=[*PAGE_PARAMETERS, AppointmentFilter],
+                   responses=responses({200: page_of(api.AppointmentOut)}, LIST_ERRORS), tags=["appointments"])
     def get(self, request: Request) -> Response:
         f = self.filters(AppointmentFilter)
         appointments = appointment_queryset(self.source)
@@ -439,8 +452,8 @@ class InsurancePaymentList(EhrView):
         return InsurancePayment.objects.filter(appointment__source=self.source).select_related("appointment",
                                                                                                 "client")
 
-    @extend_schema(operation_id="insurance_payments_list", parameters=[InsurancePaymentFilter],
-                   responses=responses({200: api.InsurancePaymentOut(many=True)}, LIST_ERRORS),
+    @extend_schema(operation_id="insurance_payments_list", parameters=[*PAGE_PARAMETERS, InsurancePaymentFilter],
+                   responses=responses({200: page_of(api.InsurancePaymentOut)}, LIST_ERRORS),
                    tags=["insurance payments"])
     def get(self, request: Request) -> Response:
         f = self.filters(InsurancePaymentFilter)
@@ -496,7 +509,7 @@ class ChargeFilter(serializers.Serializer):
     appointment = ExternalId(required=False)
     status = serializers.ChoiceField(choices=api.API_CHARGE_STATUSES, required=False)
     kind = serializers.ChoiceField(choices=ChargeKind.choices, required=False)
-    created_after = AwareDateTime(required=False)
+    created_after = FilterDateTime(required=False)
 
 
 def charge_queryset(source: str) -> QuerySet[Charge]:
@@ -504,8 +517,8 @@ def charge_queryset(source: str) -> QuerySet[Charge]:
 
 
 class ChargeList(EhrView):
-    @extend_schema(operation_id="charges_list", parameters=[ChargeFilter],
-                   responses=responses({200: api.ChargeOut(many=True)}, LIST_ERRORS), tags=["charges"])
+    @extend_schema(operation_id="charges_list", parameters=[*PAGE_PARAMETERS, ChargeFilter],
+                   responses=responses({200: page_of(api.ChargeOut)}, LIST_ERRORS), tags=["charges"])
     def get(self, request: Request) -> Response:
         f = self.filters(ChargeFilter)
         charges = charge_queryset(self.source)
@@ -528,7 +541,7 @@ class ChargeDetail(EhrView):
                                                 OpenApiParameter.PATH)],
                    responses=responses({200: api.ChargeOut}, NOT_FOUND), tags=["charges"])
     def get(self, request: Request, id: str) -> Response:
-        pk = int(id)  # the route admits 1 to 19 digits only
+        pk = int(id) if id.isascii() and id.isdigit() and len(id) <= 19 else 0
         charge = charge_queryset(self.source).filter(pk=pk).first() if 0 < pk < 2**63 else None
         if charge is None:
             raise NotFound(f"No charge {id} for this source's clients.")
@@ -551,17 +564,27 @@ class Reconciliation(EhrView):
         description="The weekly reconciliation (sessions held that week in the practice's time zone, and EOBs "
                     "paid that week) for this source's records.")
     def get(self, request: Request) -> Response:
+        from billing.selectors import findings_for_source
+        from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
+
         week = self.filters(ReconciliationQuery)["week"]
         try:
-            start, end = iso_week_bounds(week, Practice.current_zone())
-        except ValueError:
-            raise InvalidInput({"week": ["Give an ISO week such as 2026-W48."]}) from None
-        findings = reconciliation_findings(start=start, end=end, source=self.source)
+            monday = iso_week_monday(week)
+        except WeekInvalid as error:
+            raise InvalidInput({"week": [str(error)]}) from None
+        start, end = week_bounds(monday, Practice.current_zone())
+        # Runs the week now (idempotent: the findings and the status staff gave them are kept), then reads
+        # this source's findings, and the unmatched Stripe payments, which belong to no EHR record.
+        result = reconciliation_run(week=monday, now=timezone.now(), trigger="api", actor=f"api:{self.source}")
+        findings = findings_for_source(week=monday, source=self.source)
         rows = [{"kind": f.kind, "appointment": f.appointment.external_id if f.appointment else None,
-                 "client": f.client.external_id, "charge": f.charge.pk if f.charge else None,
+                 "client": f.client.external_id if f.client else None, "charge": f.charge_id,
                  "service_date": f.service_date, "expected_cents": f.expected_cents,
-                 "actual_cents": f.actual_cents, "detail": f.detail} for f in findings]
-        data = api.ReconciliationOut({"week": week, "starts": start, "ends": end, "findings": rows}).data
+                 "actual_cents": f.actual_cents, "detail": f.detail, "status": f.status} for f in findings]
+        # status and stripe_checked are additions to API.md's fields: what staff decided, and whether
+        # Stripe could be read for the week.
+        data = api.ReconciliationOut({"week": week, "starts": start, "ends": end, "findings": rows,
+                                      "stripe_checked": not result.stripe_error}).data
         response = Response(data)
         if getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv":
             response["Content-Disposition"] = f'attachment; filename="reconciliation-{week}.csv"'
