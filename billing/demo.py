@@ -54,6 +54,7 @@ from billing.models import (
     Service,
 )
 from billing.validators import npi_is_valid
+from portal.security_demo import ensure_demo_staff
 
 SEED = 2026
 SOURCE = "demo"
@@ -589,6 +590,8 @@ class _Seeder:
             clients = self.clients(plans, payers, today)
             self.appointments(self.appointment_plans(plans, today), clinicians, clients)
             admin_created = ensure_admin()
+            # Role logins and the demo's fixed second factor, so a person can sign in (SECURITY.md, demo).
+            ensure_demo_staff(admin_username=ADMIN_USERNAME, password=ADMIN_PASSWORD)
         return SeedResult(created=self.created, counts=demo_counts(), admin_created=admin_created)
 
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class PortalConfig(AppConfig):
@@ -6,4 +7,11 @@ class PortalConfig(AppConfig):
     verbose_name = "Client portal"
 
     def ready(self) -> None:
+        from billing.roles import sync_after_migrate
         from portal import checks  # noqa: F401  (registers the system checks)
+        from portal.security_audit import install_command_actor, install_task_actor, register_staff_models
+
+        register_staff_models()
+        install_command_actor()
+        install_task_actor()
+        post_migrate.connect(sync_after_migrate, dispatch_uid="portal.roles_sync")

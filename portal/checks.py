@@ -24,3 +24,24 @@ def production_secrets(app_configs: Any, **kwargs: Any) -> list[Error]:
                             hint="Emailed links carry client tokens; they must travel over HTTPS.",
                             id="portal.E003"))
     return errors
+
+
+@register(Tags.database)
+def no_demo_second_factor(app_configs: Any, **kwargs: Any) -> list[Error]:
+    """The demo's published authenticator key must never guard a real practice (runs with ``migrate``)."""
+    if settings.DEBUG or not kwargs.get("databases"):
+        return []
+    from django.db import DatabaseError
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from portal.security_demo import DEMO_TOTP_KEY_HEX
+
+    try:
+        found = TOTPDevice.objects.filter(key=DEMO_TOTP_KEY_HEX).exists()
+    except DatabaseError:  # not migrated yet
+        return []
+    if found:
+        return [Error("A staff account uses the demo's published authenticator key.",
+                      hint="Reset that account's second factor (admin → Users → Reset second factor).",
+                      id="portal.E004")]
+    return []

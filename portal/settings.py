@@ -8,6 +8,7 @@ Production (``DEBUG`` off) refuses to start without its secrets: see ``portal/ch
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -47,6 +48,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_q",
     "auditlog",
+    # Staff sign-in: a second factor (TOTP, recovery codes) and a lockout after repeated failures.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    "csp",
     "portal.apps.PortalConfig",
     "billing.apps.BillingConfig",
     "integrations.apps.IntegrationsConfig",
@@ -55,14 +62,26 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header, with Stripe's origins read from the settings on each request.
+    "portal.security.StripeAwareCSPMiddleware",
+    # Client links (/p/...): a per-address request budget, answered with 429 past it.
+    "portal.security.PortalLinkThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Staff: signed off after inactivity; no admin page without a confirmed second factor.
+    "portal.security.StaffSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.middleware.PracticeTimezoneMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    # django-auditlog's, reading the client address the way the rest of the portal does.
+    "portal.security.AuditlogMiddleware",
+    # Every staff view and API read of a client's record goes into the audit trail as an access entry.
+    "portal.security_audit.ClientAccessLogMiddleware",
+    # django-axes last, as its documentation asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -93,6 +112,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# django-axes first: it refuses a locked-out username before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -165,12 +190,76 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
-# Production hardening; `manage.py check --deploy` stays clean with DEBUG off.
+# --- Security (SECURITY.md) -------------------------------------------------------------------------------
+# Production hardening; `manage.py check --deploy` is clean with DEBUG off (tests/security/test_deploy.py).
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# same-origin: our own forms still pass CSRF's referer check; no other site (Stripe.js included) sees a URL.
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Staff sessions: signed off after STAFF_IDLE_MINUTES without a request (15 by default). The expiry moves
+# forward on every request (saved each time) and the middleware checks it too, so the server enforces it.
+STAFF_IDLE_MINUTES = env.int("STAFF_IDLE_MINUTES", default=15)
+SESSION_COOKIE_AGE = STAFF_IDLE_MINUTES * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Second factor (django-otp): the issuer shown in the staff member's authenticator app.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Practice billing")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# How many recovery codes a staff member gets when enrolling or asking for new ones.
+OTP_RECOVERY_CODES = 10
+
+# Lockout (django-axes): after AXES_FAILURE_LIMIT wrong passwords (or codes) for a username, the next
+# sign-in is refused, even with the right password, until the cool-off ends or an administrator unlocks
+# the account (admin → Users → "Unlock sign-in"). Counted per username, not per address.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "portal.security.client_ip"
+AXES_VERBOSE = False
+# axes.W006 asks for the address in the lockout key too. Deliberately not: a lockout per username holds
+# however many addresses a guesser rotates through, and one office's shared address must not lock everyone.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# Behind a proxy that appends to X-Forwarded-For, how many proxies to trust (0: use the socket's address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Client links: requests per address per minute on /p/ pages, and how many unknown or expired tokens an
+# address may present per 10 minutes before it waits (guessing protection on top of 256-bit tokens).
+PORTAL_LINK_RATE_PER_MINUTE = env.int("PORTAL_LINK_RATE_PER_MINUTE", default=120)
+PORTAL_BAD_LINKS_PER_10_MINUTES = env.int("PORTAL_BAD_LINKS_PER_10_MINUTES", default=20)
+# The throttles and API rate limits count in this cache: with several server processes use a shared one
+# (e.g. CACHE_URL=redis://...).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://portal")}
+
+# Content-Security-Policy (django-csp 4). portal.security.StripeAwareCSPMiddleware adds the Stripe.js
+# origin (from STRIPE_JS_URL) to script-src, frame-src and connect-src on each response, and the Stripe API
+# origin to connect-src. No inline scripts anywhere: the portal's scripts are static files.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # The admin and the email previews use style attributes; scripts, not styles, are the risk.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "https://*.stripe.com"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        # Stripe's Card Element and its 3-D Secure pages run in frames from these origins.
+        "frame-src": ["'self'", "https://js.stripe.com", "https://hooks.stripe.com"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    },
+}
+
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -180,14 +269,30 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# No client data in logs: every handler, runserver's request lines included, passes each record through
+# portal.logging_filters.RedactClientData (emails, phone and card-like numbers, link tokens, names).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "portal.logging_filters.RedactClientData"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}",
+                          "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # Their INFO lines carry request URLs, which can hold a client's email (Stripe customer search).
-    "loggers": {name: {"level": "WARNING"} for name in ("stripe", "httpx", "httpcore")},
+    "loggers": {
+        # Their INFO lines carry request URLs, which can hold a client's email (Stripe customer search).
+        **{name: {"level": "WARNING"} for name in ("stripe", "httpx", "httpcore")},
+        "django": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO"), "propagate": False},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        # SQL with its parameters (names, emails) is never logged, whatever LOG_LEVEL says.
+        "django.db.backends": {"level": "INFO"},
+    },
 }
 
 AUDITLOG_INCLUDE_ALL_MODELS = False

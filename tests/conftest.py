@@ -22,6 +22,39 @@ def _require_postgresql(django_db_setup: None, django_db_blocker: pytest.Fixture
 
 
 @pytest.fixture(autouse=True)
+def _staff_pass_the_second_factor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staff need a second factor for every admin page (portal.security.StaffSessionMiddleware). A test that
+    signs a staff member in with ``force_login`` (pytest-django's ``admin_client`` does) gets a session that
+    passed it; tests/security signs in without it where that is the point (tests/security/staff.py)."""
+    from django.test import Client as HttpClient
+
+    from tests.security.staff import force_login_with_second_factor
+
+    monkeypatch.setattr(HttpClient, "force_login", force_login_with_second_factor)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Rate limits and throttles count in the cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_stripe(settings: Any) -> Iterator[None]:
+    """No test talks to real Stripe: without the fake server (the stripe_server fixture), Stripe calls
+    are refused at once by a closed local port."""
+    from integrations.stripe.gateway import get_gateway
+
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    get_gateway.cache_clear()
+    yield
+    get_gateway.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _emails_in_memory(settings: pytest.FixtureRequest) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
 

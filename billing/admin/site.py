@@ -8,9 +8,10 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing import models
-from billing.admin import appointments, charges, dashboard, emails, people, practice, records, review
+from billing.admin import appointments, charges, dashboard, emails, metrics, people, practice, records, reports, review
 from billing.models import Practice
 from billing.money import format_cents
+from portal.security_admin import StaffSecuritySiteMixin
 
 
 def _practice(request: HttpRequest) -> Practice:
@@ -22,7 +23,7 @@ def _practice(request: HttpRequest) -> Practice:
     return practice
 
 
-class PracticeAdminSite(admin.AdminSite):
+class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
     """The staff console: Django's admin, branded, whose front page says what needs a person today."""
 
     site_header = "Practice billing"
@@ -33,7 +34,7 @@ class PracticeAdminSite(admin.AdminSite):
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
         self.register(models.Practice, practice.PracticeAdmin)
-        self.register(models.Client, people.ClientAdmin)
+        self.register(models.Client, reports.ClientAdmin)  # people.ClientAdmin + superbills and AR aging
         self.register(models.Clinician, people.ClinicianAdmin)
         self.register(models.Payer, people.PayerAdmin)
         self.register(models.Service, people.ServiceAdmin)
@@ -53,7 +54,9 @@ class PracticeAdminSite(admin.AdminSite):
         self.register(models.CardConsent, records.CardConsentAdmin)
         self.register(models.OutboundEmail, records.OutboundEmailAdmin)
         self.register(models.StripeEvent, records.StripeEventAdmin)
-        self.register(models.InsurancePayment, records.InsurancePaymentAdmin)
+        self.register(models.InsurancePayment, reports.InsurancePaymentAdmin)
+        self.register(models.ReconciliationFinding, reports.ReconciliationFindingAdmin)
+        self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
         self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
         self.register(models.EmailTemplate, emails.EmailTemplateAdmin)
@@ -71,5 +74,6 @@ class PracticeAdminSite(admin.AdminSite):
         for row in (*queues["charges_due"].rows, *queues["stuck_charges"].rows, *queues["held_charges"].rows,
                     *queues["unknown_attempts"].rows):
             row.amount_display = format_cents(row.amount_cents)
-        context = {"queues": queues, **(extra_context or {})}
+        figures = metrics.front_page(now=timezone.now(), zone=_practice(request).zone, queues=queues)
+        context = {"queues": queues, "figures": figures, **(extra_context or {})}
         return super().index(request, extra_context=context)

@@ -39,6 +39,7 @@ from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_post
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
+from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit
 from billing.services.review import review_open
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
 
@@ -215,6 +216,7 @@ def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
     charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
                       reason=f"paid on attempt {attempt.number}", payment_reference=attempt.payment_intent_id,
                       last_failure_code="", next_retry_at=None, receipt_sent_at=now)
+    charge_event_emit(charge=charge, type=CHARGE_SUCCEEDED, now=now)
     ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
                 occurred_on=timezone.localdate(now, practice.zone), now=now, actor=SYSTEM,
                 appointment=charge.appointment, charge=charge, memo=f"Card payment {attempt.payment_intent_id}")
@@ -283,6 +285,7 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
         if allocation.amount_cents >= charge.amount_cents:
             charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM, reason=reason,
                               payment_reference=payment_intent_id, hold_reason="", next_retry_at=None)
+            charge_event_emit(charge=charge, type=CHARGE_SUCCEEDED, now=now)
         else:
             charge.amount_cents -= allocation.amount_cents
             charge.prepaid_cents += allocation.amount_cents
@@ -331,6 +334,7 @@ def _charge_failed(charge: Charge, attempt: PaymentAttempt, payment: Payment, pr
     charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
                       reason=f"declined ({code}) on attempt {attempt.number}", last_failure_code=code[:60],
                       next_retry_at=next_retry)
+    charge_event_emit(charge=charge, type=CHARGE_FAILED, now=now)
     issued = link_create(client=charge.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
     email_enqueue(key=f"declined:charge:{charge.pk}:attempt:{attempt.number}", client=charge.client,
                   template="payment_failed",

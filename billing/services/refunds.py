@@ -12,6 +12,7 @@ from billing.models import Charge, ChargeStatus, LedgerEntry, LedgerKind, Practi
 from billing.money import format_cents
 from billing.services.charges import charge_transition
 from billing.services.ledger import ledger_post
+from billing.services.outbound import CHARGE_REFUNDED, charge_event_emit
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 
@@ -70,6 +71,7 @@ def _refund_succeeded(refund: Refund, stripe_refund_id: str, now: dt.datetime, u
         charge_transition(charge=charge, to_status=status, now=now, actor=actor, user=user,
                           reason=f"refunded {format_cents(refund.amount_cents)}: {refund.reason}",
                           refunded_cents=refunded)
+        charge_event_emit(charge=charge, type=CHARGE_REFUNDED, now=now)
         # Money went back: the balance first uses up any credit the client had; the rest of the refund
         # means the amount was not owed, so it is written off rather than chased.
         balance = LedgerEntry.objects.filter(client_id=charge.client_id).aggregate(t=Sum("amount_cents"))["t"] or 0

@@ -31,6 +31,7 @@ from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.notify import email_enqueue
+from billing.services.outbound import FEE_WAIVED, charge_event_emit
 from billing.services.pricing import NeedsReview, Share, share_compute
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
@@ -217,6 +218,7 @@ def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> C
         actor = f"staff:{user.get_username()}"
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=f"waived: {reason.strip()}")
+        charge_event_emit(charge=charge, type=FEE_WAIVED, now=now)
         assert charge.appointment is not None
         ledger_follow_charge(charge, charge.appointment, 0, Practice.load(), now, actor, user,
                        f"waived: {reason.strip()}", kind=LedgerKind.WAIVER)

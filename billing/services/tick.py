@@ -18,7 +18,9 @@ from billing.models import Charge, ChargeEvent, ChargeStatus, Practice
 from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.notify import email_enqueue, emails_deferred, emails_send
+from billing.services.outbound import webhooks_deliver
 from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
+from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("payment_attempts", charges_collect),
     ("balance_reminders", balance_reminders_run),
     ("emails_sent", emails_send),
+    # Mondays from 06:00 practice time: reconcile the week before, once (billing/services/reconciliation.py).
+    ("weeks_reconciled", reconciliation_weekly),
+    ("webhooks_delivered", webhooks_deliver),
     ("audit_rows_sealed", chain_seal),
 ]
 

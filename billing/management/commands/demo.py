@@ -32,6 +32,7 @@ from django.db import connections
 from billing.demo import ADMIN_PASSWORD, ADMIN_USERNAME, demo_enrollment_link, seed_demo_cards
 from billing.management.commands.seed_demo import describe_cards
 from integrations.stripe.gateway import get_gateway
+from portal.security_demo import demo_sign_in_hint
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 10
@@ -277,6 +278,7 @@ class Command(BaseCommand):
             "",
             f"  Staff admin:  http://{HOST}:{port}/admin/",
             f"  Log in as:    username {ADMIN_USERNAME}   password {ADMIN_PASSWORD}",
+            f"  {demo_sign_in_hint()}",
             f"  Fake Stripe:  {stripe_url}  (test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 "
             "declines, 4000 0027 6000 3184 asks to authenticate)",
             f"  Emails go to: {emails}",

@@ -13,6 +13,7 @@ from billing.demo import (
     seed_demo,
     seed_demo_cards,
 )
+from portal.security_demo import demo_sign_in_hint
 
 
 class Command(BaseCommand):
@@ -42,6 +43,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Staff login {ADMIN_USERNAME!r} already exists (its password was left alone; "
                               f"the demo's is {ADMIN_PASSWORD!r}).")
+        self.stdout.write(demo_sign_in_hint())
         if options["with_cards"]:
             try:
                 cards = seed_demo_cards()

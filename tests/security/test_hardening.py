@@ -1,0 +1,148 @@
+"""Production settings, response headers, the client links' rate limit, and no inline script anywhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.test import Client as HttpClient
+from django.utils import timezone
+
+from billing.models import Client, Practice
+from billing.services.cards import enrollment_link_send
+from portal.logging_filters import redact
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "STRIPE_SECRET_KEY": "sk_live_example",
+    "STRIPE_PUBLISHABLE_KEY": "pk_live_example",
+    "STRIPE_WEBHOOK_SECRET": "whsec_example",
+    "PORTAL_BASE_URL": "https://billing.practice.example",
+    "ALLOWED_HOSTS": "billing.practice.example",
+}
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "SECRET_KEY", "DEBUG"))}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_check_deploy_passes_with_production_settings_and_no_warnings() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_refuses_the_demo_secrets() -> None:
+    result = manage("check", "--deploy", DEBUG="false", ALLOWED_HOSTS="billing.practice.example")
+    assert result.returncode != 0
+    assert "portal.E001" in result.stderr and "portal.E002" in result.stderr and "portal.E003" in result.stderr
+
+
+def test_production_settings_are_https_only_with_secure_cookies() -> None:
+    code = ("from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, "
+            "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, s.X_FRAME_OPTIONS, "
+            "s.SECURE_REFERRER_POLICY, s.SESSION_COOKIE_AGE)")
+    result = manage("shell", "-c", code, **PRODUCTION)
+    assert result.stdout.split()[-8:] == ["True", "31536000", "True", "True", "True", "DENY", "same-origin", "900"]
+
+
+def test_secrets_are_read_from_files(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(PRODUCTION["SECRET_KEY"] + "\n")
+    env = {k: v for k, v in PRODUCTION.items() if k != "SECRET_KEY"}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", SECRET_KEY_FILE=str(key_file), **env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_secret_is_committed() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    pattern = re.compile(r"sk_live_[0-9A-Za-z]{10,}|rk_live_[0-9A-Za-z]{10,}|whsec_[0-9A-Za-z]{20,}|"
+                         r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----")
+    found = []
+    for name in tracked.splitlines():
+        path = ROOT / name
+        text_file = path.suffix in (".py", ".md", ".html", ".txt", ".toml", ".cfg", ".yml", ".json", ".env", "")
+        if text_file and path.is_file() and pattern.search(path.read_text(errors="ignore")):
+            found.append(name)
+    assert found == []
+
+
+@pytest.mark.django_db
+def test_client_pages_carry_the_security_headers(practice: Practice, make_client: Callable[..., Client],
+                                                 settings: object) -> None:
+    settings.STRIPE_JS_URL = "https://js.stripe.com/v3/"  # type: ignore[attr-defined]
+    settings.STRIPE_API_BASE = ""  # type: ignore[attr-defined]
+    issued = enrollment_link_send(client=make_client(), now=timezone.now(), actor="test", send_email=False)
+    response = HttpClient().get(issued.url.removeprefix("http://127.0.0.1:8000"))
+    assert response.status_code == 200
+    policy = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self' https://js.stripe.com"
+    assert "https://js.stripe.com" in policy["frame-src"] and "https://hooks.stripe.com" in policy["frame-src"]
+    assert policy["connect-src"].split() == ["'self'", "https://js.stripe.com", "https://api.stripe.com"]
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_no_template_has_an_inline_script_or_handler() -> None:
+    offenders = []
+    for template in (ROOT / "templates").rglob("*.html"):
+        text = template.read_text()
+        if re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text) or re.search(r"\son[a-z]+=\"", text) \
+                or "javascript:" in text:
+            offenders.append(str(template.relative_to(ROOT)))
+    assert offenders == []
+
+
+@pytest.mark.django_db
+def test_guessing_client_links_is_slowed_down_with_429(practice: Practice, make_client: Callable[..., Client],
+                                                       settings: object) -> None:
+    settings.PORTAL_BAD_LINKS_PER_10_MINUTES = 5  # type: ignore[attr-defined]
+    guesser = HttpClient(REMOTE_ADDR="203.0.113.9")
+    for _ in range(5):
+        assert guesser.get(f"/p/{secrets.token_urlsafe(32)}/").status_code == 404
+    blocked = guesser.get(f"/p/{secrets.token_urlsafe(32)}/")
+    assert blocked.status_code == 429 and int(blocked["Retry-After"]) > 0
+    assert "Please wait a moment" in blocked.content.decode()
+    # Someone else, with a good link, is not affected.
+    issued = enrollment_link_send(client=make_client(), now=timezone.now(), actor="test", send_email=False)
+    assert HttpClient(REMOTE_ADDR="198.51.100.1").get(issued.url.removeprefix("http://127.0.0.1:8000")
+                                                      ).status_code == 200
+
+
+@pytest.mark.django_db
+def test_too_many_requests_from_one_address_get_429(practice: Practice, make_client: Callable[..., Client],
+                                                    settings: object) -> None:
+    settings.PORTAL_LINK_RATE_PER_MINUTE = 10  # type: ignore[attr-defined]
+    issued = enrollment_link_send(client=make_client(), now=timezone.now(), actor="test", send_email=False)
+    path = issued.url.removeprefix("http://127.0.0.1:8000")
+    http = HttpClient(REMOTE_ADDR="203.0.113.10")
+    statuses = [http.get(path).status_code for _ in range(12)]
+    assert statuses[:10] == [200] * 10 and statuses[10:] == [429, 429]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('"GET /p/AbC123xyz:1tQ9:sig/card/start/ HTTP/1.1" 200', '"GET /p/[link]/card/start/ HTTP/1.1" 200'),
+    ("customer search email='maya.lindqvist@example.com'", "customer search email='[email]'"),
+    ("GET /v1/customers/search?query=email%3A%27maya%40example.com%27", "GET /v1/customers/search?query=[email]%27"),
+    ("card 4242 4242 4242 4242 declined", "card [number] declined"),
+    ("call (555) 123-4567 or 555.123.4567 or +1 555 123 4567", "call [phone] or [phone] or [phone]"),
+    ("secret pi_3Abc_secret_XyZ12", "secret [client-secret]"),
+    ("Authorization: Api-Key pbp_ab12cd_s3cr3t", "Authorization: Api-Key [redacted]"),
+    ("?token=abc&next=/admin/", "?token=[redacted]&next=/admin/"),
+    ("billing_tick at 2026-11-27T09:00:00+00:00: due: 3", "billing_tick at 2026-11-27T09:00:00+00:00: due: 3"),
+])
+def test_the_log_filter_redacts_client_data(line: str, expected: str) -> None:
+    assert redact(line) == expected
