@@ -7,8 +7,11 @@ or a log line; the token itself is never logged (see portal.logging_filters).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -53,6 +56,33 @@ def _page(request: HttpRequest, template: str, context: dict[str, object], statu
 def _problem(request: HttpRequest, problem: LinkProblem) -> HttpResponse:
     return _page(request, "portal/link_problem.html", {"reason": problem.reason},
                  status=404 if problem.reason == "unknown" else 410)
+
+
+LinkView = Callable[..., HttpResponse]
+
+
+def _with_link(*purposes: str, answer_json: bool) -> Callable[[LinkView], LinkView]:
+    """Resolve the link a page or call is for (and check what it is for) before the view runs.
+
+    The view receives the ClientLink; an expired, used or forged token gets the friendly page, or a
+    JSON error for the pages' own calls.
+    """
+    def wrap(view: LinkView) -> LinkView:
+        @functools.wraps(view)
+        def resolved(request: HttpRequest, token: str, **kwargs: Any) -> HttpResponse:
+            try:
+                client_link = link_resolve(token=token, now=timezone.now())
+            except LinkProblem as problem:
+                if answer_json:
+                    return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
+                return _problem(request, problem)
+            if purposes and client_link.purpose not in purposes:
+                if answer_json:
+                    return JsonResponse({"error": _problem_text("unknown")}, status=404)
+                return _problem(request, LinkProblem("unknown"))
+            return view(request, client_link, token, **kwargs)
+        return resolved
+    return wrap
 
 
 @require_GET
@@ -110,14 +140,9 @@ def _dollars_to_cents(text: str) -> int | None:
 
 
 @require_POST
-def balance_pay(request: HttpRequest, token: str) -> JsonResponse:
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=True)
+def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """Pay all of the balance, chosen items, or a chosen amount, with the saved card."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
-    if client_link.purpose != LinkPurpose.PAY_BALANCE:
-        return JsonResponse({"error": _problem_text("unknown")}, status=404)
     client = client_link.client
     mode = request.POST.get("mode", "all")
     charge_ids: list[int] | None = None
@@ -152,12 +177,9 @@ def balance_pay(request: HttpRequest, token: str) -> JsonResponse:
 
 
 @require_POST
-def balance_confirmed(request: HttpRequest, token: str) -> JsonResponse:
+@_with_link(answer_json=True)
+def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """After the bank's check on the page: re-read the payment from Stripe."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
     payment = Charge.objects.filter(pk=request.POST.get("payment") or 0, client=client_link.client,
                                     kind=ChargeKind.BALANCE_PAYMENT).first()
     if payment is None or not payment.payment_reference:
@@ -174,23 +196,17 @@ def balance_confirmed(request: HttpRequest, token: str) -> JsonResponse:
 
 
 @require_POST
-def card_link(request: HttpRequest, token: str) -> HttpResponse:
+@_with_link(answer_json=False)
+def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """From the balance page: a fresh card-enrollment link, to add or replace the card."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return _problem(request, problem)
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
     return redirect(issued.url.removeprefix(settings.PORTAL_BASE_URL) or issued.url)
 
 
 @require_GET
-def superbill_download(request: HttpRequest, token: str) -> HttpResponse:
+@_with_link(answer_json=False)
+def superbill_download(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """The client's superbill for a period they choose, as a PDF."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return _problem(request, problem)
     try:
         start = dt.date.fromisoformat(request.GET.get("start", ""))
         end = dt.date.fromisoformat(request.GET.get("end", ""))
@@ -206,12 +222,9 @@ def superbill_download(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_GET
-def receipt_download(request: HttpRequest, token: str, charge_id: int) -> HttpResponse:
+@_with_link(answer_json=False)
+def receipt_download(request: HttpRequest, client_link: ClientLink, token: str, charge_id: int) -> HttpResponse:
     """A paid charge's receipt as a file the client can keep or send to an FSA/HSA."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return _problem(request, problem)
     charge = Charge.objects.filter(pk=charge_id, client=client_link.client, status__in=PAID_STATUSES).select_related(
         "appointment__clinician", "client").first()
     if charge is None:
@@ -255,14 +268,9 @@ def _client_ip(request: HttpRequest) -> str | None:
 
 
 @require_POST
-def enrollment_start(request: HttpRequest, token: str) -> JsonResponse:
+@_with_link(LinkPurpose.ENROLL_CARD, answer_json=True)
+def enrollment_start(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """The client agreed to the authorisation text: record the consent and start a SetupIntent."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
-    if client_link.purpose != LinkPurpose.ENROLL_CARD:
-        return JsonResponse({"error": _problem_text("unknown")}, status=404)
     if request.POST.get("agree") != "yes":
         return JsonResponse({"error": "Please read the authorisation and tick the box to agree."}, status=400)
     try:
@@ -297,14 +305,11 @@ def enrollment_finish(request: HttpRequest, token: str) -> JsonResponse:
 
 
 @require_POST
-def payment_confirmed(request: HttpRequest, token: str) -> JsonResponse:
+@_with_link(LinkPurpose.AUTHENTICATE_PAYMENT, answer_json=True)
+def payment_confirmed(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """The client authenticated a payment on-session: re-read it from Stripe and settle it."""
-    try:
-        client_link = link_resolve(token=token, now=timezone.now())
-    except LinkProblem as problem:
-        return JsonResponse({"error": _problem_text(problem.reason)}, status=410)
     charge = client_link.charge
-    if client_link.purpose != LinkPurpose.AUTHENTICATE_PAYMENT or charge is None:
+    if charge is None:
         return JsonResponse({"error": _problem_text("unknown")}, status=404)
     try:
         payment_refresh(payment_intent_id=charge.payment_reference, now=timezone.now())

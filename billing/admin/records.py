@@ -10,7 +10,7 @@ from django.contrib import admin
 
 from billing.admin.common import ViewOnlyMixin, dollars
 from billing.admin.people import CLIENT_SEARCH
-from billing.models import BalanceAllocation, InsurancePayment, Refund
+from billing.models import BalanceAllocation, Refund
 
 
 class ClientLinkAdmin(ViewOnlyMixin, admin.ModelAdmin):
@@ -56,26 +56,6 @@ class StripeEventAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_filter = ("type",)
     search_fields = ("=event_id", "=object_id")
     show_full_result_count = False
-
-
-class InsurancePaymentAdmin(ViewOnlyMixin, admin.ModelAdmin):
-    list_display = ("paid_on", "client", "payer_name", "allowed", "paid", "patient_responsibility", "reference")
-    list_select_related = ("client",)
-    search_fields = (*CLIENT_SEARCH, "=reference", "payer_name")
-    date_hierarchy = "paid_on"
-    show_full_result_count = False
-
-    @admin.display(description="Allowed", ordering="allowed_cents")
-    def allowed(self, payment: InsurancePayment) -> str:
-        return dollars(payment.allowed_cents)
-
-    @admin.display(description="Paid", ordering="paid_cents")
-    def paid(self, payment: InsurancePayment) -> str:
-        return dollars(payment.paid_cents)
-
-    @admin.display(description="Client responsibility")
-    def patient_responsibility(self, payment: InsurancePayment) -> str:
-        return dollars(payment.patient_responsibility_cents)
 
 
 class BalanceEpisodeAdmin(ViewOnlyMixin, admin.ModelAdmin):
