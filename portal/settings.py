@@ -301,4 +301,6 @@ AUDITLOG_INCLUDE_ALL_MODELS = False
 STRIPE_MAX_REQUESTS_PER_SECOND = env.float(
     "STRIPE_MAX_REQUESTS_PER_SECOND", default=80.0 if STRIPE_SECRET_KEY.startswith("sk_live_") else 20.0)
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
+# Due charges sent to Stripe at once by one billing_tick (several ticks may also run side by side).
+STRIPE_PARALLEL_CHARGES = env.int("STRIPE_PARALLEL_CHARGES", default=4)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
