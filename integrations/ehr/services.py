@@ -178,25 +178,34 @@ def _no_client(external_id: str) -> NotFound:
 
 # --- Clinicians and clients ------------------------------------------------------------------------------
 
+def _record_put(model: type[M], cache: dict[str, M | None], *, push: Push, external_id: str,
+                data: Mapping[str, Any], partial: bool, missing: NotFound) -> tuple[Outcome[M], list[str]]:
+    """Create or replace one pushed record by (source, external id), locking it; returns the outcome and
+    the fields that changed (none when an identical body was sent: nothing is saved or audited)."""
+    record = model.objects.select_for_update().filter(  # type: ignore[attr-defined]
+        source=push.source, external_id=external_id).first()
+    if record is None:
+        if partial:
+            raise missing
+        record, created = _create_or_lock(model, source=push.source, external_id=external_id, fields=dict(data))
+        if created:
+            cache[external_id] = record
+            return Outcome(CREATED, record), []
+    changed = _assign(record, data)
+    if not changed:
+        return Outcome(UNCHANGED, record), []
+    record.save(update_fields=[*changed, "updated_at"])
+    cache[external_id] = record
+    return Outcome(UPDATED, record), changed
+
+
 def clinician_put(*, push: Push, external_id: str, data: Mapping[str, Any],
                   partial: bool = False) -> Outcome[Clinician]:
     with transaction.atomic():
-        clinician = Clinician.objects.select_for_update().filter(
-            source=push.source, external_id=external_id).first()
-        if clinician is None:
-            if partial:
-                raise NotFound(f"No clinician with external id {external_id!r} from this source.")
-            clinician, created = _create_or_lock(Clinician, source=push.source, external_id=external_id,
-                                                 fields=dict(data))
-            if created:
-                push.clinicians[external_id] = clinician
-                return Outcome(CREATED, clinician)
-        changed = _assign(clinician, data)
-        if not changed:
-            return Outcome(UNCHANGED, clinician)
-        clinician.save(update_fields=[*changed, "updated_at"])
-        push.clinicians[external_id] = clinician
-        return Outcome(UPDATED, clinician)
+        outcome, _ = _record_put(Clinician, push.clinicians, push=push, external_id=external_id, data=data,
+                                 partial=partial, missing=NotFound(
+                                     f"No clinician with external id {external_id!r} from this source."))
+        return outcome
 
 
 PRICING_CLIENT_FIELDS = {"billing_type", "session_rate_cents"}
@@ -204,23 +213,11 @@ PRICING_CLIENT_FIELDS = {"billing_type", "session_rate_cents"}
 
 def client_put(*, push: Push, external_id: str, data: Mapping[str, Any], partial: bool = False) -> Outcome[Client]:
     with transaction.atomic():
-        client = Client.objects.select_for_update().filter(source=push.source, external_id=external_id).first()
-        if client is None:
-            if partial:
-                raise _no_client(external_id)
-            client, created = _create_or_lock(Client, source=push.source, external_id=external_id,
-                                              fields=dict(data))
-            if created:
-                push.clients[external_id] = client
-                return Outcome(CREATED, client)
-        changed = _assign(client, data)
-        if not changed:
-            return Outcome(UNCHANGED, client)
-        client.save(update_fields=[*changed, "updated_at"])
-        push.clients[external_id] = client
+        outcome, changed = _record_put(Client, push.clients, push=push, external_id=external_id, data=data,
+                                       partial=partial, missing=_no_client(external_id))
         if PRICING_CLIENT_FIELDS.intersection(changed):
-            _reprice_client_sessions(push, client)
-        return Outcome(UPDATED, client)
+            _reprice_client_sessions(push, outcome.obj)
+        return outcome
 
 
 def _reprice_client_sessions(push: Push, client: Client) -> None:
