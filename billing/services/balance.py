@@ -6,8 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F, Sum, Window
+from django.db.models import F, Max, Sum, Window
 
+from billing.bulk import rows_update
 from billing.models import (
     AttemptStatus,
     BalanceAllocation,
@@ -213,28 +214,40 @@ def _remind(episode: BalanceEpisode, template: str, context: dict[str, object], 
 
 
 def _episodes_close(over: dict[int, int], now: dt.datetime) -> int:
-    closed = 0
-    for episode in BalanceEpisode.objects.filter(closed_at__isnull=True).exclude(client_id__in=list(over)):
-        with transaction.atomic():
-            episode = BalanceEpisode.objects.select_for_update().select_related("client").get(pk=episode.pk)
-            if episode.closed_at is None:
-                _episode_close(episode, now, "balance below the threshold", acknowledge=True)
-                closed += 1
-    return closed
+    """Close every open episode whose client is no longer over the threshold, in a few queries."""
+    with transaction.atomic():
+        episodes = list(BalanceEpisode.objects.select_for_update(skip_locked=True, of=("self",))
+                        .select_related("client").filter(closed_at__isnull=True).exclude(client_id__in=list(over)))
+        _episodes_closed(episodes, now, "balance below the threshold", acknowledge=True)
+    return len(episodes)
 
 
 def _episode_close(episode: BalanceEpisode, now: dt.datetime, why: str, *, acknowledge: bool) -> None:
-    episode.closed_at = now
-    episode.closed_reason = why
-    episode.save(update_fields=["closed_at", "closed_reason"])
-    paid = LedgerEntry.objects.filter(client_id=episode.client_id, kind=LedgerKind.PAYMENT,
-                                      created_at__gt=episode.over_since, created_at__lte=now).exists()
-    if episode.flagged_at is not None and paid:
-        Client.objects.filter(pk=episode.client_id, flagged_for_outreach=True,
+    _episodes_closed([episode], now, why, acknowledge=acknowledge)
+
+
+def _episodes_closed(episodes: list[BalanceEpisode], now: dt.datetime, why: str, *, acknowledge: bool) -> None:
+    """Close the (locked) episodes. One paid since it went over lifts its balance flag and, if a
+    reminder went out, thanks the client."""
+    if not episodes:
+        return
+    for episode in episodes:
+        episode.closed_at = now
+        episode.closed_reason = why
+    rows_update(episodes, ["closed_at", "closed_reason"])
+    last_paid = dict(LedgerEntry.objects.filter(client_id__in={e.client_id for e in episodes}, kind=LedgerKind.PAYMENT,
+                                                created_at__lte=now)
+                     .values("client_id").annotate(last=Max("created_at")).values_list("client_id", "last"))
+    paid = [e for e in episodes if e.client_id in last_paid and last_paid[e.client_id] > e.over_since]
+    flagged = [episode.client_id for episode in paid if episode.flagged_at is not None]
+    if flagged:
+        Client.objects.filter(pk__in=flagged, flagged_for_outreach=True,
                               flagged_reason__startswith="Balance of").update(
             flagged_for_outreach=False, flagged_reason="", flagged_at=None)
-    if acknowledge and paid and episode.first_reminder_at is not None:
-        email_enqueue(key=f"balance_paid:episode:{episode.pk}", client=episode.client, template="balance_paid",
-                      context={"balance": format_cents(client_balance_cents(episode.client))}, now=now)
+    for episode in paid:
+        if acknowledge and episode.first_reminder_at is not None:
+            email_enqueue(key=f"balance_paid:episode:{episode.pk}", client=episode.client, template="balance_paid",
+                          context={"balance": format_cents(client_balance_cents(episode.client))}, now=now)
+
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.template import Context, Template, TemplateDoesNotExist
 from django.template.loader import render_to_string
@@ -33,7 +34,10 @@ BATCH = 200
 def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
     """(subject, text, html): the practice's own wording from the admin if it has one, else the files
     templates/emails/<template>.{subject.txt,txt,html}. Without an HTML version, the text is wrapped."""
-    own = EmailTemplate.objects.filter(name=template).first()
+    return _render(template, context, EmailTemplate.objects.filter(name=template).first())
+
+
+def _render(template: str, context: dict[str, Any], own: EmailTemplate | None) -> tuple[str, str, str]:
     if own is not None:
         subject = Template(own.subject).render(Context(context))
         text = Template("{% autoescape off %}" + own.body_text + "{% endautoescape %}").render(Context(context))
@@ -50,25 +54,46 @@ def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]
     return " ".join(str(subject).split())[:200], str(text), str(html)
 
 
+@dataclass(frozen=True)
+class Email:
+    """One email to write to the outbox: ``key`` names what it is about (``receipt:charge:42``)."""
+
+    key: str
+    client: Client
+    template: str
+    context: dict[str, Any]
+
+
 def email_enqueue(*, key: str, client: Client, template: str, context: dict[str, Any],
-                  now: dt.datetime, practice: Practice | None = None) -> OutboundEmail | None:
-    """Write the email to the outbox once per ``key``; returns None if it was already written or the
+                  now: dt.datetime, practice: Practice | None = None) -> None:
+    """Write the email to the outbox once per ``key``; nothing if it was already written or the
     client has no email address."""
-    if not client.email:
-        return None
-    if OutboundEmail.objects.filter(key=key).exists():
-        return None
+    emails_enqueue([Email(key, client, template, context)], now=now, practice=practice)
+
+
+def emails_enqueue(emails: Sequence[Email], *, now: dt.datetime, practice: Practice | None = None) -> int:
+    """``email_enqueue`` for many emails in a few queries (the tick's receipts); returns how many were written."""
+    wanted = [email for email in emails if email.client.email]
+    if not wanted:
+        return 0
+    written = set(OutboundEmail.objects.filter(key__in=[e.key for e in wanted]).values_list("key", flat=True))
     practice = practice or Practice.load()
-    subject, text, html = render_email(template, {"practice": practice, "client": client, **context})
-    try:
-        with transaction.atomic():
-            email = OutboundEmail.objects.create(key=key, client=client, template=template, to=client.email,
-                                                 subject=subject, body_text=text, body_html=html, created_at=now)
-    except IntegrityError:
-        return None  # a concurrent caller wrote it first
-    if not _deferred.get():
-        transaction.on_commit(lambda: emails_send(now=now, only=[email.pk]))
-    return email
+    own = {t.name: t for t in EmailTemplate.objects.filter(name__in={e.template for e in wanted})}
+    rows = []
+    for email in wanted:
+        if email.key in written:
+            continue
+        written.add(email.key)
+        subject, text, html = _render(email.template, {"practice": practice, "client": email.client, **email.context},
+                                      own.get(email.template))
+        rows.append(OutboundEmail(key=email.key, client=email.client, template=email.template, to=email.client.email,
+                                  subject=subject, body_text=text, body_html=html, created_at=now))
+    # A concurrent caller that wrote the same key first wins; ours is dropped.
+    OutboundEmail.objects.bulk_create(rows, ignore_conflicts=True)
+    if rows and not _deferred.get():
+        keys = [row.key for row in rows]
+        transaction.on_commit(lambda: emails_send(now=now, keys=keys))
+    return len(rows)
 
 
 @contextmanager
@@ -82,15 +107,15 @@ def emails_deferred() -> Iterator[None]:
         _deferred.reset(token)
 
 
-def _claim(now: dt.datetime, only: list[int] | None, tried: set[int]) -> list[OutboundEmail]:
+def _claim(now: dt.datetime, keys: list[str] | None, tried: set[int]) -> list[OutboundEmail]:
     """Claim a batch of sendable emails in one short transaction (SKIP LOCKED: concurrent senders
     share the work; a claim older than STALE_CLAIM is taken over, so nothing is lost)."""
     pending = Q(status=EmailStatus.PENDING, attempts__lt=MAX_ATTEMPTS)
     stale = Q(status=EmailStatus.SENDING, claimed_at__lt=now - STALE_CLAIM)
     with transaction.atomic():
         candidates = OutboundEmail.objects.select_for_update(skip_locked=True).filter(pending | stale)
-        if only is not None:
-            candidates = candidates.filter(pk__in=only)
+        if keys is not None:
+            candidates = candidates.filter(key__in=keys)
         candidates = candidates.exclude(pk__in=tried)  # a failure waits for the next run, not this one
         batch = list(candidates.order_by("created_at", "pk")[:BATCH])
         OutboundEmail.objects.filter(pk__in=[e.pk for e in batch]).update(
@@ -100,12 +125,12 @@ def _claim(now: dt.datetime, only: list[int] | None, tried: set[int]) -> list[Ou
     return batch
 
 
-def emails_send(*, now: dt.datetime, only: list[int] | None = None) -> int:
+def emails_send(*, now: dt.datetime, keys: list[str] | None = None) -> int:
     """Send what the outbox holds, a batch at a time over one mail-server connection."""
     sent = 0
     sender = Practice.load().sender_email or settings.DEFAULT_FROM_EMAIL
     tried: set[int] = set()
-    while batch := _claim(now, only, tried):
+    while batch := _claim(now, keys, tried):
         tried.update(email.pk for email in batch)
         delivered: list[int] = []
         with get_connection() as connection:
@@ -125,7 +150,7 @@ def emails_send(*, now: dt.datetime, only: list[int] | None = None) -> int:
                     delivered.append(email.pk)
         OutboundEmail.objects.filter(pk__in=delivered).update(status=EmailStatus.SENT, sent_at=now, last_error="")
         sent += len(delivered)
-        if only is not None or len(batch) < BATCH:
+        if keys is not None or len(batch) < BATCH:
             return sent
     return sent
 

@@ -8,6 +8,7 @@ outbox) and delivered later by billing_tick's ``webhooks_delivered`` step. The d
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from billing.models import Charge
 
@@ -19,9 +20,14 @@ FEE_WAIVED = "charge.fee_waived"
 
 def charge_event_emit(*, charge: Charge, type: str, now: dt.datetime) -> None:
     """Queue a write-back event about ``charge`` for its client's source (nothing if it has no webhook)."""
-    from integrations.ehr.webhooks import event_enqueue
+    charge_events_emit(charges=[charge], type=type, now=now)
 
-    event_enqueue(charge=charge, type=type, now=now)
+
+def charge_events_emit(*, charges: Sequence[Charge], type: str, now: dt.datetime) -> None:
+    """``charge_event_emit`` for many charges in a few queries."""
+    from integrations.ehr.webhooks import events_enqueue
+
+    events_enqueue(charges=charges, type=type, now=now)
 
 
 def webhooks_deliver(*, now: dt.datetime) -> int:

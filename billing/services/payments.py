@@ -13,25 +13,24 @@ The protocol (DESIGN.md, "Charging money exactly once"):
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.bulk import rows_update
 from billing.models import (
     AttemptStatus,
     Charge,
     ChargeKind,
     ChargeStatus,
     Client,
+    LedgerEntry,
     LedgerKind,
     LinkPurpose,
     PaymentAttempt,
@@ -41,11 +40,11 @@ from billing.models import (
     ReviewStatus,
 )
 from billing.money import format_cents
-from billing.services.charges import charge_event_record, charge_transition
+from billing.services.charges import charge_event_record, charge_transition, charges_transition
 from billing.services.ledger import ledger_post
 from billing.services.links import link_create
-from billing.services.notify import email_enqueue
-from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit
+from billing.services.notify import Email, email_enqueue, emails_enqueue
+from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
 from billing.services.review import review_open
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
 
@@ -71,45 +70,56 @@ def _collectable(now: dt.datetime) -> Q:
 def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
     """Charge every due charge and every failed one whose retry day has come. Returns attempts made.
 
-    The claimed attempts of a batch are sent to Stripe by a few threads at once, so one charge's
-    bookkeeping overlaps another's wait for Stripe. Each attempt is already committed and keyed, so
-    the threads cannot collide; inside an open transaction (a test's) they run one by one instead,
-    since other connections could not see its rows.
+    A pipeline, so the portal's bookkeeping overlaps Stripe's answers: while a few threads send one
+    claimed batch to Stripe (they only call Stripe), this thread settles the batch before and claims
+    the next, each batch in a few bulk queries. Every attempt is committed and keyed before its call,
+    so nothing can collide. Inside an open transaction (a test's) the calls run one by one instead,
+    since the rows are visible to no other connection anyway.
     """
     made = 0
     workers = settings.STRIPE_PARALLEL_CHARGES if not connection.in_atomic_block else 1
     with ThreadPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
-        try:
-            while True:
-                selected, claimed = _claim_batch(now, client)
-                if pool is None:
-                    for attempt in claimed:
-                        _attempt_call(attempt, now)
-                else:
-                    list(pool.map(_in_worker(_attempt_call, now), claimed))
-                made += len(claimed)
-                if not selected:
-                    return made
-        finally:
-            if pool is not None:
-                _close_worker_connections(pool, workers)
+        in_flight: list[Future[Answer]] = []
+        while True:
+            selected, claimed = _claim_batch(now, client)
+            if pool is None:
+                answers = [_ask_stripe(attempt) for attempt in claimed]
+            else:
+                answers = [future.result() for future in in_flight]
+                in_flight = [pool.submit(_ask_stripe, attempt) for attempt in claimed]
+            _settle_answers(answers, now)
+            made += len(claimed)
+            if not selected and not in_flight:
+                return made
 
 
-def _in_worker(call: Callable[[PaymentAttempt, dt.datetime], None],
-               now: dt.datetime) -> Callable[[PaymentAttempt], None]:
-    """Run ``call`` in a pool thread with this thread's context (the pinned practice, deferred emails)."""
-    context = contextvars.copy_context()
-    return lambda attempt: context.copy().run(call, attempt, now)
+Answer = tuple[PaymentAttempt, Payment | OutcomeUnknown | GatewayRefused]
 
 
-def _close_worker_connections(pool: ThreadPoolExecutor, workers: int) -> None:
-    """Each pool thread closes its own database connection (a barrier makes every thread take one task)."""
-    barrier = threading.Barrier(workers)
+def _ask_stripe(attempt: PaymentAttempt) -> Answer:
+    """The Stripe call alone (a pool thread's whole job: no database)."""
+    try:
+        return attempt, get_gateway().payment_off_session(
+            amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+            payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+            reference=str(attempt.charge_id))
+    except (OutcomeUnknown, GatewayRefused) as error:
+        return attempt, error
 
-    def close(_: int) -> None:
-        connections.close_all()
-        barrier.wait(timeout=30)
-    list(pool.map(close, range(workers)))
+
+def _settle_answers(answers: list[Answer], now: dt.datetime) -> None:
+    paid = []
+    for attempt, answer in answers:
+        if isinstance(answer, OutcomeUnknown):
+            log.warning("charge %s attempt %s outcome unknown: %s", attempt.charge_id, attempt.number, answer)
+        elif isinstance(answer, GatewayRefused):
+            attempt_refused(attempt=attempt, message=str(answer), code=answer.code, now=now)
+        elif answer.status == "succeeded":
+            paid.append((attempt, answer))
+        else:
+            attempt_settle(attempt=attempt, payment=answer, now=now)
+    for attempt, payment in _settle_paid(paid, now):
+        attempt_settle(attempt=attempt, payment=payment, now=now)
 
 
 def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[PaymentAttempt]]:
@@ -122,31 +132,35 @@ def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[Pay
         if client is not None:
             charges = charges.filter(client=client)
         selected = list(charges[:CLAIM_BATCH])
-        claimed = [attempt for charge in selected if (attempt := _claim(charge, practice, now)) is not None]
-    return len(selected), claimed
+        chargeable = [charge for charge in selected if _chargeable(charge, practice, now)]
+        attempts = PaymentAttempt.objects.bulk_create(
+            PaymentAttempt(charge=charge, number=charge.attempts + 1,
+                           idempotency_key=f"portal-charge-{charge.pk}-attempt-{charge.attempts + 1}",
+                           amount_cents=charge.amount_cents, customer_id=charge.client.stripe_customer_id,
+                           payment_method_id=charge.client.card_payment_method_id, started_at=now)
+            for charge in chargeable)
+        charges_transition(chargeable, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
+                           reason=lambda charge: f"attempt {charge.attempts}",
+                           changes=lambda charge: {"attempts": charge.attempts + 1, "next_retry_at": None,
+                                                   "hold_reason": ""})
+    return len(selected), attempts
 
 
-def _claim(charge: Charge, practice: Practice, now: dt.datetime) -> PaymentAttempt | None:
+def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
+    """May the card on file be charged now? If not, hold the charge (or stop its retries) and say why."""
     client = charge.client
     if (charge.status == ChargeStatus.DUE and charge.amount_cents > practice.max_charge_cents
             and charge.cap_approved_cents != charge.amount_cents):
         _hold(charge, now, f"{CAP_HOLD_PREFIX} of {format_cents(practice.max_charge_cents)}", ReviewKind.CHARGE_CAP)
-        return None
+        return False
     if not (client.card_payment_method_id and client.stripe_customer_id):
         if charge.status == ChargeStatus.DUE:
             _hold(charge, now, "no card on file", ReviewKind.NO_CARD)
             _ask_for_card(charge, now)
         else:
             Charge.objects.filter(pk=charge.pk).update(next_retry_at=None)
-        return None
-    number = charge.attempts + 1
-    attempt = PaymentAttempt.objects.create(
-        charge=charge, number=number, idempotency_key=f"portal-charge-{charge.pk}-attempt-{number}",
-        amount_cents=charge.amount_cents, customer_id=client.stripe_customer_id,
-        payment_method_id=client.card_payment_method_id, started_at=now)
-    charge_transition(charge=charge, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
-                      reason=f"attempt {number}", attempts=number, next_retry_at=None, hold_reason="")
-    return attempt
+        return False
+    return True
 
 
 def _hold(charge: Charge, now: dt.datetime, why: str, kind: str) -> None:
@@ -161,19 +175,31 @@ def _ask_for_card(charge: Charge, now: dt.datetime) -> None:
                   context={"charge": charge, "link_url": issued.url}, now=now)
 
 
-def _attempt_call(attempt: PaymentAttempt, now: dt.datetime) -> None:
-    try:
-        payment = get_gateway().payment_off_session(
-            amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
-            payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
-            reference=str(attempt.charge_id))
-    except OutcomeUnknown as unknown:
-        log.warning("charge %s attempt %s outcome unknown: %s", attempt.charge_id, attempt.number, unknown)
-        return
-    except GatewayRefused as refused:
-        attempt_refused(attempt=attempt, message=str(refused), code=refused.code, now=now)
-        return
-    attempt_settle(attempt=attempt, payment=payment, now=now)
+def _settle_paid(paid: list[tuple[PaymentAttempt, Payment]], now: dt.datetime) -> list[tuple[PaymentAttempt, Payment]]:
+    """Record a batch of off-session payments that went through, in a few bulk queries: what
+    ``attempt_settle`` does for each, one by one. Returns the pairs it left to ``attempt_settle``
+    (an attempt or charge no longer as claimed, or a portal balance payment)."""
+    if not paid:
+        return []
+    with transaction.atomic():
+        attempts = {attempt.pk: attempt for attempt in PaymentAttempt.objects.select_for_update().filter(
+            pk__in=[attempt.pk for attempt, _ in paid], status=AttemptStatus.STARTED)}
+        charges = {charge.pk: charge for charge in Charge.objects.select_for_update(of=("self",))
+                   .select_related("client", "appointment__clinician")
+                   .filter(pk__in=[attempt.charge_id for attempt, _ in paid], status=ChargeStatus.PROCESSING)
+                   .exclude(kind=ChargeKind.BALANCE_PAYMENT)}
+        settled = [(attempts[attempt.pk], charges[attempt.charge_id], payment) for attempt, payment in paid
+                   if attempt.pk in attempts and attempt.charge_id in charges]
+        if not settled:
+            return paid
+        for attempt, _charge, payment in settled:
+            attempt.status = AttemptStatus.SUCCEEDED
+            attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
+            attempt.finished_at = now
+        rows_update([attempt for attempt, _, _ in settled], ["status", "payment_intent_id", "finished_at"])
+        _charges_succeeded([(charge, attempt) for attempt, charge, _ in settled], now, Practice.load())
+    done = {attempt.pk for attempt, _, _ in settled}
+    return [(attempt, payment) for attempt, payment in paid if attempt.pk not in done]
 
 
 def attempt_refused(*, attempt: PaymentAttempt, message: str, code: str, now: dt.datetime) -> None:
@@ -248,29 +274,48 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
 
 def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
                       practice: Practice | None = None) -> None:
-    if charge.status == ChargeStatus.SUCCEEDED:
-        return
-    practice = practice or Practice.load()
-    charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
-                      reason=f"paid on attempt {attempt.number}", payment_reference=attempt.payment_intent_id,
-                      last_failure_code="", next_retry_at=None, receipt_sent_at=now)
-    charge_event_emit(charge=charge, type=CHARGE_SUCCEEDED, now=now)
-    ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
-                occurred_on=timezone.localdate(now, practice.zone), now=now, actor=SYSTEM,
-                appointment=charge.appointment, charge=charge, memo=f"Card payment {attempt.payment_intent_id}")
-    email_enqueue(key=f"receipt:charge:{charge.pk}", client=charge.client, template="receipt",
-                  context=receipt_context(charge, practice), now=now, practice=practice)
-    # Whatever held this charge back is settled now (one query; usually nothing is open).
-    ReviewItem.objects.filter(status=ReviewStatus.OPEN, client=charge.client, appointment=charge.appointment,
-                              kind__in=[ReviewKind.NO_CARD, ReviewKind.CHARGE_CAP]).update(
-        status=ReviewStatus.RESOLVED, resolved_at=now, resolution_note="The charge was paid.")
-    if charge.client.flagged_for_outreach:
-        _clear_card_flag_if_settled(charge.client, now)
+    if charge.status != ChargeStatus.SUCCEEDED:
+        _charges_succeeded([(charge, attempt)], now, practice or Practice.load())
 
 
-def receipt_context(charge: Charge, practice: Practice | None = None) -> dict[str, object]:
+def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.datetime, practice: Practice) -> None:
+    """The charges were paid by these attempts: move them, tell the EHR side, post the payments to
+    the ledger, write the receipts and close what held them back. The caller holds the rows."""
+    charges = [charge for charge, _ in paid]
+    reference = {charge.pk: attempt for charge, attempt in paid}
+    charges_transition(charges, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
+                       reason=lambda charge: f"paid on attempt {reference[charge.pk].number}",
+                       changes=lambda charge: {"payment_reference": reference[charge.pk].payment_intent_id,
+                                               "last_failure_code": "", "next_retry_at": None,
+                                               "receipt_sent_at": now})
+    charge_events_emit(charges=charges, type=CHARGE_SUCCEEDED, now=now)
+    occurred_on = timezone.localdate(now, practice.zone)
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
+                    occurred_on=occurred_on, appointment=charge.appointment, charge=charge,
+                    memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
+        for charge, attempt in paid)
+    services = _service_descriptions(charges)
+    emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
+                          receipt_context(charge, practice, services)) for charge in charges],
+                   now=now, practice=practice)
+    # Whatever held these charges back is settled now (one query; usually nothing is open).
+    held = Q()
+    for charge in charges:
+        held |= Q(client=charge.client_id, appointment=charge.appointment_id)
+    ReviewItem.objects.filter(held, status=ReviewStatus.OPEN, kind__in=[ReviewKind.NO_CARD, ReviewKind.CHARGE_CAP]
+                              ).update(status=ReviewStatus.RESOLVED, resolved_at=now,
+                                       resolution_note="The charge was paid.")
+    for client in {charge.client for charge in charges if charge.client.flagged_for_outreach}:
+        _clear_card_flag_if_settled(client, now)
+
+
+def receipt_context(charge: Charge, practice: Practice | None = None,
+                    services: dict[str, str] | None = None) -> dict[str, object]:
     appointment = charge.appointment
     zone = (practice or Practice.load()).zone
+    if services is None:
+        services = _service_descriptions([charge])
     return {
         "charge": charge,
         "amount": format_cents(charge.amount_cents),
@@ -279,17 +324,17 @@ def receipt_context(charge: Charge, practice: Practice | None = None) -> dict[st
         "insurance": format_cents(charge.insurance_cents) if charge.insurance_cents else "",
         "session_date": appointment.starts_at.astimezone(zone).date() if appointment else None,
         "therapist": str(appointment.clinician) if appointment else "",
-        "service": _service_description(charge),
+        "service": (services.get(appointment.service_code, "Therapy session") if appointment
+                    else charge.get_kind_display()),
     }
 
 
-def _service_description(charge: Charge) -> str:
+def _service_descriptions(charges: list[Charge]) -> dict[str, str]:
+    """The practice's description of each session's service code, in one query."""
     from billing.models import Service
 
-    if charge.appointment is None:
-        return charge.get_kind_display()
-    service = Service.objects.filter(cpt_code=charge.appointment.service_code).first()
-    return service.description if service else "Therapy session"
+    codes = {charge.appointment.service_code for charge in charges if charge.appointment is not None}
+    return dict(Service.objects.filter(cpt_code__in=codes).values_list("cpt_code", "description")) if codes else {}
 
 
 def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 from django.db import transaction
 
-from billing.models import Charge, ChargeEvent, ChargeStatus, Practice
+from billing.models import Charge, ChargeStatus, Practice
 from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
+from billing.services.charges import charges_transition
 from billing.services.notify import email_enqueue, emails_deferred, emails_send
 from billing.services.outbound import webhooks_deliver
 from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
@@ -35,16 +36,11 @@ def charges_mark_due(*, now: dt.datetime) -> int:
         with transaction.atomic():
             batch = list(Charge.objects.select_for_update(skip_locked=True)
                          .filter(status=ChargeStatus.SCHEDULED, scheduled_for__lte=now)
-                         .order_by("scheduled_for", "pk").values_list("pk", "amount_cents")[:BATCH])
+                         .order_by("scheduled_for", "pk")[:BATCH])
             if not batch:
                 return marked
-            ids = [pk for pk, _ in batch]
-            Charge.objects.filter(pk__in=ids, status=ChargeStatus.SCHEDULED).update(
-                status=ChargeStatus.DUE, updated_at=now)
-            ChargeEvent.objects.bulk_create(
-                ChargeEvent(charge_id=pk, from_status=ChargeStatus.SCHEDULED, to_status=ChargeStatus.DUE,
-                            amount_cents=amount, at=now, actor=SYSTEM, reason="scheduled time reached")
-                for pk, amount in batch)
+            charges_transition(batch, to_status=ChargeStatus.DUE, now=now, actor=SYSTEM,
+                               reason=lambda _: "scheduled time reached", changes=lambda _: {})
             marked += len(batch)
 
 

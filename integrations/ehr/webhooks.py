@@ -1,6 +1,6 @@
 """Write-back webhooks (PRODUCT.md workflow 6): the portal tells the EHR side what happened to a charge.
 
-``event_enqueue`` is called by billing (through ``billing.services.outbound``) inside the transaction that
+``events_enqueue`` is called by billing (through ``billing.services.outbound``) inside the transaction that
 moves the charge, so the event exists exactly when the change does. ``events_deliver`` (a billing_tick
 step) POSTs what is due with httpx, holding no transaction during the call, and records the answer:
 2xx delivers; anything else is retried with exponential backoff (30 s, 1 min, 2 min, ... at most 6 h
@@ -23,6 +23,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 
 import httpx
 from django.db import transaction
@@ -69,27 +70,38 @@ def backoff(attempts: int) -> dt.timedelta:
     return min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), MAX_DELAY)
 
 
-def event_enqueue(*, charge: Charge, type: str, now: dt.datetime) -> WebhookEvent | None:
-    """Write the event for the charge's source, if that source has an active endpoint. Call inside the
-    transaction that changes the charge."""
+def events_enqueue(*, charges: Sequence[Charge], type: str, now: dt.datetime) -> int:
+    """Write the event for each charge whose source has an active endpoint (one query for the
+    endpoints, one insert); returns how many. Call inside the transaction that changes the charges."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {type!r}")
-    client = charge.client
-    if not client.source:
-        return None
-    endpoint = WebhookEndpoint.objects.filter(source=client.source, active=True).first()
-    if endpoint is None:
-        return None
+    sources = {charge.client.source for charge in charges} - {""}
+    if not sources:
+        return 0
+    endpoints = {endpoint.source: endpoint for endpoint in
+                 WebhookEndpoint.objects.filter(source__in=sources, active=True).order_by("-pk")}
+    events = []
+    for charge in charges:
+        endpoint = endpoints.get(charge.client.source)
+        if endpoint is not None:
+            event_id = f"evt_{uuid.uuid4().hex}"
+            events.append(WebhookEvent(event_id=event_id, endpoint=endpoint, charge=charge, type=type,
+                                       payload=_payload(event_id, charge, type, now), occurred_at=now,
+                                       next_attempt_at=now))
+    WebhookEvent.objects.bulk_create(events)
+    return len(events)
+
+
+def _payload(event_id: str, charge: Charge, type: str, now: dt.datetime) -> dict[str, object]:
     appointment = charge.appointment
-    event_id = f"evt_{uuid.uuid4().hex}"
-    payload = {
+    return {
         "id": event_id,
         "type": type,
         "occurred_at": now.isoformat(),
         "data": {
             "charge": charge.pk,
             "kind": charge.kind,
-            "client": client.external_id,
+            "client": charge.client.external_id,
             "appointment": (appointment.external_id or None) if appointment is not None else None,
             "amount_cents": charge.amount_cents,
             "refunded_cents": charge.refunded_cents,
@@ -97,8 +109,6 @@ def event_enqueue(*, charge: Charge, type: str, now: dt.datetime) -> WebhookEven
             "payment_reference": charge.payment_reference,
         },
     }
-    return WebhookEvent.objects.create(event_id=event_id, endpoint=endpoint, charge=charge, type=type,
-                                       payload=payload, occurred_at=now, next_attempt_at=now)
 
 
 def _earlier_undelivered() -> Exists:
