@@ -3,30 +3,41 @@ apply all or nothing) and write-back webhooks (endpoints with a signing secret, 
 
 from __future__ import annotations
 
-import shutil
+import datetime as dt
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from billing.admin.common import staff_user
-from integrations.ehr.csv_import import ImportFileError, Report, csv_import, parse_mapping
+from integrations.ehr.csv_import import ImportFileError, Report, csv_check, parse_mapping
+from integrations.ehr.csv_jobs import (
+    ImportBusy,
+    job_cancel,
+    job_check_stopped,
+    job_progress,
+    job_start,
+    latest_job,
+    staging_root,
+    unstage,
+)
 from integrations.ehr.csv_presets import FIELDS, KINDS, PRESETS
 from integrations.ehr.keys import api_key_create, api_key_revoke
 from integrations.ehr.models import (
     ApiKey,
     CsvImport,
+    CsvImportJobAction,
+    CsvImportJobStatus,
     CsvImportStatus,
     WebhookEndpoint,
     WebhookEvent,
@@ -102,20 +113,13 @@ class CsvUploadForm(forms.Form):
         return text
 
 
-def _staging_root() -> Path:
-    root = getattr(settings, "EHR_CSV_STAGING_DIR", None) or Path(settings.VAR_DIR) / "csv-imports"
-    Path(root).mkdir(parents=True, exist_ok=True)
-    return Path(root)
-
-
-def _unstage(record: CsvImport) -> None:
-    if record.staged_path:
-        shutil.rmtree(Path(record.staged_path).parent, ignore_errors=True)
-        record.staged_path = ""
-
-
 class CsvImportAdmin(admin.ModelAdmin):
-    """Upload an EHR export, see the dry run row by row, then apply it all or nothing."""
+    """Upload an EHR export, see the dry run row by row, then apply it all or nothing.
+
+    The dry run and the apply run in the task cluster (integrations/ehr/csv_jobs.py), whatever the file's
+    size: while one runs, the import's page shows a progress bar that polls ``<id>/progress/``; once it has
+    ended, the same page shows the report. Every POST redirects, so reloading a page never starts a run.
+    """
 
     list_display = ("created_at", "file_name", "source", "kind", "preset", "status", "summary", "created_by")
     list_filter = ("status", "kind", "source")
@@ -129,6 +133,14 @@ class CsvImportAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: CsvImport | None = None) -> bool:
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_progress"
+        return [path("<path:object_id>/progress/", self.admin_site.admin_view(self.progress_view), name=name),
+                *super().get_urls()]
+
+    def _page(self, record: CsvImport) -> str:
+        return reverse("admin:ehr_csvimport_change", args=[record.pk])
+
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
                  ) -> HttpResponse:
         if not self.has_add_permission(request):
@@ -138,7 +150,7 @@ class CsvImportAdmin(admin.ModelAdmin):
         error = ""
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
-            staged = Path(tempfile.mkdtemp(prefix="upload-", dir=_staging_root())) / "export.csv"
+            staged = Path(tempfile.mkdtemp(prefix="upload-", dir=staging_root())) / "export.csv"
             with staged.open("wb") as out:
                 for piece in upload.chunks():
                     out.write(piece)
@@ -147,23 +159,19 @@ class CsvImportAdmin(admin.ModelAdmin):
                                file_name=Path(upload.name or "export.csv").name[:255], size_bytes=upload.size or 0,
                                staged_path=str(staged), created_by=staff_user(request), created_at=timezone.now())
             try:
-                self._preview(request, record)
+                # What can be told from the first lines is told on this form, before anything is queued.
+                csv_check(path=staged, kind=record.kind, preset=record.preset, mapping=parse_mapping(record.mapping))
             except ImportFileError as problem:
-                _unstage(record)
+                unstage(record)
                 error = str(problem)
             else:
-                return HttpResponseRedirect(reverse("admin:ehr_csvimport_change", args=[record.pk]))
+                record.save()
+                job_start(csv_import=record, action=CsvImportJobAction.PREVIEW, requested_by=staff_user(request),
+                          now=timezone.now())
+                return HttpResponseRedirect(self._page(record))
         return TemplateResponse(request, "admin/ehr/csvimport/upload.html", {
             **self.admin_site.each_context(request), "title": "Import a CSV export", "form": form, "error": error,
             "opts": self.model._meta, "presets": PRESETS.values(), "fields": FIELDS})
-
-    def _preview(self, request: HttpRequest, record: CsvImport) -> None:
-        report = csv_import(path=Path(record.staged_path), source=record.source, kind=record.kind,
-                            preset=record.preset, mapping=parse_mapping(record.mapping), dry_run=True,
-                            actor=staff_user(request))
-        record.report = report.as_dict()
-        record.status = CsvImportStatus.PREVIEWED
-        record.save()
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -174,56 +182,91 @@ class CsvImportAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not self.has_change_permission(request, record):
                 raise PermissionDenied
-            action = request.POST.get("action")
-            if record.status != CsvImportStatus.PREVIEWED or not record.staged_path:
-                error = "This import is finished; upload the file again to import it anew."
-            elif action == "discard":
-                _unstage(record)
-                record.status = CsvImportStatus.DISCARDED
-                record.save()
-                self.message_user(request, "Discarded: nothing was imported and the file was deleted.",
-                                  messages.INFO)
-                return HttpResponseRedirect(reverse("admin:ehr_csvimport_changelist"))
-            elif action == "preview":
-                record.mapping = request.POST.get("mapping", "")
-                try:
-                    self._preview(request, record)
-                except ImportFileError as problem:
-                    error = str(problem)
-            elif action == "apply":
-                error = self._apply(request, record)
-                if not error:
-                    return HttpResponseRedirect(reverse("admin:ehr_csvimport_change", args=[record.pk]))
+            error = self._act(request, record, request.POST.get("action", ""))
+            if not error:
+                return HttpResponseRedirect(self._page(record))
+        job = latest_job(record)
+        if job is not None and job.status == CsvImportJobStatus.RUNNING and job_check_stopped(job, timezone.now()):
+            record.refresh_from_db()
+        context = {**self.admin_site.each_context(request), "record": record, "job": job, "error": error,
+                   "opts": self.model._meta, "preset": PRESETS.get(record.preset)}
+        if job is not None and job.active:
+            return TemplateResponse(request, "admin/ehr/csvimport/progress.html", {
+                **context, "title": f"CSV import: {record.file_name}", "progress": job_progress(job, timezone.now()),
+                "progress_url": reverse("admin:ehr_csvimport_progress", args=[record.pk]),
+                "can_discard": job.status == CsvImportJobStatus.QUEUED and self.has_change_permission(request, record)})
         report = Report.from_dict(record.report) if record.report else None
+        may_change = self.has_change_permission(request, record)
+        staged = bool(record.staged_path)
         return TemplateResponse(request, "admin/ehr/csvimport/preview.html", {
-            **self.admin_site.each_context(request), "title": f"CSV import: {record.file_name}", "record": record,
-            "report": report, "error": error, "opts": self.model._meta, "preset": PRESETS.get(record.preset),
-            "can_apply": (report is not None and record.status == CsvImportStatus.PREVIEWED and report.rows > 0
-                          and not report.rejected and self.has_change_permission(request, record)),
+            **context, "title": f"CSV import: {record.file_name}", "report": report,
+            "jobs": record.jobs.select_related("requested_by"),
+            "can_apply": (report is not None and record.status == CsvImportStatus.PREVIEWED and staged
+                          and report.rows > 0 and not report.rejected and may_change),
+            "can_preview": may_change and staged and record.status in (CsvImportStatus.PREVIEWED,
+                                                                       CsvImportStatus.FAILED),
             "more_problems": report.rejected - len(report.problems) if report else 0,
             "more_rows": report.rows - len(report.preview) if report else 0})
 
-    def _apply(self, request: HttpRequest, record: CsvImport) -> str:
-        """Apply in the request (one transaction); returns an error message, or "" when applied."""
+    def _act(self, request: HttpRequest, record: CsvImport, action: str) -> str:
+        """Discard, preview again or apply; returns an error for the page, or "" when done."""
+        job = latest_job(record)
+        if job is not None and job.status == CsvImportJobStatus.RUNNING:
+            return "This import is running; wait for it to finish."
+        finished = (CsvImportStatus.APPLIED, CsvImportStatus.REFUSED, CsvImportStatus.DISCARDED)
+        if record.status in finished or not record.staged_path:
+            return "This import is finished; upload the file again to import it anew."
+        now = timezone.now()
+        if action == "discard":
+            if job is not None and job.status == CsvImportJobStatus.QUEUED and not job_cancel(
+                    job=job, now=now, reason=f"Discarded by {request.user.get_username()} before it ran."):
+                return "This import has just started; wait for it to finish."
+            unstage(record)
+            record.status = CsvImportStatus.DISCARDED
+            record.save()
+            self.message_user(request, "Discarded: nothing was imported and the file was deleted.", messages.INFO)
+            return ""
+        if job is not None and job.active:
+            return "This import is waiting for the task queue; wait for it, or discard it."
+        if action == "preview" and record.status in (CsvImportStatus.PREVIEWED, CsvImportStatus.FAILED):
+            mapping = request.POST.get("mapping", "")
+            try:
+                csv_check(path=Path(record.staged_path), kind=record.kind, preset=record.preset,
+                          mapping=parse_mapping(mapping))
+            except ImportFileError as problem:
+                record.mapping = mapping  # shown again in the form, to be corrected
+                return str(problem)
+            record.mapping = mapping
+            return self._start(request, record, CsvImportJobAction.PREVIEW, now)
+        if action == "apply" and record.status == CsvImportStatus.PREVIEWED:
+            report = Report.from_dict(record.report) if record.report else None
+            if report is None or report.rejected or not report.rows:
+                return "Nothing can be imported while rows are rejected."
+            return self._start(request, record, CsvImportJobAction.APPLY, now)
+        return "That cannot be done to this import now."
+
+    def _start(self, request: HttpRequest, record: CsvImport, action: str, now: dt.datetime) -> str:
         try:
-            report = csv_import(path=Path(record.staged_path), source=record.source, kind=record.kind,
-                                preset=record.preset, mapping=parse_mapping(record.mapping), dry_run=False,
-                                actor=staff_user(request))
-        except ImportFileError as problem:
-            return str(problem)
-        finally:
-            _unstage(record)
-        record.report = report.as_dict()
-        record.rows_per_second = report.rows_per_second
-        record.status = CsvImportStatus.APPLIED if report.applied else CsvImportStatus.REFUSED
-        record.applied_at = timezone.now() if report.applied else None
-        record.save()
-        if not report.applied:
-            return (f"Nothing was imported: {report.rejected:,} rows are rejected now (the portal's data changed "
-                    "since the preview?). Fix the file and upload it again.")
-        self.message_user(request, f"Imported {record.file_name}: {report.summary()} in {report.seconds:.1f}s "
-                                   f"({report.rows_per_second:,.0f} rows/s).", messages.SUCCESS)
+            job_start(csv_import=record, action=action, requested_by=staff_user(request), now=now)
+        except ImportBusy as busy:
+            return str(busy)
         return ""
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The progress bar's poll: the latest run's state as JSON (staff who may see the import only)."""
+        record = self.get_object(request, object_id)
+        if record is None:
+            return JsonResponse({"error": "No such import."}, status=404)
+        if not self.has_view_permission(request, record):
+            return JsonResponse({"error": "You may not see this import."}, status=403)
+        job = latest_job(record)
+        if job is None:
+            return JsonResponse({"error": "This import has not run."}, status=404)
+        now = timezone.now()
+        job_check_stopped(job, now)
+        response = JsonResponse(job_progress(job, now))
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 # --- Write-back webhooks -----------------------------------------------------------------------------------

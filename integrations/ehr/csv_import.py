@@ -22,6 +22,7 @@ defaults.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -612,14 +613,56 @@ def _apply_chunk(push: services.Push, chunk: list[Pending], report: Report) -> N
 Progress = Callable[[int, float], None]
 
 
-def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", mapping: dict[str, str] | None = None,
-               dry_run: bool = True, now: dt.datetime | None = None, actor: Any = None,
-               progress: Progress | None = None, progress_every: int = 10_000) -> Report:
-    """Import (or, with ``dry_run``, preview) one CSV file. Applies only if no row is rejected."""
+def _check_choices(kind: str, preset: str) -> None:
     if kind not in KINDS:
         raise ImportFileError(f"Choose what the file holds: {', '.join(KINDS)}.")
     if preset not in PRESETS:
         raise ImportFileError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+
+
+def csv_check(*, path: Path, kind: str, preset: str = "custom", mapping: dict[str, str] | None = None) -> None:
+    """Raise ImportFileError if the file cannot be imported as a whole: what the upload form can say at once
+    (not a CSV, a broken encoding at the start, missing or unknown columns). Reads only the first lines."""
+    _check_choices(kind, preset)
+    opened = open_csv(Path(path))
+    try:
+        resolve_columns(header=opened.header, kind=kind, preset=PRESETS[preset], mapping=mapping or {})
+    finally:
+        opened.stream.close()
+
+
+def count_rows(path: Path) -> int:
+    """The rows ``csv_import`` will read (blank lines left out, as it does), for a progress bar's total.
+
+    A row the CSV reader cannot get past ends the count there; the import then reports it.
+    """
+    opened = open_csv(Path(path))
+    rows = 0
+    try:
+        while True:
+            try:
+                row = next(opened.reader, None)
+            except (csv.Error, UnicodeDecodeError):
+                break
+            if row is None:
+                break
+            if any(cell.strip() for cell in row):
+                rows += 1
+    finally:
+        opened.stream.close()
+    return rows
+
+
+def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", mapping: dict[str, str] | None = None,
+               dry_run: bool = True, now: dt.datetime | None = None, actor: Any = None,
+               progress: Progress | None = None, progress_every: int = 10_000,
+               before_commit: Callable[[Report], None] | None = None) -> Report:
+    """Import (or, with ``dry_run``, preview) one CSV file. Applies only if no row is rejected.
+
+    ``before_commit`` is called with the report inside the import's transaction once it is sure to be
+    applied, so what it writes (e.g. "applied") commits with the rows or not at all.
+    """
+    _check_choices(kind, preset)
     now = now or timezone.now()
     report = Report(source=source, kind=kind, preset=preset, dry_run=dry_run)
     started = time.perf_counter()
@@ -631,13 +674,20 @@ def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", ma
         columns = resolve_columns(header=opened.header, kind=kind, preset=PRESETS[preset], mapping=mapping or {})
         report.columns = {name: opened.header[index] for name, index in columns.items()}
         previous = auditlog_value.get(None)
-        with set_extra_data({"actor": actor}), transaction.atomic():
+        # Without an actor, the caller's audit context stands (a command's or a task's system account):
+        # an empty one in its place would leave the import's audit entries with no one behind them.
+        as_actor: contextlib.AbstractContextManager[Any] = (
+            set_extra_data({"actor": actor}) if actor is not None else contextlib.nullcontext())
+        with as_actor, transaction.atomic():
             converter = Converter(kind=kind, preset=PRESETS[preset], header=opened.header, columns=columns,
                                   source=source, now=now)
             _run(opened, converter, report, source, now, progress, progress_every, started)
             report.applied = not dry_run and report.rejected == 0 and report.rows > 0
             if not report.applied:
                 transaction.set_rollback(True)
+            elif before_commit is not None:
+                report.seconds = time.perf_counter() - started
+                before_commit(report)
         if previous is not None:
             auditlog_value.set(previous)
     finally:

@@ -42,15 +42,19 @@ class ApiKey(models.Model):
 
 
 class CsvImportStatus(models.TextChoices):
+    PREVIEWING = "previewing", "Dry run in progress"
     PREVIEWED = "previewed", "Previewed (nothing written)"
+    APPLYING = "applying", "Applying"
     APPLIED = "applied", "Applied"
     REFUSED = "refused", "Not applied (rows rejected)"
+    FAILED = "failed", "Failed (nothing written)"
     DISCARDED = "discarded", "Discarded"
 
 
 class CsvImport(models.Model):
     """One CSV file staff uploaded: its preview, and whether it was applied. The file itself is staged
-    under a per-upload directory and deleted once applied or discarded."""
+    under a per-upload directory and deleted once applied or discarded. The dry run and the apply each
+    run in the task cluster as a ``CsvImportJob``."""
 
     source = models.CharField(max_length=50, validators=[validate_source],
                               help_text="The EHR the file was exported from; external ids are unique within it.")
@@ -60,7 +64,7 @@ class CsvImport(models.Model):
     file_name = models.CharField(max_length=255)
     size_bytes = models.PositiveBigIntegerField(default=0)
     staged_path = models.CharField(max_length=500, blank=True, editable=False)
-    status = models.CharField(max_length=20, choices=CsvImportStatus.choices, default=CsvImportStatus.PREVIEWED)
+    status = models.CharField(max_length=20, choices=CsvImportStatus.choices, default=CsvImportStatus.PREVIEWING)
     report = models.JSONField(default=dict, help_text="Counts, the first rows' outcomes and the first problems.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -74,6 +78,55 @@ class CsvImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.kind}, {self.source})"
+
+
+class CsvImportJobAction(models.TextChoices):
+    PREVIEW = "preview", "Dry run"
+    APPLY = "apply", "Apply"
+
+
+class CsvImportJobStatus(models.TextChoices):
+    QUEUED = "queued", "Waiting for the task queue"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class CsvImportJob(models.Model):
+    """One run of a CSV import in the task cluster (integrations/ehr/csv_jobs.py): the dry run or the apply.
+
+    ``rows_done`` and ``progress_at`` are written while the import's transaction is still open, through a
+    connection of their own, so the admin's progress bar moves while nothing of the import is visible yet.
+    The outcome (counts, rows, problems) goes to the import's ``report``; ``summary`` is its one line.
+    """
+
+    csv_import = models.ForeignKey(CsvImport, on_delete=models.CASCADE, related_name="jobs")
+    action = models.CharField(max_length=10, choices=CsvImportJobAction.choices)
+    status = models.CharField(max_length=10, choices=CsvImportJobStatus.choices, default=CsvImportJobStatus.QUEUED)
+    rows_total = models.PositiveIntegerField(null=True, blank=True, help_text="Counted before the run starts.")
+    rows_done = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True, help_text="When rows_done was last written.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    summary = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    task_id = models.CharField(max_length=40, blank=True, help_text="The task queue's id for the run.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Runs started (more than one after the "
+                                                                      "task queue restarted mid-run).")
+
+    class Meta:
+        verbose_name = "CSV import run"
+        ordering = ["-queued_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} of {self.csv_import} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in (CsvImportJobStatus.QUEUED, CsvImportJobStatus.RUNNING)
 
 
 class WebhookEndpoint(models.Model):

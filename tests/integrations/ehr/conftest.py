@@ -97,3 +97,11 @@ def client_body(first: str, billing_type: str = "self_pay", **extra: Any) -> dic
 def appointment_body(clients: list[str], starts_at: str = "2026-11-23T10:00:00-05:00", **extra: Any) -> dict[str, Any]:
     return {"clinician": "clin-1", "clients": clients, "service_code": "90837", "diagnosis_codes": ["F41.1"],
             "starts_at": starts_at, "duration_minutes": 53, "status": "scheduled", **extra}
+
+
+@pytest.fixture
+def sync_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-q2 runs each queued task at once, in the caller (its Q_CLUSTER["sync"]), instead of a cluster."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

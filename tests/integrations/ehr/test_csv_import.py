@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditlog.context import auditlog_value
+from auditlog.models import LogEntry
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client as HttpClient
@@ -246,6 +248,18 @@ def test_command_dry_run_then_apply(people: None, tmp_path: Path) -> None:
     assert raised.value.returncode == 2
 
 
+def test_a_command_import_is_in_the_audit_trail_as_the_system_account(people: None, tmp_path: Path) -> None:
+    path = write(tmp_path, "Client ID,First Name,Last Name,Email\nc-1,N1,Example,new-address@example.com\n")
+    auditlog_value.set(None)  # a command runs in a process of its own: no API request's audit context is left over
+    call_command("import_ehr_csv", str(path), source=SOURCE, kind="clients", stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    client = Client.objects.get(source=SOURCE, external_id="c-1")
+    assert client.email == "new-address@example.com"
+    entry = LogEntry.objects.get_for_object(client).filter(action=LogEntry.Action.UPDATE).get()
+    assert entry.actor is not None and entry.actor.username == "system"
+    assert entry.additional_data == {"via": "command:import_ehr_csv"}
+
+
 def upload(admin_client: HttpClient, path: Path, **fields: Any) -> Any:
     with path.open("rb") as handle:
         return admin_client.post("/admin/ehr/csvimport/add/", {
@@ -254,7 +268,7 @@ def upload(admin_client: HttpClient, path: Path, **fields: Any) -> Any:
 
 
 def test_admin_upload_preview_and_apply(people: None, admin_client: HttpClient, tmp_path: Path,
-                                        settings: Any) -> None:
+                                        settings: Any, sync_tasks: None) -> None:
     settings.EHR_CSV_STAGING_DIR = str(tmp_path / "staging")
     rows = sp_rows(20)
     path = write(tmp_path, "\n".join([SP_HEADER, *rows]))
@@ -277,7 +291,7 @@ def test_admin_upload_preview_and_apply(people: None, admin_client: HttpClient, 
 
 
 def test_admin_shows_rejected_rows_and_offers_no_apply(people: None, admin_client: HttpClient, tmp_path: Path,
-                                                       settings: Any) -> None:
+                                                       settings: Any, sync_tasks: None) -> None:
     settings.EHR_CSV_STAGING_DIR = str(tmp_path / "staging")
     rows = sp_rows(5)
     rows[2] = rows[2].replace("90837", "ABC")
