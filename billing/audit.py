@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from auditlog.cid import get_cid
 from auditlog.diff import model_instance_diff
@@ -26,35 +27,34 @@ def register_models() -> None:
             auditlog.register(model)
 
 
+def audit_context_entry(**fields: Any) -> LogEntry:
+    """An unsaved LogEntry with ``fields``, and the actor, address and ``via`` of the surrounding auditlog
+    context (``set_actor``, the request's middleware, ``acting_as``) filled in by LogEntry's ``pre_save``,
+    as for auditlog's own entries. For entries written in bulk, which send no signals: resolve the
+    context once with this, then copy ``CONTEXT_FIELDS`` to the others (resolving it may cost a query)."""
+    entry = LogEntry(**fields)
+    pre_save.send(sender=LogEntry, instance=entry, raw=False, using="default", update_fields=None)
+    return entry
+
+
+# What auditlog's context may set on an entry.
+CONTEXT_FIELDS = ("actor_id", "actor_email", "remote_addr", "remote_port", "additional_data")
+
+
 def audit_bulk_updated(changed: Sequence[tuple[models.Model, models.Model]], *, fields: Sequence[str]) -> None:
-    """The audit entries auditlog's ``pre_save`` receiver would write had each ``(before, after)`` pair
-    been saved with ``update_fields=fields``; for rows changed with ``bulk_update``, which sends no
-    signals. The actor, address and ``via`` of the surrounding ``set_actor``/``acting_as`` block are
-    filled in by LogEntry's ``pre_save`` as for auditlog's own entries: once, then copied to the rest
-    (the context is the same for all, and resolving it may cost a query)."""
+    """The audit entries auditlog's receiver would write had each ``(before, after)`` pair been saved
+    with ``update_fields=fields``; for rows changed with a bulk update, which sends no signals."""
     use_json = bool(getattr(settings, "AUDITLOG_STORE_JSON_CHANGES", False))
-    now = timezone.now()
-    cid = get_cid()
+    context = audit_context_entry()
+    common = {"action": LogEntry.Action.UPDATE, "cid": get_cid(), "timestamp": timezone.now(),
+              **{name: getattr(context, name) for name in CONTEXT_FIELDS}}
     entries = []
     for before, after in changed:
         if not auditlog.contains(type(after)):
             continue
         diff = model_instance_diff(before, after, fields_to_check=fields, use_json_for_changes=use_json)
-        if not diff:
-            continue
-        entry = LogEntry(content_type=ContentType.objects.get_for_model(after), object_pk=str(after.pk),
-                         object_id=after.pk if isinstance(after.pk, int) else None, object_repr=smart_str(after),
-                         action=LogEntry.Action.UPDATE, changes=diff, cid=cid, timestamp=now)
-        entries.append(entry)
-    if not entries:
-        return
-    first = entries[0]
-    pre_save.send(sender=LogEntry, instance=first, raw=False, using="default", update_fields=None)
-    for entry in entries[1:]:
-        for name in _CONTEXT_FIELDS:
-            setattr(entry, name, getattr(first, name))
+        if diff:
+            entries.append(LogEntry(content_type=ContentType.objects.get_for_model(after), object_pk=str(after.pk),
+                                    object_id=after.pk if isinstance(after.pk, int) else None,
+                                    object_repr=smart_str(after), changes=diff, **common))
     LogEntry.objects.bulk_create(entries)
-
-
-# What auditlog's context (``set_actor``, ``set_extra_data``) may set on an entry.
-_CONTEXT_FIELDS = ("actor_id", "actor_email", "remote_addr", "remote_port", "additional_data")

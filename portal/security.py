@@ -19,6 +19,8 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from portal.security_audit import auditlog_context_restored
+
 LAST_SEEN_KEY = "portal_last_seen"
 
 
@@ -47,6 +49,10 @@ class AuditlogMiddleware(BaseAuditlogMiddleware):
     @staticmethod
     def _get_remote_port(request: HttpRequest) -> int | None:
         return None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with auditlog_context_restored():
+            return super().__call__(request)
 
 
 # --- Staff sessions ---------------------------------------------------------------------------------------

@@ -183,10 +183,23 @@ def acting_as(what: str) -> Iterator[None]:
         return
     context = {"actor_id": _system_user_id, "actor_email": SYSTEM_USERNAME, "remote_addr": None,
                "additional_data": {"via": what}}
-    with set_extra_data(context):
+    with auditlog_context_restored(), set_extra_data(context):
         yield
-    if current is not None:
-        auditlog_value.set(current)
+
+
+@contextlib.contextmanager
+def auditlog_context_restored() -> Iterator[None]:
+    """Put auditlog's context back as it was on the way out. auditlog's own ``set_extra_data`` leaves its
+    context set after its block ends (only the signal receiver goes), so without this a request's actor
+    would outlive the request in its thread and a later ``acting_as`` there would defer to that person."""
+    # When there was none, the block runs with one that matches no receiver, not with None: a receiver
+    # left connected by a block that ended out of order reads the context and must find a dict.
+    before = auditlog_value.get(None)
+    token = auditlog_value.set(before if before is not None else {"signal_duid": None})
+    try:
+        yield
+    finally:
+        auditlog_value.reset(token)
 
 
 def _system_user_id() -> int:

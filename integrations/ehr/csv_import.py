@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
-from auditlog.context import auditlog_value, set_extra_data
+from auditlog.context import set_extra_data
 from django.db import transaction
 from django.utils import timezone
 
@@ -50,6 +50,7 @@ from integrations.ehr.csv_presets import (
     Preset,
 )
 from integrations.ehr.fields import MAX_CENTS
+from portal.security_audit import auditlog_context_restored
 
 CHUNK = 500  # rows applied per events_apply call
 MAX_COLUMNS = 200
@@ -673,12 +674,11 @@ def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", ma
             report.notes.append(opened.note)
         columns = resolve_columns(header=opened.header, kind=kind, preset=PRESETS[preset], mapping=mapping or {})
         report.columns = {name: opened.header[index] for name, index in columns.items()}
-        previous = auditlog_value.get(None)
         # Without an actor, the caller's audit context stands (a command's or a task's system account):
         # an empty one in its place would leave the import's audit entries with no one behind them.
         as_actor: contextlib.AbstractContextManager[Any] = (
             set_extra_data({"actor": actor}) if actor is not None else contextlib.nullcontext())
-        with as_actor, transaction.atomic():
+        with auditlog_context_restored(), as_actor, transaction.atomic():
             converter = Converter(kind=kind, preset=PRESETS[preset], header=opened.header, columns=columns,
                                   source=source, now=now)
             _run(opened, converter, report, source, now, progress, progress_every, started)
@@ -688,8 +688,6 @@ def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", ma
             elif before_commit is not None:
                 report.seconds = time.perf_counter() - started
                 before_commit(report)
-        if previous is not None:
-            auditlog_value.set(previous)
     finally:
         opened.stream.close()
     report.seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ import io
 from io import StringIO
 
 import pytest
+from auditlog.context import set_actor
 from auditlog.models import LogEntry
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -24,6 +25,7 @@ from billing import tasks
 from billing.models import Charge, Client, Practice
 from billing.roles import AUDITOR, FRONT_DESK
 from integrations.ehr.keys import api_key_create
+from portal.security_audit import acting_as
 from tests import factories
 from tests.security.staff import staff_member
 
@@ -134,6 +136,26 @@ def test_commands_and_tasks_are_recorded_with_the_system_account(practice: Pract
     assert first.actor is None  # the task's context ended with it
     system = User.objects.get(username="system")
     assert not system.is_active and not system.has_usable_password() and not system.is_staff
+
+
+def test_rows_written_in_bulk_are_recorded_with_the_same_actor_as_rows_saved_one_by_one(dana: User) -> None:
+    """Imports and the tick write rows in bulk (no signals): their entries still name who did it."""
+    from integrations.ehr.audit import audit_bulk_created
+
+    def bulk_created() -> LogEntry:
+        [person] = Client.objects.bulk_create([factories.ClientFactory.build()])
+        audit_bulk_created([person])
+        return LogEntry.objects.get(content_type__model="client", object_pk=str(person.pk))
+
+    with acting_as("command:import_ehr_csv"):
+        by_command = bulk_created()
+    assert by_command.actor is not None and by_command.actor.username == "system"
+    assert by_command.additional_data == {"via": "command:import_ehr_csv"}
+
+    with set_actor(dana, remote_addr="10.0.0.7"):
+        by_person = bulk_created()
+    assert (by_person.actor, by_person.actor_email, by_person.remote_addr) == (dana, dana.email, "10.0.0.7")
+    assert bulk_created().actor is None  # the person's context ended with its block
 
 
 def test_the_audit_trail_is_searched_by_client_staff_member_and_date_and_exported(dana: User) -> None:

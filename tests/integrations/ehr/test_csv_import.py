@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auditlog.context import auditlog_value
 from auditlog.models import LogEntry
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -250,7 +249,6 @@ def test_command_dry_run_then_apply(people: None, tmp_path: Path) -> None:
 
 def test_a_command_import_is_in_the_audit_trail_as_the_system_account(people: None, tmp_path: Path) -> None:
     path = write(tmp_path, "Client ID,First Name,Last Name,Email\nc-1,N1,Example,new-address@example.com\n")
-    auditlog_value.set(None)  # a command runs in a process of its own: no API request's audit context is left over
     call_command("import_ehr_csv", str(path), source=SOURCE, kind="clients", stdout=io.StringIO(),
                  stderr=io.StringIO())
     client = Client.objects.get(source=SOURCE, external_id="c-1")
