@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 # $1,000,000: far above any session fee, far below the database's integer limit.
@@ -16,6 +18,32 @@ MAX_CENTS = 100_000_000
 EARLIEST = dt.date(1900, 1, 1)
 LATEST = dt.date(2199, 12, 31)
 RANGE_MESSAGE = f"Give a date between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}."
+
+# The same window spelt as patterns, so that the OpenAPI schema states it (format "date" alone admits years
+# 0001 to 9999) and generated clients and fuzzers send what is taken. Exact: any day 01-28, the 29th and 30th
+# outside February, the 31st of long months, and 29 February of leap years (1900 and 2100 are not).
+_YEAR = "(?:19|2[01])[0-9]{2}"
+_MONTH_DAY = "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+_LEAP_YEAR = ("(?:19(?:0[48]|[2468][048]|[13579][26])|20(?:[02468][048]|[13579][26])"
+              "|21(?:0[48]|[2468][048]|[13579][26]))")
+_DATE = f"(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+# RFC 3339 as the API reads it: upper-case T and Z, no leap second, and the offset required.
+_TIME = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+DATE_PATTERN = f"^{_DATE}$"
+DATETIME_PATTERN = f"^{_DATE}{_TIME}$"
+# A list filter takes any year Python can hold (0001-9999); format "date-time" checks the calendar.
+FILTER_DATETIME_PATTERN = (r"^(?:[1-9][0-9]{3}|0(?:[1-9][0-9]{2}|0[1-9][0-9]|00[1-9]))-(?:0[1-9]|1[0-2])-"
+                           f"(?:0[1-9]|[12][0-9]|3[01]){_TIME}$")
+
+
+def iso_week_pattern() -> str:
+    """ISO weeks of the date window: W01-W52 in every year, W53 only in the years that have one (a year
+    whose 28 December falls in week 53), so that the schema admits exactly the weeks that exist."""
+    long_years = [year for year in range(EARLIEST.year, LATEST.year + 1)
+                  if dt.date(year, 12, 28).isocalendar().week == 53]
+    return (f"^(?:{_YEAR}-W(?:0[1-9]|[1-4][0-9]|5[0-2])|"
+            f"(?:{'|'.join(str(year) for year in long_years)})-W53)$")
+
 
 EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f/]{1,100}$"
 external_id_validator = RegexValidator(EXTERNAL_ID_PATTERN, "An external id is 1 to 100 characters, "
@@ -31,6 +59,12 @@ def valid_unicode(value: str) -> None:
 
 
 not_blank = RegexValidator(r"\S", "This field may not be blank.")
+
+# Python's \s, spelt out for the schema: JSON Schema regex engines disagree about U+001C-U+001F and U+FEFF.
+WHITESPACE = r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# PostgreSQL cannot store U+0000, so DRF refuses it in any text; the schema says so too.
+TEXT_PATTERN = r"^[^\u0000]+$"
+NOT_BLANK_TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
 
 
 class Text(serializers.CharField):
@@ -54,6 +88,21 @@ class Text(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class TextSchema(OpenApiSerializerFieldExtension):
+    """Text's pattern in the schema: no U+0000, and not only whitespace where blank is refused. A field
+    with a pattern of its own (external ids, NPI, CPT, ICD-10) keeps that one, which says as much."""
+
+    target_class = Text
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if not any(isinstance(v, RegexValidator) and v is not not_blank for v in self.target.validators):
+            # With allow_blank, drf-spectacular adds "" as a oneOf branch: this pattern is for the rest.
+            schema["pattern"] = TEXT_PATTERN if self.target.allow_blank else NOT_BLANK_TEXT_PATTERN
+        return schema
+
+
 class StrictBoolean(serializers.BooleanField):
     """true or false only: DRF also takes 0, 1, "yes" and "on", which the schema (boolean) does not allow."""
 
@@ -63,6 +112,16 @@ class StrictBoolean(serializers.BooleanField):
         return data
 
 
+class QueryBoolean(serializers.BooleanField):
+    """A boolean in the query string as OpenAPI writes one: true or false. DRF also takes 1, "yes", "on" and
+    an empty value, which the schema (boolean) does not allow."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data not in ("true", "false"):
+            self.fail("invalid", input=data)
+        return bool(data == "true")
+
+
 class StrictDecimal(serializers.DecimalField):
     """A JSON number: DRF also takes the number as a string, which the schema (number) does not allow."""
 
@@ -70,6 +129,39 @@ class StrictDecimal(serializers.DecimalField):
         if isinstance(data, bool) or not isinstance(data, int | float | Decimal):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictDecimalSchema(OpenApiSerializerFieldExtension):
+    """multipleOf states the decimal places (0.01 for two): without it the schema admits 79.7458, refused."""
+
+    target_class = StrictDecimal
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if self.target.decimal_places is not None:
+            schema["multipleOf"] = float(Decimal(1).scaleb(-self.target.decimal_places))
+        return schema
+
+
+class DistinctList(serializers.ListField):
+    """A list whose items may not repeat (uniqueItems in the schema)."""
+
+    default_error_messages = {"repeated": "An item is listed twice."}
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        value = super().to_internal_value(data)
+        if len(set(value)) != len(value):
+            self.fail("repeated")
+        return value
+
+
+class DistinctListSchema(OpenApiSerializerFieldExtension):
+    target_class = DistinctList
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        schema["uniqueItems"] = True
+        return schema
 
 
 class ExternalId(Text):
@@ -95,6 +187,7 @@ class Cents(serializers.IntegerField):
         return int(super().to_internal_value(data))
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "pattern": DATETIME_PATTERN})
 class AwareDateTime(serializers.DateTimeField):
     default_error_messages = {
         "naive": "Give the time with its UTC offset, e.g. 2026-11-27T10:00:00-05:00.",
@@ -109,12 +202,17 @@ class AwareDateTime(serializers.DateTimeField):
                 parsed = None
             if parsed is not None and parsed.tzinfo is None:
                 self.fail("naive")
+            # The date as written, in its own offset: what the schema's pattern states. Checked before the
+            # conversion to UTC, which overflows at year 1 or 9999 with an offset.
+            if parsed is not None and not EARLIEST <= parsed.date() <= LATEST:
+                self.fail("range")
         result = super().to_internal_value(value)
-        if not EARLIEST <= result.date() <= LATEST:
+        if not isinstance(value, str) and not EARLIEST <= result.date() <= LATEST:
             self.fail("range")
         return result
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "pattern": FILTER_DATETIME_PATTERN})
 class FilterDateTime(AwareDateTime):
     """A list filter's moment: one outside the stored range is as good as the range's end (nothing is there)."""
 
@@ -130,6 +228,7 @@ class FilterDateTime(AwareDateTime):
         return dt.datetime.combine(day, dt.time(0) if day == EARLIEST else dt.time(23, 59), tzinfo=dt.UTC)
 
 
+@extend_schema_field({"type": "string", "format": "date", "pattern": DATE_PATTERN})
 class BoundedDate(serializers.DateField):
     default_error_messages = {"range": RANGE_MESSAGE}
 

@@ -25,12 +25,22 @@ from billing.models import (
 )
 from billing.selectors import FINDING_KINDS
 from billing.validators import ICD10_RE, validate_cpt, validate_npi
-from integrations.ehr.fields import AwareDateTime, BoundedDate, Cents, ExternalId, StrictBoolean, StrictDecimal, Text
+from integrations.ehr.fields import (
+    AwareDateTime,
+    BoundedDate,
+    Cents,
+    DistinctList,
+    ExternalId,
+    StrictBoolean,
+    StrictDecimal,
+    Text,
+)
 
-cpt_pattern = RegexValidator(r"^\d{4}[0-9A-Z]$", "Enter a five-character CPT code such as 90837.")
+# [0-9], not \d: Python's \d also takes Arabic-Indic or full-width digits, the schema's regex engines do not.
+cpt_pattern = RegexValidator(r"^[0-9]{4}[0-9A-Z]$", "Enter a five-character CPT code such as 90837.")
 icd10_pattern = RegexValidator(r"^[A-TV-Za-tv-z][0-9][0-9A-Za-z](\.?[0-9A-Za-z]{1,4})?$",
                                "Enter an ICD-10 code such as F41.1.")
-npi_pattern = RegexValidator(r"^\d{10}$", "An NPI is 10 digits.")
+npi_pattern = RegexValidator(r"^[0-9]{10}$", "An NPI is 10 digits.")
 
 
 # Input serializers refuse fields they do not know: a misspelt field ("fee" for "fee_cents") would otherwise
@@ -256,9 +266,9 @@ class ChargeOut(serializers.Serializer):
 class AppointmentIn(Strict):
     tolerated = frozenset({"external_id", "charges", "created_at", "updated_at"})
     clinician = ExternalId(help_text="The clinician's external id.")
-    clients = serializers.ListField(child=ExternalId(), min_length=1, max_length=50,
-                                    help_text="Client external ids: one for an individual session, several "
-                                              "for a group.")
+    clients = DistinctList(child=ExternalId(), min_length=1, max_length=50,
+                           error_messages={"repeated": "A client is listed twice."},
+                           help_text="Client external ids: one for an individual session, several for a group.")
     service_code = Text(max_length=5, min_length=5, validators=[cpt_pattern, validate_cpt],
                         help_text="CPT code, e.g. 90837.")
     diagnosis_codes = serializers.ListField(child=Text(max_length=8, validators=[icd10_pattern]), max_length=12,
@@ -270,11 +280,6 @@ class AppointmentIn(Strict):
     note_signed_at = AwareDateTime(required=False, allow_null=True, default=None)
     fee_cents = Cents(required=False, allow_null=True, default=None,
                       help_text="Overrides the practice's fee schedule for this session.")
-
-    def validate_clients(self, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise serializers.ValidationError("A client is listed twice.")
-        return value
 
     def validate_diagnosis_codes(self, value: list[str]) -> list[str]:
         # Stored upper-case, so "f41.1" and "F41.1" are the same body and a repeat changes nothing.

@@ -14,9 +14,11 @@ from typing import Any
 
 from auditlog.context import auditlog_value, set_extra_data
 from django.db.models import Prefetch, QuerySet
+from django.http import Http404
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,11 +42,19 @@ from integrations.ehr import serializers as api
 from integrations.ehr import services
 from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
 from integrations.ehr.errors import InvalidInput, NotFound
-from integrations.ehr.fields import EXTERNAL_ID_PATTERN, ExternalId, FilterDateTime, external_id_validator
+from integrations.ehr.fields import (
+    EXTERNAL_ID_PATTERN,
+    ExternalId,
+    FilterDateTime,
+    QueryBoolean,
+    external_id_validator,
+    iso_week_pattern,
+)
 from integrations.ehr.models import ApiKey
-from integrations.ehr.pagination import IdCursorPagination
+from integrations.ehr.pagination import CURSOR_PATTERN, IdCursorPagination
 from integrations.ehr.parsers import LimitedJSONParser
 from portal.links import enrollment_link_create
+from portal.security_audit import auditlog_context_restored
 
 
 class AsciiJSONRenderer(JSONRenderer):
@@ -94,7 +104,8 @@ EXTERNAL_ID = OpenApiParameter("external_id", {"type": "string", "pattern": EXTE
 
 
 PAGE_PARAMETERS = [
-    OpenApiParameter("cursor", str, description="The position to read from: use the next or previous link as given."),
+    OpenApiParameter("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
+                     description="The position to read from: use the next or previous link as given."),
     OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": IdCursorPagination.max_page_size},
                      description=f"Records per page (default {IdCursorPagination.page_size})."),
 ]
@@ -137,6 +148,14 @@ class EhrView(APIView):
     def source(self) -> str:
         return self.api_key.source
 
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        # DRF answers an unknown ?format= with 404, as if the record were missing: it is a bad parameter.
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            formats = ", ".join(renderer.format for renderer in self.get_renderers())
+            raise exceptions.ValidationError({"format": [f"Give one of: {formats}."]}) from None
+
     def new_push(self) -> services.Push:
         return services.Push(source=self.source, now=timezone.now())
 
@@ -145,10 +164,8 @@ class EhrView(APIView):
         """Changes made inside are logged (django-auditlog) with the source's service account as actor."""
         previous = auditlog_value.get(None)
         extra = {k: v for k, v in (previous or {}).items() if k in ("remote_addr", "remote_port")}
-        with set_extra_data({**extra, "actor": self.api_key.user}):
+        with auditlog_context_restored(), set_extra_data({**extra, "actor": self.api_key.user}):
             yield
-        if previous is not None:
-            auditlog_value.set(previous)
 
     def validated(self, serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> Any:
         serializer = serializer_class(data=data, **kwargs)
@@ -221,7 +238,7 @@ class ClinicianDetail(EhrView):
 # --- Clients ---------------------------------------------------------------------------------------------
 
 class ClientFilter(serializers.Serializer):
-    active = serializers.BooleanField(required=False, default=None, allow_null=True)
+    active = QueryBoolean(required=False, help_text="Only active (true) or inactive (false) clients.")
     updated_after = FilterDateTime(required=False, help_text="Only clients changed after this moment.")
 
 
@@ -551,7 +568,19 @@ class ChargeDetail(EhrView):
 # --- Reconciliation --------------------------------------------------------------------------------------
 
 class ReconciliationQuery(serializers.Serializer):
-    week = serializers.RegexField(r"^\d{4}-W\d{2}$", help_text="An ISO week, e.g. 2026-W48.")
+    # Exactly the ISO weeks of the API's date window (W53 only where it exists): the schema admits no week
+    # that is refused, and a week at year 9999's end no longer overflows the week's bounds.
+    week = serializers.RegexField(iso_week_pattern(), help_text="An ISO week, e.g. 2026-W48.", error_messages={
+        "invalid": "Give an ISO week from 1900-W01 to 2199-W52, such as 2026-W48 (W53 only in years that have it)."})
+
+
+def csv_too(by_status: dict[int, Any]) -> dict[Any, Any]:
+    """With ?format=csv every answer is text, errors included (CsvRenderer): each status in both types."""
+    out: dict[Any, Any] = {}
+    for code, response in by_status.items():
+        out[(code, "application/json")] = response
+        out[(code, "text/csv")] = OpenApiTypes.STR
+    return out
 
 
 class Reconciliation(EhrView):
@@ -560,9 +589,10 @@ class Reconciliation(EhrView):
     @extend_schema(
         parameters=[ReconciliationQuery,
                     OpenApiParameter("format", str, enum=["json", "csv"], description="csv for a CSV file.")],
-        responses=responses({200: api.ReconciliationOut}, LIST_ERRORS), tags=["reports"],
+        responses=csv_too(responses({200: api.ReconciliationOut}, LIST_ERRORS)), tags=["reports"],
         description="The weekly reconciliation (sessions held that week in the practice's time zone, and EOBs "
-                    "paid that week) for this source's records.")
+                    "paid that week) for this source's records. With `format=csv` every answer is text: the "
+                    "findings as CSV (a header line, then one line per finding), or an error's message.")
     def get(self, request: Request) -> Response:
         from billing.selectors import findings_for_source
         from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds

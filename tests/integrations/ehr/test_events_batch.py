@@ -1,0 +1,224 @@
+"""A batch's new, quiet appointments are written together (services._QuietCreates) and its bodies checked by
+BatchValidator: the outcome must be exactly that of applying each event on its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+from auditlog.models import LogEntry
+from django.db import transaction
+from rest_framework import serializers
+
+from billing.models import (
+    Appointment,
+    AppointmentEvent,
+    Charge,
+    Client,
+    Participant,
+    Practice,
+    ReviewItem,
+    ReviewKind,
+    ReviewStatus,
+    Service,
+)
+from integrations.ehr import serializers as api
+from integrations.ehr import services
+from integrations.ehr.validation import BatchValidator
+from tests.integrations.ehr.conftest import Call, appointment_body, client_body, clinician_body
+
+pytestmark = pytest.mark.django_db
+
+
+def event(kind: str, external_id: str | None, data: Any) -> dict[str, Any]:
+    return {"type": kind, "external_id": external_id, "data": data}
+
+
+def at(day: int) -> str:
+    return f"2026-12-{day:02d}T10:00:00-05:00"
+
+
+MIXED = [
+    event("appointment", "a-new-1", appointment_body(["c-1"], at(1))),
+    event("appointment", "a-group", appointment_body(["c-1", "c-2"], at(2), service_code="90853")),
+    event("appointment", "a-same", appointment_body(["c-1"], at(3))),                         # identical
+    event("appointment", "a-change", appointment_body(["c-2"], at(4), duration_minutes=45)),  # changed
+    event("appointment", "a-bad-client", appointment_body(["c-1", "c-404"], at(5))),
+    event("appointment", "a-bad-clinician", {**appointment_body(["c-1"], at(6)), "clinician": "clin-404"}),
+    event("appointment", "a-bad-time", appointment_body(["c-1"], "2026-12-07T10:00:00")),
+    event("appointment", "a-held", appointment_body(["c-3"], at(8), status="completed")),     # bills
+    event("appointment", "a-new-held", appointment_body(["c-3"], at(9), status="completed")),
+    event("appointment", "a-new-1", appointment_body(["c-1"], at(1))),                         # again: unchanged
+    event("appointment", "a-group", appointment_body(["c-1", "c-2"], at(2), service_code="90853",
+                                                     status="canceled")),
+    event("appointment", "a-new-canceled", appointment_body(["c-2"], at(10), status="canceled")),
+    event("client", "c-4", client_body("Dee", session_rate_cents=12000)),
+    event("appointment", "a-new-c4", appointment_body(["c-4"], at(11))),
+    "not an event",
+    event("appointment", "a-unknown-field", {**appointment_body(["c-1"], at(12)), "fee": 100}),
+    event("appointment", "a-new-2", appointment_body(["c-2"], at(13), note_signed_at=at(13))),
+]
+EXPECTED = ["created", "created", "unchanged", "updated", "error", "error", "error", "updated", "created",
+            "unchanged", "updated", "created", "created", "created", "error", "error", "created"]
+
+
+def _state(since: int) -> dict[str, Any]:
+    """What the batch wrote, without ids and timestamps (which differ from one run to the other)."""
+    appointments = {}
+    for a in Appointment.objects.select_related("clinician").prefetch_related("participants__client", "charges"):
+        appointments[a.external_id] = (
+            a.clinician.external_id, a.service_code, a.diagnosis_codes, a.starts_at, a.duration_minutes, a.status,
+            a.note_signed_at, a.fee_cents, sorted(p.client.external_id for p in a.participants.all()),
+            [(e.from_status, e.to_status, e.actor, e.reason) for e in AppointmentEvent.objects.filter(
+                appointment=a).order_by("pk")],
+            sorted((c.client_id, c.kind, c.amount_cents, c.status) for c in a.charges.all()))
+    varying = {"id", "created_at", "updated_at", "appointment", "charge", "scheduled_for", "notice_due_at"}
+    clients = {str(pk): external_id for pk, external_id in Client.objects.values_list("pk", "external_id")}
+
+    def value(name: str, change: list[Any]) -> Any:
+        if name in varying:
+            return "*"
+        return tuple(clients.get(v, v) for v in change) if name == "client" else tuple(change)
+
+    entries = Counter(
+        (e.content_type.model, e.action, re.sub(r"#\d+", "#", e.object_repr), e.actor_id,
+         tuple(sorted((k, value(k, v)) for k, v in (e.changes_dict or {}).items())))
+        for e in LogEntry.objects.filter(pk__gt=since))
+    return {"appointments": appointments, "entries": entries, "participants": Participant.objects.count()}
+
+
+def test_a_mixed_batch_ends_as_the_events_applied_one_by_one(practice: Practice, put: Call, post: Call,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    put("clinicians/clin-1/", clinician_body())
+    for n, name in enumerate(["Ana", "Bo", "Cy"], start=1):
+        put(f"clients/c-{n}/", client_body(name, session_rate_cents=15000))
+    put("appointments/a-same/", appointment_body(["c-1"], at(3)))
+    put("appointments/a-change/", appointment_body(["c-2"], at(4)))
+    put("appointments/a-held/", appointment_body(["c-3"], at(8)))
+    since = LogEntry.objects.latest("pk").pk
+
+    runs, written = [], []
+    insert = services._QuietCreates._insert
+
+    def counted(self: services._QuietCreates, items: list[Any]) -> None:
+        written.append(len(items))
+        insert(self, items)
+
+    for gathered in (True, False):
+        with monkeypatch.context() as patch, transaction.atomic():
+            if gathered:
+                patch.setattr(services._QuietCreates, "_insert", counted)
+            else:  # every event through appointment_put, one savepoint each
+                patch.setattr(services._QuietCreates, "take", lambda self, *args: False)
+                patch.setattr(services, "_appointment_unchanged", lambda *args: False)
+            response = post("events/", {"events": MIXED}, expect=200)
+            runs.append((response["results"], _state(since)))
+            transaction.set_rollback(True)
+
+    (results, state), (one_by_one, expected_state) = runs
+    assert [r["status"] for r in results] == EXPECTED
+    assert sum(written) == 5 and len(written) > 1  # new quiet ones, written in several groups
+    assert results == one_by_one  # the same messages for the same errors
+    assert state == expected_state
+    assert results[4]["errors"]["clients"][0].startswith("No client with external id 'c-404'")
+    assert results[5]["code"] == "invalid" and "clinician" in results[5]["errors"]
+    assert "starts_at" in results[6]["errors"] and results[15]["errors"] == {"fee": ["Unknown field."]}
+    # Each new appointment and each of its participants got one creation entry; the identical one none.
+    creations = Counter(model for (model, action, *_), n in state["entries"].items() for _ in range(n)
+                        if action == LogEntry.Action.CREATE)
+    assert creations["appointment"] == 6 and creations["participant"] == 7
+    assert not any(repr_.startswith("90837 on 2026-12-03") for (_, _, repr_, *_) in state["entries"])
+    assert len(state["appointments"]["a-held"][10]) == len(state["appointments"]["a-new-held"][10]) == 1
+
+
+def test_the_same_schedule_twice_writes_nothing_the_second_time(practice: Practice, put: Call, post: Call) -> None:
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    batch = [event("appointment", f"a-{day}", appointment_body(["c-1"], at(day))) for day in range(1, 21)]
+    assert post("events/", batch, expect=200)["counts"]["created"] == 20
+    entries, events = LogEntry.objects.count(), AppointmentEvent.objects.count()
+    assert post("events/", batch, expect=200)["counts"] == {"created": 0, "updated": 0, "unchanged": 20, "error": 0}
+    assert (LogEntry.objects.count(), AppointmentEvent.objects.count()) == (entries, events)
+
+
+def test_an_unchanged_push_still_prices_a_session_waiting_in_review(practice: Practice, put: Call,
+                                                                    post: Call) -> None:
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    held = event("appointment", "a-1", appointment_body(["c-1"], at(1), status="completed", service_code="90834"))
+    assert post("events/", [held], expect=200)["counts"]["created"] == 1
+    assert ReviewItem.objects.filter(kind=ReviewKind.PRICING, status=ReviewStatus.OPEN).exists()
+    assert not Charge.objects.exists()
+    Service.objects.create(cpt_code="90834", description="Individual therapy, 45 minutes", fee_cents=16000)
+    assert post("events/", [held], expect=200)["results"][0]["status"] == "unchanged"
+    assert Charge.objects.get().amount_cents == 16000
+    assert not ReviewItem.objects.filter(kind=ReviewKind.PRICING, status=ReviewStatus.OPEN).exists()
+
+
+BODIES: list[Any] = [
+    appointment_body(["c-1"]),
+    appointment_body(["c-1", "c-2"], status="completed", fee_cents=9000, note_signed_at="2026-11-23T11:00:00Z"),
+    {**appointment_body(["c-1"]), "external_id": "a-1", "charges": [], "created_at": "x"},  # tolerated
+    {"clinician": "clin-1", "clients": ["c-1"], "service_code": "90837", "starts_at": "2026-11-23T10:00:00Z"},
+    appointment_body(["c-1"], diagnosis_codes=["f41.1", "Z63.0"]),
+    appointment_body(["c-1", "c-1"]),
+    appointment_body([]),
+    appointment_body("c-1"),  # type: ignore[arg-type]
+    appointment_body(["c-1"], starts_at="2026-11-23T10:00:00"),
+    appointment_body(["c-1"], starts_at="1850-01-01T10:00:00Z"),
+    appointment_body(["c-1"], duration_minutes=0),
+    appointment_body(["c-1"], duration_minutes=True),
+    appointment_body(["c-1"], duration_minutes="50"),
+    appointment_body(["c-1"], duration_minutes=50.0),
+    appointment_body(["c-1"], fee_cents=12.5),
+    appointment_body(["c-1"], status="done"),
+    appointment_body(["c-1"], service_code="9083"),
+    appointment_body(["c-1"], diagnosis_codes=["nope"]),
+    {**appointment_body(["c-1"]), "fee": 100},
+    {**appointment_body(["c-1"]), "clinician": 5},
+    {**appointment_body(["c-1"]), "clinician": "a/b"},
+    {**appointment_body(["c-1"]), "clinician": "\ud800"},
+    {"clients": ["c-1"]},
+    {},
+]
+
+
+def _outcome(run: Any, body: Any) -> Any:
+    try:
+        return "ok", run(body)
+    except serializers.ValidationError as exc:
+        return "invalid", exc.detail
+
+
+@pytest.mark.parametrize("kind", ["appointment", "client", "coverage", "insurance_payment", "policy_acknowledgment"])
+def test_the_batch_validator_says_what_the_serializer_says(kind: str) -> None:
+    others: dict[str, list[Any]] = {
+        "client": [client_body("Ana"), client_body("Bo", billing_type="cash"), client_body("Cy", active=1),
+                   {**client_body("Di"), "balance_cents": 5}, client_body("Ed", date_of_birth="1899-12-31")],
+        "coverage": [{"payer_name": "Aetna", "payer_id": None, "copay_cents": 2500},
+                     {"effective_from": "2026-02-01", "effective_to": "2026-01-01"},
+                     {"coinsurance_percent": "20"}, {"coinsurance_percent": 20.5}],
+        "insurance_payment": [{"appointment": "a-1", "client": "c-1", "allowed_cents": 1, "paid_cents": 0,
+                               "patient_responsibility_cents": 0, "paid_on": "2026-12-01", "reference": "R1"},
+                              {"appointment": "a-1", "reference": ""}],
+        "policy_acknowledgment": [{"policy_version": "2", "acknowledged_at": "2026-11-01T09:00:00Z"},
+                                  {"policy_version": 2, "acknowledged_at": "yesterday"}],
+    }
+    bodies = BODIES if kind == "appointment" else others[kind]
+    serializer_class = services.EVENT_SERIALIZERS[kind]
+    batch = BatchValidator(serializer_class())
+    for body in [*bodies, *bodies]:  # the second time from what it remembers
+        assert _outcome(batch.run, body) == _outcome(serializer_class().run_validation, body), body
+
+
+def test_remembered_values_are_not_shared_between_events() -> None:
+    batch = BatchValidator(api.AppointmentIn())
+    first, second = (batch.run(appointment_body(["c-1"])) for _ in range(2))
+    first["diagnosis_codes"].append("Z00.0")
+    first["clients"].append("c-2")
+    assert second["diagnosis_codes"] == ["F41.1"] and second["clients"] == ["c-1"]
+    assert isinstance(second["starts_at"], dt.datetime)
+
