@@ -27,27 +27,23 @@ def register_models() -> None:
             auditlog.register(model)
 
 
-def audit_context_entry(**fields: Any) -> LogEntry:
-    """An unsaved LogEntry with ``fields``, and the actor, address and ``via`` of the surrounding auditlog
-    context (``set_actor``, the request's middleware, ``acting_as``) filled in by LogEntry's ``pre_save``,
-    as for auditlog's own entries. For entries written in bulk, which send no signals: resolve the
-    context once with this, then copy ``CONTEXT_FIELDS`` to the others (resolving it may cost a query)."""
-    entry = LogEntry(**fields)
-    pre_save.send(sender=LogEntry, instance=entry, raw=False, using="default", update_fields=None)
-    return entry
-
-
-# What auditlog's context may set on an entry.
-CONTEXT_FIELDS = ("actor_id", "actor_email", "remote_addr", "remote_port", "additional_data")
+def audit_bulk_fields(action: int) -> dict[str, Any]:
+    """The fields every entry of one bulk write shares: action, correlation id, time, and the actor,
+    address and ``via`` of the surrounding auditlog context (``set_actor``, the request's middleware,
+    ``acting_as``). The context is resolved once, by LogEntry's ``pre_save`` as for auditlog's own
+    entries (rows written in bulk send no signals; resolving it may cost a query)."""
+    probe = LogEntry()
+    pre_save.send(sender=LogEntry, instance=probe, raw=False, using="default", update_fields=None)
+    return {"action": action, "cid": get_cid(), "timestamp": timezone.now(),
+            **{name: getattr(probe, name) for name in ("actor_id", "actor_email", "remote_addr", "remote_port",
+                                                       "additional_data")}}
 
 
 def audit_bulk_updated(changed: Sequence[tuple[models.Model, models.Model]], *, fields: Sequence[str]) -> None:
     """The audit entries auditlog's receiver would write had each ``(before, after)`` pair been saved
     with ``update_fields=fields``; for rows changed with a bulk update, which sends no signals."""
     use_json = bool(getattr(settings, "AUDITLOG_STORE_JSON_CHANGES", False))
-    context = audit_context_entry()
-    common = {"action": LogEntry.Action.UPDATE, "cid": get_cid(), "timestamp": timezone.now(),
-              **{name: getattr(context, name) for name in CONTEXT_FIELDS}}
+    common = audit_bulk_fields(LogEntry.Action.UPDATE)
     entries = []
     for before, after in changed:
         if not auditlog.contains(type(after)):

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from auditlog.cid import get_cid
 from auditlog.diff import get_field_value, get_fields_in_model, get_mask_function, is_primitive
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
@@ -23,10 +22,9 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection, models
-from django.utils import timezone
 from django.utils.encoding import smart_str
 
-from billing.audit import CONTEXT_FIELDS, audit_context_entry
+from billing.audit import audit_bulk_fields
 
 
 @dataclass(frozen=True)
@@ -114,9 +112,7 @@ _AS_IS = (str, int, type(None))
 def audit_bulk_created(instances: Sequence[models.Model]) -> None:
     if not instances:
         return
-    context = audit_context_entry()
-    common = {"action": LogEntry.Action.CREATE, "cid": get_cid(), "timestamp": timezone.now(),
-              **{name: getattr(context, name) for name in CONTEXT_FIELDS}}
+    common = audit_bulk_fields(LogEntry.Action.CREATE)
     content_types: dict[type[models.Model], int | None] = {}
     rows = []
     for instance in instances:

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from django.db import IntegrityError, OperationalError, models, transaction
 from rest_framework import serializers
 
+from billing.bulk import bulk_insert, bulk_insert_values
 from billing.models import (
     MONEY_MOVED_STATUSES,
     Appointment,
@@ -51,7 +52,6 @@ from integrations.ehr import serializers as api
 from integrations.ehr.audit import audit_bulk_created
 from integrations.ehr.errors import Conflict, InvalidInput, NotFound
 from integrations.ehr.fields import ExternalId
-from integrations.ehr.inserts import bulk_insert, bulk_insert_values
 from integrations.ehr.validation import BatchValidator
 
 log = logging.getLogger(__name__)
@@ -622,7 +622,7 @@ def _event_apply_one(push: Push, result: dict[str, Any], kind: str, external_id:
 
 @dataclass
 class _QuietCreates:
-    """New appointments that need no billing yet, written a batch at a time (``inserts.bulk_insert``).
+    """New appointments that need no billing yet, written a batch at a time (``billing.bulk.bulk_insert``).
 
     ``take`` accepts only an appointment the batch has not seen, whose clinician and clients are known,
     in a status that bills nothing (scheduled or canceled, and not at the practice's trigger): for those

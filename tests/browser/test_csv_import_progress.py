@@ -20,6 +20,7 @@ from billing.models import Appointment, Payer, Practice
 from integrations.ehr import csv_jobs
 from integrations.ehr.keys import api_key_create
 from integrations.ehr.models import CsvImport, CsvImportJob, CsvImportJobStatus
+from tests.csv_import_worker import pause_after_progress
 from tests.integrations.ehr.conftest import client_body, clinician_body
 from tests.integrations.ehr.test_csv_import import SP_HEADER, sp_rows
 
@@ -62,17 +63,7 @@ def test_the_bar_moves_while_the_dry_run_runs_then_the_rows_show(
     job = CsvImportJob.objects.get()
 
     # The task cluster's worker: a thread with its own connection, paused once 1,000 rows are reported.
-    monkeypatch.setattr(csv_jobs, "PROGRESS_SECONDS", 0)
-    reached, resume = threading.Event(), threading.Event()
-    write = csv_jobs.ProgressWriter.write
-
-    def write_then_pause(self: csv_jobs.ProgressWriter, rows: int) -> None:
-        write(self, rows)
-        if rows >= 1000 and not reached.is_set():
-            reached.set()
-            resume.wait(60)
-
-    monkeypatch.setattr(csv_jobs.ProgressWriter, "write", write_then_pause)
+    reached, resume = pause_after_progress(monkeypatch)
 
     def worker() -> None:
         try:

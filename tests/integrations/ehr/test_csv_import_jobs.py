@@ -38,6 +38,7 @@ from integrations.ehr.models import (
     CsvImportJobStatus,
     CsvImportStatus,
 )
+from tests.csv_import_worker import pause_after_progress
 from tests.integrations.ehr.test_csv_import import SP_HEADER, people, sp_rows, upload, write
 from tests.security.staff import staff_member
 
@@ -355,17 +356,7 @@ def test_progress_is_visible_from_another_connection_while_the_apply_transaction
     job = job_start(csv_import=record, action=CsvImportJobAction.APPLY, requested_by=None, now=timezone.now())
     assert job.status == CsvImportJobStatus.QUEUED
 
-    monkeypatch.setattr(csv_jobs, "PROGRESS_SECONDS", 0)
-    reached, resume = threading.Event(), threading.Event()
-    write = csv_jobs.ProgressWriter.write
-
-    def write_then_pause(self: csv_jobs.ProgressWriter, rows: int) -> None:
-        write(self, rows)
-        if rows >= 1000 and not reached.is_set():
-            reached.set()
-            resume.wait(60)
-
-    monkeypatch.setattr(csv_jobs.ProgressWriter, "write", write_then_pause)
+    reached, resume = pause_after_progress(monkeypatch)
     outcome: dict[str, Any] = {}
 
     def worker() -> None:
