@@ -5,29 +5,33 @@ resolving those expressions costs more Python time than the database spends on t
 most of the tick's bookkeeping per charge). On PostgreSQL ``rows_update`` sends one
 ``UPDATE ... FROM (VALUES ...)`` instead, each value prepared as ``save()`` would prepare it.
 
-``bulk_insert``: ``bulk_create`` for a batch's thousand new rows, at a fraction of its Python cost.
+``bulk_insert_values``: ``bulk_create`` for a batch's thousand new rows, given column by column, at a
+fraction of its Python cost (building 1,000 model instances alone costs as much as inserting them).
 
 On PostgreSQL it sends what ``bulk_create`` sends there (one ``INSERT ... SELECT * FROM UNNEST(...)
-RETURNING id``, though with the arrays bound in binary rather than spelt out in the SQL) and sets each
-object's primary key the same way. What it saves is the preparation of the values: ``bulk_create`` has
-each field prepare each value (``get_db_prep_save``), 12,000 calls for 1,000 appointments and a third of
-the time of writing them. A batch repeats most values (its source, status, clinician, service code; the
-moment it is written), so here each field prepares each distinct value once. ``auto_now`` and
-``auto_now_add`` timestamps get one moment for the whole call, rather than one per row as
-``bulk_create`` gives them; no signals are sent, as with ``bulk_create``. ``bulk_insert_values`` takes
-the rows column by column, for rows nobody needs as objects afterwards.
+RETURNING id``, though with the arrays bound in binary rather than spelt out in the SQL) and returns
+the primary keys. What it saves besides the instances is the preparation of the values: ``bulk_create``
+has each field prepare each value (``get_db_prep_save``), 12,000 calls for 1,000 appointments. A batch
+repeats most values (its source, status, clinician, service code; the moment it is written), so here
+each field prepares each distinct value once, and a value its field would send unchanged (a whole
+number, text, an aware moment; see ``_as_is``) is not prepared at all. No signals are sent, as with
+``bulk_create``.
 
-Other databases (the demo's SQLite) get ``bulk_create`` and ``bulk_update`` themselves.
+``AnyOf``: ``__in`` for a thousand values, as one array parameter.
+
+Other databases (the demo's SQLite) get ``bulk_create``, ``bulk_update`` and ``IN`` themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg
-from django.db import connection, models
-from django.utils import timezone
+from django.db import connection, connections, models
+from django.db.models import Lookup
+from django.db.models.lookups import In
 
 
 def rows_update(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
@@ -51,12 +55,12 @@ def rows_update(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
         cursor.execute(sql, params)
 
 
-M = TypeVar("M", bound=models.Model)
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def _key(value: Any) -> Any:
-    """A dictionary key for a value whose prepared form depends only on the value (None: do not remember)."""
+    """A dictionary key for a value whose prepared form depends only on the value (None: one to remember by
+    identity instead)."""
     if type(value) is list:
         return (list, tuple((type(item), item) for item in value)) if all(
             type(item) in _SCALARS for item in value) else None
@@ -67,38 +71,18 @@ def _key(value: Any) -> Any:
     return type(value), value
 
 
-def bulk_insert(model: type[M], objs: Sequence[M]) -> list[M]:
-    """Insert ``objs`` (new, of a model without parents) and set their primary keys. Objects they point
-    to must have been saved before they were built: their ids are read as they are."""
-    if not objs:
-        return []
-    if connection.vendor != "postgresql":
-        return model._default_manager.bulk_create(objs)
-    now = timezone.now()
-    columns: dict[str, list[Any]] = {}
-    for field in _fields(model):
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            for obj in objs:
-                setattr(obj, field.attname, now)
-        columns[field.attname] = [field.pre_save(obj, True) for obj in objs]
-    for obj, pk in zip(objs, _insert(model, columns), strict=True):
-        obj.pk = pk
-        obj._state.adding = False
-        obj._state.db = connection.alias
-    return list(objs)
-
-
-def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> None:
-    """Insert rows given column by column, ``{attname: values}`` with every column named, for rows that
-    nobody needs as objects afterwards (building 1,000 model instances costs as much as inserting them)."""
+def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> list[Any]:
+    """Insert rows given column by column, ``{attname: values}`` with every column but the primary key
+    named (``auto_now`` fields included); returns their primary keys, in order. Objects they point to
+    must exist. A unique or lock conflict raises Django's IntegrityError or OperationalError."""
     fields = _fields(model)
     assert set(columns) == {f.attname for f in fields}, "give every column"
     if connection.vendor != "postgresql":
         names = [f.attname for f in fields]
-        model._default_manager.bulk_create([model(**dict(zip(names, row, strict=True)))
-                                            for row in zip(*(columns[name] for name in names), strict=True)])
-        return
-    _insert(model, columns)
+        rows = zip(*(columns[name] for name in names), strict=True)
+        objs = model._default_manager.bulk_create([model(**dict(zip(names, row, strict=True))) for row in rows])
+        return [obj.pk for obj in objs]
+    return _insert(model, columns)
 
 
 def _fields(model: type[models.Model]) -> list[Any]:
@@ -106,19 +90,44 @@ def _fields(model: type[models.Model]) -> list[Any]:
     return [f for f in model._meta.local_concrete_fields if not f.primary_key]
 
 
+_INTEGERS = (models.IntegerField, models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
+             models.PositiveBigIntegerField, models.PositiveSmallIntegerField, models.AutoField, models.BigAutoField,
+             models.SmallAutoField)
+
+
+def _as_is(field: Any) -> Callable[[Any], bool] | None:
+    """Which values ``field.get_db_prep_save`` returns unchanged on PostgreSQL (a whole number for an
+    integer column, text for a text column, an aware moment for a date-time), to pass them without
+    the call: most of a batch's values are such. Only Django's own field classes: a subclass may
+    prepare its values otherwise."""
+    if isinstance(field, models.ForeignKey):
+        return _as_is(field.target_field)
+    if type(field) in _INTEGERS:
+        return lambda value: type(value) is int
+    if type(field) in (models.CharField, models.TextField):
+        return lambda value: type(value) is str
+    if type(field) is models.DateTimeField:
+        return lambda value: type(value) is dt.datetime and value.tzinfo is not None
+    return None
+
+
 def _insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> list[Any]:
+    db = connections[connection.alias]  # the connection itself: the proxy looks it up on each use
     fields = _fields(model)
     arrays = []
     for field in fields:
         prepared: dict[Any, Any] = {}
         array = []
+        as_is = _as_is(field)
         for value in columns[field.attname]:
-            key = _key(value)
-            if key is None:
-                array.append(field.get_db_prep_save(value, connection))
+            if as_is is not None and as_is(value):
+                array.append(value)
                 continue
+            # An unhashable value (a dict, say) is remembered by identity: a column that repeats one
+            # object is prepared once, and every object is alive, hence its id its own, for the call.
+            key = _key(value) or (id, id(value))
             if key not in prepared:
-                prepared[key] = field.get_db_prep_save(value, connection)
+                prepared[key] = field.get_db_prep_save(value, db)
             array.append(prepared[key])
         arrays.append(array)
     meta = model._meta
@@ -130,6 +139,31 @@ def _insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> 
     # Django's own cursor binds parameters client-side, spelling 12,000 values out as SQL text for the
     # server to parse back; a psycopg cursor on the same connection (and transaction) sends them bound,
     # in binary, which takes the server about half the time.
-    with psycopg.Cursor(connection.connection) as cursor:
+    # ``wrap_database_errors``: a unique or lock conflict is Django's IntegrityError or OperationalError,
+    # as it would be from the ORM, which callers catch.
+    with db.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, arrays)
         return [row[0] for row in cursor.fetchall()]
+
+
+class AnyOf(Lookup):
+    """``field IN (values)``, sent on PostgreSQL as ``field = ANY(%s)`` with the values as one array.
+
+    For a batch's thousand external ids, ``__in`` builds and binds a thousand parameters (Django compiles
+    each, and psycopg splits the query text at each), which cost more than the query. The index on the
+    column serves ``= ANY`` as it serves ``IN``. Used as ``filter(AnyOf(F("external_id"), ids))``.
+    """
+
+    lookup_name = "any_of"
+    prepare_rhs = False
+
+    def get_db_prep_lookup(self, value: Any, connection: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        return "%s", [list(value)]
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, Any]:
+        return compiler.compile(In(self.lhs, list(self.rhs)))
+
+    def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, Any]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", (*lhs_params, *rhs_params)

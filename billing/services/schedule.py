@@ -47,9 +47,14 @@ NOT_BILLED = (AppointmentStatus.NO_SHOW, AppointmentStatus.LATE_CANCEL, Appointm
 
 def session_is_billable(appointment: Appointment, practice: Practice) -> bool:
     """Has the appointment reached the practice's trigger for charging the session?"""
+    return status_is_billable(appointment.status, appointment.note_signed_at, practice)
+
+
+def status_is_billable(status: str, note_signed_at: dt.datetime | None, practice: Practice) -> bool:
+    """``session_is_billable`` for an appointment known by its status and note time (one not built yet)."""
     if practice.charge_trigger == ChargeTrigger.NOTE_SIGNED:
-        return appointment.note_signed_at is not None and appointment.status not in NOT_BILLED
-    return appointment.status == AppointmentStatus.COMPLETED
+        return note_signed_at is not None and status not in NOT_BILLED
+    return status == AppointmentStatus.COMPLETED
 
 
 def charge_due_at(practice: Practice, triggered_at: dt.datetime) -> dt.datetime:

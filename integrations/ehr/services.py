@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.db import IntegrityError, OperationalError, models, transaction
+from django.db.models import F
+from django.utils import timezone
 from rest_framework import serializers
 
-from billing.bulk import bulk_insert, bulk_insert_values
+from billing.bulk import AnyOf, bulk_insert_values
 from billing.models import (
     MONEY_MOVED_STATUSES,
     Appointment,
@@ -47,9 +49,10 @@ from billing.services.schedule import (
     appointment_set_status,
     appointment_sync_charges,
     session_is_billable,
+    status_is_billable,
 )
 from integrations.ehr import serializers as api
-from integrations.ehr.audit import audit_bulk_created
+from integrations.ehr.audit import audit_bulk_created_columns
 from integrations.ehr.errors import Conflict, InvalidInput, NotFound
 from integrations.ehr.fields import ExternalId
 from integrations.ehr.validation import BatchValidator
@@ -145,24 +148,24 @@ class Push:
         """
         self.clients.update(dict.fromkeys(clients))
         self.clients.update({c.external_id: c for c in Client.objects.filter(
-            source=self.source, external_id__in=list(self.clients)).exclude(external_id="").only(
+            AnyOf(F("external_id"), self.clients), source=self.source).exclude(external_id="").only(
             "id", "source", "external_id", "first_name", "last_name")})
         self.clinicians.update(dict.fromkeys(clinicians))
         self.clinicians.update({c.external_id: c for c in Clinician.objects.filter(
-            source=self.source, external_id__in=list(self.clinicians)).exclude(external_id="")})
+            AnyOf(F("external_id"), self.clinicians), source=self.source).exclude(external_id="")})
         wanted = list(appointments)
         self.appointments.update(dict.fromkeys(wanted))
         found = list(Appointment.objects.select_for_update().filter(
-            source=self.source, external_id__in=wanted).exclude(external_id="").order_by("pk"))
+            AnyOf(F("external_id"), wanted), source=self.source).exclude(external_id="").order_by("pk"))
         self.appointments.update({a.external_id: a for a in found})
         ids = [a.pk for a in found]
         for appointment_id in ids:
             self.participants[appointment_id] = set()
-        for appointment_id, client_id in Participant.objects.filter(appointment_id__in=ids).values_list(
+        for appointment_id, client_id in Participant.objects.filter(AnyOf(F("appointment_id"), ids)).values_list(
                 "appointment_id", "client_id"):
             self.participants[appointment_id].add(client_id)
         self.open_pricing = set(ReviewItem.objects.filter(
-            appointment_id__in=ids, kind=ReviewKind.PRICING, status=ReviewStatus.OPEN).values_list(
+            AnyOf(F("appointment_id"), ids), kind=ReviewKind.PRICING, status=ReviewStatus.OPEN).values_list(
             "appointment_id", flat=True))
 
 
@@ -620,19 +623,25 @@ def _event_apply_one(push: Push, result: dict[str, Any], kind: str, external_id:
                                                      "again."]})
 
 
+_Gathered = tuple[dict[str, Any], str, dict[str, Any], Clinician, list[Client]]
+# ^ the event's result, its external id, its validated data, and the rows it refers to
+
+
 @dataclass
 class _QuietCreates:
-    """New appointments that need no billing yet, written a batch at a time (``billing.bulk.bulk_insert``).
+    """New appointments that need no billing yet, written a batch at a time (``billing.bulk``).
 
     ``take`` accepts only an appointment the batch has not seen, whose clinician and clients are known,
     in a status that bills nothing (scheduled or canceled, and not at the practice's trigger): for those
     ``appointment_put`` would insert the row, its participants and its creation event, and nothing else.
-    ``write`` does exactly that in three INSERTs and a COPY of the audit entries; if it fails (a
-    concurrent request created one of them) it falls back to one savepoint per event.
+    ``write`` does exactly that in three INSERTs (rows, participants, events) and a COPY of the audit
+    entries, column by column, with no model instance per row; if it fails (a concurrent request created one of them) it
+    falls back to one savepoint per event. Rows it wrote are left out of the batch's cache, so an event
+    naming one again reads it back from the database.
     """
 
     push: Push
-    items: list[tuple[dict[str, Any], str, dict[str, Any], Appointment, list[Client]]] = field(default_factory=list)
+    items: list[_Gathered] = field(default_factory=list)
     external_ids: set[str] = field(default_factory=set)
 
     def take(self, result: dict[str, Any], external_id: str, data: dict[str, Any]) -> bool:
@@ -645,12 +654,9 @@ class _QuietCreates:
         clients = [push.client(external_id) for external_id in data["clients"]]
         if clinician is None or any(client is None for client in clients):
             return False  # the one-by-one path reports which
-        # The row as appointment_put would create it, built once: checked here, inserted by ``write``.
-        appointment = Appointment(source=push.source, external_id=external_id, clinician=clinician,
-                                  status=data["status"], **{name: data[name] for name in APPOINTMENT_FIELDS})
-        if session_is_billable(appointment, push.practice):
+        if status_is_billable(data["status"], data["note_signed_at"], push.practice):
             return False
-        self.items.append((result, external_id, data, appointment, [c for c in clients if c is not None]))
+        self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
         self.external_ids.add(external_id)
         return True
 
@@ -669,21 +675,31 @@ class _QuietCreates:
         for result, *_ in items:
             result["status"] = CREATED
 
-    def _insert(self, items: list[tuple[dict[str, Any], str, dict[str, Any], Appointment, list[Client]]]) -> None:
-        push = self.push
-        appointments = bulk_insert(Appointment, [appointment for *_, appointment, _ in items])
-        participants = bulk_insert(Participant, [
-            Participant(appointment_id=appointment.pk, client=client)  # the client: the audit entry names it
-            for appointment, (*_, clients) in zip(appointments, items, strict=True) for client in clients])
-        n = len(appointments)
+    def _insert(self, items: list[_Gathered]) -> None:
+        """The rows ``appointment_put`` would create (with ``save()``'s ``auto_now`` times), their
+        participants, creation events and audit entries."""
+        push, n, now = self.push, len(items), timezone.now()
+        rows: dict[str, list[Any]] = {
+            "source": [push.source] * n, "external_id": [external_id for _, external_id, *_ in items],
+            "created_at": [now] * n, "updated_at": [now] * n,
+            "clinician_id": [clinician.pk for *_, clinician, _ in items],
+            "status": [data["status"] for _, _, data, *_ in items],
+            **{name: [data[name] for _, _, data, *_ in items] for name in APPOINTMENT_FIELDS}}
+        ids = bulk_insert_values(Appointment, rows)
+        attending = [(appointment_id, client) for appointment_id, (*_, clients) in zip(ids, items, strict=True)
+                     for client in clients]
+        participants = {"appointment_id": [appointment_id for appointment_id, _ in attending],
+                        "client_id": [client.pk for _, client in attending]}
+        participant_ids = bulk_insert_values(Participant, participants)
         bulk_insert_values(AppointmentEvent, {  # as appointment_event_record writes them
-            "appointment_id": [appointment.pk for appointment in appointments], "from_status": [""] * n,
-            "to_status": [appointment.status for appointment in appointments], "at": [push.now] * n,
+            "appointment_id": ids, "from_status": [""] * n, "to_status": rows["status"], "at": [push.now] * n,
             "actor": [push.actor] * n, "user_id": [None] * n, "reason": ["pushed by the EHR"] * n})
-        audit_bulk_created([*appointments, *participants])
-        for appointment, (*_, clients) in zip(appointments, items, strict=True):
-            push.appointments[appointment.external_id] = appointment
-            push.participants[appointment.pk] = {client.pk for client in clients}
+        audit_bulk_created_columns(Appointment, {"id": ids, **rows})
+        # The client itself, not only its id: a participant's entry shows the client's name.
+        audit_bulk_created_columns(Participant, {"id": participant_ids, **participants,
+                                                 "client": [client for _, client in attending]})
+        for external_id in rows["external_id"]:
+            push.appointments.pop(external_id, None)
 
 
 def _fail(result: dict[str, Any], code: str, errors: dict[str, list[str]]) -> None:

@@ -34,6 +34,25 @@ def _key(value: Any) -> Any:
     return None
 
 
+def _remember_items(child: Field) -> None:
+    """Have a list field's item validation remember each distinct item for the batch: a schedule's
+    client lists differ from event to event, yet name the same few hundred clients. The list's own
+    checks (its length, repeated items) still run on every list. ``child`` belongs to this batch's
+    serializer, so the memory ends with the batch."""
+    validate = child.run_validation
+    memo: dict[Any, Any] = {}
+
+    def run_validation(data: Any = empty) -> Any:
+        key = _key(data)
+        if key is None or type(data) is list:
+            return validate(data)
+        if key not in memo:
+            memo[key] = validate(data)  # an invalid item raises, and is not remembered
+        return memo[key]
+
+    child.run_validation = run_validation  # type: ignore[method-assign]
+
+
 class BatchValidator:
     def __init__(self, serializer: serializers.Serializer) -> None:
         self.serializer = serializer
@@ -46,6 +65,10 @@ class BatchValidator:
         self.lean = (all(field.source_attrs == [name] for name, field, _ in self.fields)
                      and not serializer.validators)
         self.memo: dict[tuple[str, Any], Any] = {}
+        for _, field, _ in self.fields:
+            if isinstance(field, serializers.ListField):
+                _remember_items(field.child)
+
 
     def run(self, data: dict[str, Any]) -> Any:
         value = self._lean(data) if self.lean else None

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 from auditlog.models import LogEntry
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import (
@@ -27,8 +29,9 @@ from billing.models import (
 )
 from integrations.ehr import serializers as api
 from integrations.ehr import services
+from integrations.ehr.fields import AwareDateTime, ExternalId
 from integrations.ehr.validation import BatchValidator
-from tests.integrations.ehr.conftest import Call, appointment_body, client_body, clinician_body
+from tests.integrations.ehr.conftest import SOURCE, Call, appointment_body, client_body, clinician_body
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +225,50 @@ def test_remembered_values_are_not_shared_between_events() -> None:
     assert second["diagnosis_codes"] == ["F41.1"] and second["clients"] == ["c-1"]
     assert isinstance(second["starts_at"], dt.datetime)
 
+
+@pytest.mark.parametrize("value", ["c-1", "x" * 100, "x" * 101, "é-1", "a/b", "abc\n", "tab\there", "  ", "",
+                                   "a\x00b", "\ud800", 5, None, ["c-1"]])
+def test_an_external_id_told_at_once_is_one_the_full_checks_accept_as_sent(value: Any) -> None:
+    field = ExternalId()
+    assert _outcome(field.run_validation, value) == _outcome(super(ExternalId, field).run_validation, value)
+
+
+@pytest.mark.parametrize("value", ["2026-11-23T10:00:00-05:00", "2026-11-23T10:00:00Z", "2026-11-23 10:00+05:30",
+                                   "2026-11-23T10:00:00.5-08:00", "2026-03-08T02:30:00-05:00"])
+def test_a_moment_read_at_once_is_the_one_drf_reads(value: str) -> None:
+    with timezone.override("America/New_York"):
+        fast, full = AwareDateTime().to_internal_value(value), serializers.DateTimeField().to_internal_value(value)
+    assert (fast, str(fast.tzinfo)) == (full, str(full.tzinfo))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_racing_another_for_the_same_new_appointment_falls_back_to_one_by_one(
+        practice: Practice, put: Call, post: Call) -> None:
+    """An integrator retries a batch while the first try is still being written: the retry's bulk insert
+    meets the first's uncommitted row, waits, then fails on the unique id; its events then go one by one,
+    and each appointment exists once."""
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    holding, release = threading.Event(), threading.Event()
+
+    def first_try() -> None:
+        try:
+            with transaction.atomic():
+                services.events_apply(push=services.Push(source=SOURCE, now=timezone.now()),
+                                      events=[event("appointment", "a-1", appointment_body(["c-1"], at(1)))])
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=first_try)
+    other.start()
+    assert holding.wait(10)
+    threading.Timer(0.5, release.set).start()  # the retry below is then waiting on the first try's row
+    response = post("events/", [event("appointment", "a-1", appointment_body(["c-1"], at(1))),
+                                event("appointment", "a-2", appointment_body(["c-1"], at(2)))], expect=200)
+    other.join(10)
+    assert [r["status"] for r in response["results"]] == ["unchanged", "created"]
+    assert sorted(Appointment.objects.values_list("external_id", flat=True)) == ["a-1", "a-2"]
+    assert Participant.objects.count() == AppointmentEvent.objects.count() == 2
+    assert LogEntry.objects.filter(content_type__model="appointment").count() == 2
