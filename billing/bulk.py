@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 from django.db import connection, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Lookup
 from django.db.models.lookups import In
 
@@ -71,18 +72,32 @@ def _key(value: Any) -> Any:
     return type(value), value
 
 
-def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> list[Any]:
+def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence[Any]],
+                       db: BaseDatabaseWrapper | None = None) -> list[Any]:
     """Insert rows given column by column, ``{attname: values}`` with every column but the primary key
     named (``auto_now`` fields included); returns their primary keys, in order. Objects they point to
-    must exist. A unique or lock conflict raises Django's IntegrityError or OperationalError."""
+    must exist. A unique or lock conflict raises Django's IntegrityError or OperationalError.
+
+    ``db``: the connection, when the caller is not on the thread that opened it (on PostgreSQL the
+    rows then go through a psycopg cursor of that connection, in its transaction)."""
+    db = db or connections[connection.alias]  # the connection itself: the proxy looks it up on each use
     fields = _fields(model)
     assert set(columns) == {f.attname for f in fields}, "give every column"
-    if connection.vendor != "postgresql":
+    if db.vendor != "postgresql":
         names = [f.attname for f in fields]
         rows = zip(*(columns[name] for name in names), strict=True)
-        objs = model._default_manager.bulk_create([model(**dict(zip(names, row, strict=True))) for row in rows])
+        objs = model._default_manager.using(db.alias).bulk_create([
+            model(**dict(zip(names, row, strict=True))) for row in rows])
         return [obj.pk for obj in objs]
-    return _insert(model, columns)
+    sql, arrays = _insert(model, fields, columns, db, f" RETURNING {db.ops.quote_name(str(model._meta.pk.column))}")
+    db.ensure_connection()
+    # Django's own cursor binds parameters client-side, spelling 12,000 values out as SQL text for the
+    # server to parse back; a psycopg cursor on the same connection (and transaction) sends them bound,
+    # in binary, which takes the server about half the time. ``wrap_database_errors``: a unique or lock
+    # conflict is Django's IntegrityError or OperationalError, as it would be from the ORM.
+    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+        cursor.execute(sql, arrays)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _fields(model: type[models.Model]) -> list[Any]:
@@ -111,9 +126,32 @@ def _as_is(field: Any) -> Callable[[Any], bool] | None:
     return None
 
 
-def _insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> list[Any]:
-    db = connections[connection.alias]  # the connection itself: the proxy looks it up on each use
-    fields = _fields(model)
+def ids_reserve(model: type[models.Model], n: int, db: BaseDatabaseWrapper) -> list[int]:
+    """``n`` primary keys from the table's own sequence (PostgreSQL), for rows sent later with them
+    (``rows_send``). One not used is a gap in the ids, as a rolled-back insert leaves."""
+    meta = model._meta
+    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [meta.db_table, meta.pk.column, n])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def rows_send(model: type[models.Model], columns: Mapping[str, Sequence[Any]], db: BaseDatabaseWrapper,
+              cursor: psycopg.Cursor[Any]) -> None:
+    """``bulk_insert_values`` on PostgreSQL for a cursor in pipeline mode: the INSERT is sent, and the
+    database writes the rows while the caller goes on; errors come when the pipeline is synchronised.
+    Nothing comes back, so the primary key is given among the columns (``ids_reserve``) if the caller
+    needs it."""
+    pk, fields = model._meta.pk, _fields(model)
+    names = {f.attname for f in fields}
+    assert names <= set(columns) <= names | {pk.attname}, "give every column (and the primary key, or not)"
+    cursor.execute(*_insert(model, [pk, *fields] if pk.attname in columns else fields, columns, db))
+
+
+def _insert(model: type[models.Model], fields: Sequence[Any], columns: Mapping[str, Sequence[Any]],
+            db: BaseDatabaseWrapper, returning: str = "") -> tuple[str, list[list[Any]]]:
+    """The INSERT of ``columns`` and its parameters: one binary array per column, each value prepared
+    by its field (once per distinct value, and not at all where ``_as_is``)."""
     arrays = []
     for field in fields:
         prepared: dict[Any, Any] = {}
@@ -130,20 +168,11 @@ def _insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> 
                 prepared[key] = field.get_db_prep_save(value, db)
             array.append(prepared[key])
         arrays.append(array)
-    meta = model._meta
-    quote = connection.ops.quote_name
-    unnest = ", ".join(f"%b::{field.db_type(connection).split('(')[0]}[]" for field in fields)
-    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"SELECT * FROM UNNEST({unnest}) RETURNING {quote(str(meta.pk.column))}")
-    connection.ensure_connection()
-    # Django's own cursor binds parameters client-side, spelling 12,000 values out as SQL text for the
-    # server to parse back; a psycopg cursor on the same connection (and transaction) sends them bound,
-    # in binary, which takes the server about half the time.
-    # ``wrap_database_errors``: a unique or lock conflict is Django's IntegrityError or OperationalError,
-    # as it would be from the ORM, which callers catch.
-    with db.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, arrays)
-        return [row[0] for row in cursor.fetchall()]
+    quote = db.ops.quote_name
+    unnest = ", ".join(f"%b::{field.db_type(db).split('(')[0]}[]" for field in fields)
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+           f"SELECT * FROM UNNEST({unnest}){returning}")
+    return sql, arrays
 
 
 class AnyOf(Lookup):

@@ -1,32 +1,34 @@
-"""Audit entries for rows written with ``bulk_create``, which sends no signals for django-auditlog.
+"""Audit entries for rows written in bulk, which send no signals for django-auditlog.
 
 The entries are the ones auditlog's own ``post_save`` receiver would write for a creation (same
 content type, representation, changes, correlation id), with the actor and address that the request's
-auditlog context carries. Two things make them cheap for a 1,000-event batch (they were two thirds of its
-time): the per-model part of auditlog's diff (which fields it tracks, their "before" value, masking, how
-each value is read) is worked out once per model rather than once per row (see ``_reader``); and on
-PostgreSQL the entries go in with one ``COPY`` instead of a multi-row INSERT, the columns common to all
-of them (actor, address, time, correlation id) prepared once rather than per entry.
+auditlog context carries (``BulkAudit``, worked out where that context is set). What keeps them cheap for
+a 1,000-event batch (they were two thirds of its time): the per-model part of auditlog's diff (which
+fields it tracks, their "before" value, masking, how each value is read, and the changes that are the
+same for every row) is worked out once per model (``_plan``); rows given as columns take turns on one
+scratch instance rather than each building its own (``audit_bulk_created_columns``); and on PostgreSQL
+the entries go in with one ``INSERT ... FROM UNNEST``, the columns common to all of them prepared once,
+on a cursor that may be in pipeline mode, so that the database stores them while the batch reads on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg.abc
+import psycopg
 from auditlog.diff import get_field_value, get_fields_in_model, get_mask_function, is_primitive
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.encoding import smart_str
-from psycopg.adapt import PyFormat, Transformer
 
 from billing.audit import audit_bulk_fields
 
@@ -35,24 +37,19 @@ from billing.audit import audit_bulk_fields
 class _Plan:
     """What auditlog's ``model_instance_diff(None, instance)`` works out that does not depend on the row."""
 
+    constant: dict[str, tuple[Any, Any]]  # the changes that are the same for every row (see ``_plan``)
     fields: tuple[tuple[str, Callable[[models.Model], Any], Any, Callable[[str], str] | None], ...]
-    # ^ name, how to read the row's value, the "before" value, the mask
+    # ^ the others: name, how to read the row's value, the "before" value, the mask
     settings: tuple[bool, bool, bool]  # AUDITLOG_STORE_JSON_CHANGES, AUDITLOG_USE_FK_STRING_REPRESENTATION, USE_TZ
 
 
 _plans: dict[type[models.Model], _Plan] = {}
 
 
-def _reader(field: Any, sample: models.Model, use_json: bool, fk_as_string: bool) -> Callable[[models.Model], Any]:
+def _reader(field: Any, use_json: bool, fk_as_string: bool) -> Callable[[models.Model], Any]:
     """auditlog's ``get_field_value(row, field, use_json)``, with the work that does not depend on the row
-    done once. A reverse relation (``appointment.participants``) reads as its manager's name, such as
-    "billing.Participant.None", whatever the row: building a related manager per relation per row was
-    most of an appointment's entry. For a foreign key or a plain field, the branch ``get_field_value``
-    picks is picked here, sparing it two settings look-ups per field per row; date-times and JSON get
-    readers of their own."""
-    if field.one_to_many and field.auto_created and not field.concrete and sample.pk is not None:
-        same = get_field_value(sample, field, use_json)
-        return lambda row: same
+    done once: for a foreign key or a plain field, the branch ``get_field_value`` picks is picked here,
+    sparing it two settings look-ups per field per row; date-times and JSON get readers of their own."""
     if use_json or not field.concrete:
         return lambda row: get_field_value(row, field, use_json)
     if isinstance(field, models.DateTimeField):
@@ -78,6 +75,8 @@ def _moment_reader(field: models.DateTimeField[Any, Any]) -> Callable[[models.Mo
 
     def read(row: models.Model) -> Any:
         value = getattr(row, name)
+        if value is None:
+            return None
         if type(value) is not dt.datetime:
             return get_field_value(row, field)
         return value.astimezone(dt.UTC).replace(tzinfo=None) if use_tz and value.utcoffset() is not None else value
@@ -112,9 +111,20 @@ def _plan(model: type[models.Model], sample: models.Model) -> _Plan:
     if options["exclude_fields"]:
         fields = [f for f in fields if f.name not in options["exclude_fields"]]
     mask = get_mask_function(options.get("mask_callable"))
-    plan = _Plan(tuple((f.name, _reader(f, sample, use_json, fk_as_string), get_field_value(None, f, use_json),
-                        mask if f.name in options["mask_fields"] else None) for f in fields),
-                 (use_json, fk_as_string, settings.USE_TZ))
+    # A reverse relation (``appointment.participants``) reads as its manager's name, such as
+    # "billing.Participant.None", whatever the row (once it has a primary key): its change is worked out
+    # once. Building a related manager per relation per row was most of an appointment's entry.
+    same = {f.name for f in fields if f.one_to_many and f.auto_created and not f.concrete and sample.pk is not None}
+    constant = {}
+    for f in fields:
+        if f.name in same:
+            change = _change(get_field_value(None, f, use_json), get_field_value(sample, f, use_json),
+                             mask if f.name in options["mask_fields"] else None, use_json)
+            if change is not None:
+                constant[f.name] = change
+    varying = tuple((f.name, _reader(f, use_json, fk_as_string), get_field_value(None, f, use_json),
+                     mask if f.name in options["mask_fields"] else None) for f in fields if f.name not in same)
+    plan = _Plan(constant, varying, (use_json, fk_as_string, settings.USE_TZ))
     _plans[model] = plan
     return plan
 
@@ -124,7 +134,7 @@ def creation_changes(instance: models.Model, plan: _Plan | None = None) -> dict[
     ``_plan``, when the caller has it already."""
     plan = plan or _plan(type(instance), instance)
     use_json = plan.settings[0]
-    diff: dict[str, Any] = {}
+    diff: dict[str, Any] = dict(plan.constant)
     for name, read, old, mask in plan.fields:
         try:
             new = read(instance)
@@ -132,96 +142,117 @@ def creation_changes(instance: models.Model, plan: _Plan | None = None) -> dict[
             new = get_field_value(instance, instance._meta.get_field(name), use_json)  # its default value
         if old == new:
             continue
-        if mask is not None:
-            diff[name] = (mask(smart_str(old)), mask(smart_str(new)))
-        elif not use_json:  # (smart_str(old), smart_str(new)); most values are text already
-            diff[name] = (old if type(old) is str else smart_str(old), new if type(new) is str else smart_str(new))
+        if mask is None and not use_json and type(old) is str:  # most changes: text before, and mostly after
+            diff[name] = (old, new if type(new) is str else smart_str(new))
         else:
-            diff[name] = (old if is_primitive(old) else smart_str(old), new if is_primitive(new) else smart_str(new))
+            diff[name] = _change(old, new, mask, use_json)
     return diff or None
+
+
+def _change(old: Any, new: Any, mask: Callable[[str], str] | None, use_json: bool) -> tuple[Any, Any] | None:
+    """The pair ``model_instance_diff`` records for a field whose value went from ``old`` to ``new``."""
+    if old == new:
+        return None
+    if mask is not None:
+        return mask(smart_str(old)), mask(smart_str(new))
+    if not use_json:
+        return smart_str(old), smart_str(new)
+    return old if is_primitive(old) else smart_str(old), new if is_primitive(new) else smart_str(new)
+
+
+@dataclass(frozen=True)
+class BulkAudit:
+    """What entries for rows written in bulk take from where the write was asked for: the fields they
+    share (actor, address, ``via``, correlation id, time; ``audit_bulk_fields``, which may query), the
+    models' content types, and the connection. Worked out before a batch's rows are sent in pipeline
+    mode, when no query can be made until the pipeline is synchronised."""
+
+    common: dict[str, Any]
+    content_types: dict[type[models.Model], int | None]
+    db: BaseDatabaseWrapper
+
+
+def bulk_audit(models_: Iterable[type[models.Model]]) -> BulkAudit:
+    connections[DEFAULT_DB_ALIAS].ensure_connection()
+    return BulkAudit(audit_bulk_fields(LogEntry.Action.CREATE),
+                     {model: ContentType.objects.get_for_model(model).pk if auditlog.contains(model) else None
+                      for model in models_},
+                     connections[DEFAULT_DB_ALIAS])
 
 
 def audit_bulk_created(instances: Sequence[models.Model]) -> None:
     """Creation entries for rows written in bulk, given as model instances."""
-    entries = []
-    for instance in instances:
-        content_type = _content_type(type(instance))
-        if content_type is not None:
-            entries.append((content_type, instance.pk, smart_str(instance), creation_changes(instance)))
-    _write(entries)
+    audit = bulk_audit({type(instance) for instance in instances})
+    _write(audit, [(content_type, instance.pk, smart_str(instance), creation_changes(instance))
+                   for instance in instances if (content_type := audit.content_types[type(instance)]) is not None])
 
 
-def audit_bulk_created_columns(model: type[models.Model], columns: Mapping[str, Sequence[Any]]) -> None:
-    """Creation entries for rows of ``model`` written in bulk from columns (``billing.bulk.bulk_insert_values``),
-    ``{attribute: values}`` with the primary key and every field, and any related row the model's
-    ``__str__`` reads, under its field's name (a participant shows its client's name): the entries are
-    worked out while they are being sent, when no query can be made.
+def audit_bulk_created_columns(audit: BulkAudit, model: type[models.Model], columns: Mapping[str, Sequence[Any]],
+                               cursor: psycopg.Cursor[Any] | None = None) -> None:
+    """Creation entries for rows of ``model`` written in bulk from columns (``billing.bulk``), ``{attribute:
+    values}`` with the primary key and every field, and any related row the model's ``__str__`` reads,
+    under its field's name (a participant shows its client's name). ``cursor``: a psycopg cursor in
+    pipeline mode, to send the entries on without waiting for them (as ``billing.bulk.rows_send``).
 
     One scratch instance takes each row's values in turn, so the representation is the model's own
     ``__str__`` and the changes come from the same readers as ``creation_changes``, without building
     a model instance per row."""
-    content_type = _content_type(model)
+    content_type = audit.content_types[model]
     if content_type is None:
         return
     scratch = model()
     names = list(columns)
-
-    def entries() -> Iterator[_Entry]:
-        plan = None
-        for values in zip(*(columns[name] for name in names), strict=True):
-            for name, value in zip(names, values, strict=True):
-                setattr(scratch, name, value)
-            plan = plan or _plan(model, scratch)  # once its primary key is set (see ``_reader``)
-            yield content_type, scratch.pk, smart_str(scratch), creation_changes(scratch, plan)
-
-    _write(entries())
+    plan = None
+    entries = []
+    for values in zip(*(columns[name] for name in names), strict=True):
+        for name, value in zip(names, values, strict=True):
+            setattr(scratch, name, value)
+        plan = plan or _plan(model, scratch)  # once its primary key is set (see ``_reader``)
+        entries.append((content_type, scratch.pk, smart_str(scratch), creation_changes(scratch, plan)))
+    _write(audit, entries, cursor)
 
 
 _Entry = tuple[int, Any, str, dict[str, Any] | None]  # content type, primary key, representation, changes
 
 
-def _content_type(model: type[models.Model]) -> int | None:
-    return ContentType.objects.get_for_model(model).pk if auditlog.contains(model) else None
-
-
-def _write(entries: Iterable[_Entry]) -> None:
-    """Insert the entries with the fields common to one bulk write (``audit_bulk_fields``)."""
-    common = audit_bulk_fields(LogEntry.Action.CREATE)
-    if connection.vendor != "postgresql":
-        LogEntry.objects.bulk_create([
-            LogEntry(**common, content_type_id=content_type, object_pk=str(pk),
+def _write(audit: BulkAudit, entries: list[_Entry], cursor: psycopg.Cursor[Any] | None = None) -> None:
+    if not entries:
+        return
+    if audit.db.vendor != "postgresql":
+        LogEntry.objects.using(audit.db.alias).bulk_create([
+            LogEntry(**audit.common, content_type_id=content_type, object_pk=str(pk),
                      object_id=pk if isinstance(pk, int) else None, object_repr=text, changes=changes)
             for content_type, pk, text, changes in entries])
         return
-    _copy(LogEntry(**common), entries)
+    statement = _insert(audit, entries)
+    if cursor is not None:
+        cursor.execute(*statement)
+        return
+    with audit.db.wrap_database_errors, psycopg.Cursor(audit.db.connection) as own:
+        own.execute(*statement)
 
 
-def _copy(template: LogEntry, entries: Iterable[_Entry]) -> None:
-    """INSERT by COPY, each value prepared as ``bulk_create`` would (``pre_save``, ``get_db_prep_save``).
-
-    The columns common to all entries are prepared and turned into COPY's text once, from ``template``;
-    per entry only its own columns are, its changes as the JSON text ``get_db_prep_save`` would send.
-    COPY streams: the database stores each entry while the next ones are worked out (it takes about
-    as long to index an entry as to work one out)."""
-    meta = LogEntry._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
+def _insert(audit: BulkAudit, entries: list[_Entry]) -> tuple[str, list[Any]]:
+    """One ``INSERT ... SELECT ... FROM UNNEST``, each value prepared as ``bulk_create`` would (``pre_save``,
+    ``get_db_prep_save``): the columns common to all entries once, as plain parameters; per entry its
+    own five, as arrays, its changes as the JSON text ``get_db_prep_save`` would send. Sent on a psycopg
+    cursor of the connection itself, not Django's, which belongs to one thread."""
+    db, meta, template = audit.db, LogEntry._meta, LogEntry(**audit.common)
     own = [meta.get_field(name) for name in _PER_ENTRY]
-    common = [f for f in fields if f.attname not in _PER_ENTRY]
+    common = [f for f in meta.concrete_fields if not f.primary_key and f.attname not in _PER_ENTRY]
     encoder = meta.get_field("changes").encoder
-    quote = connection.ops.quote_name
-    sql = (f"COPY {quote(meta.db_table)} ({', '.join(quote(f.column) for f in [*own, *common])}) FROM STDIN")
-    with connection.wrap_database_errors, connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        to_text = Transformer(cursor.cursor)
-        tail = [_text(to_text, f.get_db_prep_save(f.pre_save(template, True), connection)) for f in common]
-        for content_type, pk, text, changes in entries:
-            copy.write_row((content_type, str(pk), pk if isinstance(pk, int) else None, text,
-                            None if changes is None else json.dumps(changes, cls=encoder), *tail))
-
-
-def _text(transformer: psycopg.abc.Transformer, value: Any) -> str | None:
-    """``value`` as psycopg writes it in COPY's text format (which the column's type then reads)."""
-    text = None if value is None else transformer.get_dumper(value, PyFormat.TEXT).dump(value)
-    return None if text is None else bytes(text).decode()
+    content_types, pks, texts, changes = zip(*entries, strict=True)
+    arrays = [list(content_types), [str(pk) for pk in pks], [pk if isinstance(pk, int) else None for pk in pks],
+              list(texts), [None if c is None else json.dumps(c, cls=encoder) for c in changes]]
+    quote = db.ops.quote_name
+    names = [quote(f.column) for f in own]
+    unnest = ", ".join(f"%b::{'text' if f.attname == 'changes' else f.db_type(db).split('(')[0]}[]" for f in own)
+    per_entry = ", ".join(f"e.{name}::jsonb" if f.attname == "changes" else f"e.{name}"
+                          for f, name in zip(own, names, strict=True))
+    shared = ", ".join(f"%s::{f.db_type(db)}" for f in common)
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join([*names, *(quote(f.column) for f in common)])}) "
+           f"SELECT {per_entry}, {shared} FROM UNNEST({unnest}) AS e ({', '.join(names)})")
+    return sql, [*(f.get_db_prep_save(f.pre_save(template, True), db) for f in common), *arrays]
 
 
 _PER_ENTRY = ("content_type_id", "object_pk", "object_id", "object_repr", "changes")

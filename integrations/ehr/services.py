@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from django.db import IntegrityError, OperationalError, models, transaction
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connection, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.bulk import AnyOf, bulk_insert_values
+from billing.bulk import AnyOf, bulk_insert_values, ids_reserve, rows_send
 from billing.models import (
     MONEY_MOVED_STATUSES,
     Appointment,
@@ -52,7 +54,7 @@ from billing.services.schedule import (
     status_is_billable,
 )
 from integrations.ehr import serializers as api
-from integrations.ehr.audit import audit_bulk_created_columns
+from integrations.ehr.audit import BulkAudit, audit_bulk_created_columns, bulk_audit
 from integrations.ehr.errors import Conflict, InvalidInput, NotFound
 from integrations.ehr.fields import ExternalId
 from integrations.ehr.validation import BatchValidator
@@ -530,10 +532,12 @@ def _messages(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
-def _prefetch_batch(push: Push, events: list[Any]) -> None:
+def _prefetch_batch(push: Push, events: list[Any]) -> tuple[int, int]:
+    """Look up the rows the batch's events name; returns how many appointments, and participants, its
+    events could create at most (those of the appointments not found, each counted once)."""
     clients: set[str] = set()
     clinicians: set[str] = set()
-    appointments: set[str] = set()
+    appointments: dict[str, int] = {}  # external id: how many clients its first event lists
 
     def text(value: Any) -> str | None:
         return value if isinstance(value, str) and 0 < len(value) <= 100 and "\x00" not in value else None
@@ -545,8 +549,8 @@ def _prefetch_batch(push: Push, events: list[Any]) -> None:
         if kind in CLIENT_KEYED and external_id:
             clients.add(external_id)
         elif kind == "appointment":
-            if external_id:
-                appointments.add(external_id)
+            if external_id and external_id not in appointments:
+                appointments[external_id] = len(data["clients"]) if isinstance(data.get("clients"), list) else 0
             if text(data.get("clinician")):
                 clinicians.add(data["clinician"])
             if isinstance(data.get("clients"), list):
@@ -555,6 +559,8 @@ def _prefetch_batch(push: Push, events: list[Any]) -> None:
             clients.add(data["client"])
     push.prefetch(clients={c for c in clients if _clean(c)}, clinicians={c for c in clinicians if _clean(c)},
                   appointments={a for a in appointments if _clean(a)})
+    new = [attending for external_id, attending in appointments.items() if push.appointments.get(external_id) is None]
+    return len(new), sum(new)
 
 
 def _clean(value: str) -> bool:
@@ -579,25 +585,30 @@ def events_apply(*, push: Push, events: list[Any]) -> list[dict[str, Any]]:
     external_id_field = ExternalId()
     results: list[dict[str, Any]] = []
     with transaction.atomic():
-        _prefetch_batch(push, events)
-        gathered = _QuietCreates(push)
-        for index, event in enumerate(events):
-            result: dict[str, Any] = {"index": index, "type": None, "external_id": None}
-            results.append(result)
-            try:
-                kind, external_id, data = _event_parse(event, validators, external_id_field, result)
-            except serializers.ValidationError as exc:
-                _fail(result, "invalid", _messages(exc.detail))
-                continue
-            if kind == "appointment" and _appointment_unchanged(push, external_id, data):
-                result["status"] = UNCHANGED
-                continue
-            if kind == "appointment" and gathered.take(result, external_id, data):
-                continue
-            gathered.write()
-            _event_apply_one(push, result, kind, external_id, data)
-        gathered.write()
+        room = _prefetch_batch(push, events)
+        with _QuietCreates(push, room) as gathered:
+            _events_apply(push, events, validators, external_id_field, results, gathered)
     return results
+
+
+def _events_apply(push: Push, events: list[Any], validators: dict[str, BatchValidator], external_id_field: ExternalId,
+                  results: list[dict[str, Any]], gathered: _QuietCreates) -> None:
+    for index, event in enumerate(events):
+        result: dict[str, Any] = {"index": index, "type": None, "external_id": None}
+        results.append(result)
+        try:
+            kind, external_id, data = _event_parse(event, validators, external_id_field, result)
+        except serializers.ValidationError as exc:
+            _fail(result, "invalid", _messages(exc.detail))
+            continue
+        if kind == "appointment" and _appointment_unchanged(push, external_id, data):
+            result["status"] = UNCHANGED
+            continue
+        if kind == "appointment" and gathered.take(result, external_id, data):
+            continue
+        gathered.flush()
+        _event_apply_one(push, result, kind, external_id, data)
+    gathered.flush()
 
 
 def _event_apply_one(push: Push, result: dict[str, Any], kind: str, external_id: str, data: dict[str, Any]) -> None:
@@ -625,28 +636,53 @@ def _event_apply_one(push: Push, result: dict[str, Any], kind: str, external_id:
 
 _Gathered = tuple[dict[str, Any], str, dict[str, Any], Clinician, list[Client]]
 # ^ the event's result, its external id, its validated data, and the rows it refers to
+_CHUNK = 200  # new appointments sent at a time, while the batch reads on
 
 
 @dataclass
 class _QuietCreates:
-    """New appointments that need no billing yet, written a batch at a time (``billing.bulk``).
+    """New appointments that need no billing yet, written a few hundred at a time (``billing.bulk``).
 
     ``take`` accepts only an appointment the batch has not seen, whose clinician and clients are known,
     in a status that bills nothing (scheduled or canceled, and not at the practice's trigger): for those
     ``appointment_put`` would insert the row, its participants and its creation event, and nothing else.
-    ``write`` does exactly that in three INSERTs (rows, participants, events) and a COPY of the audit
-    entries, column by column, with no model instance per row; if it fails (a concurrent request created one of them) it
-    falls back to one savepoint per event. Rows it wrote are left out of the batch's cache, so an event
-    naming one again reads it back from the database.
+    A chunk is three INSERTs (rows, participants, events) and one of audit entries, column by column,
+    with no model instance per row.
+
+    On PostgreSQL the chunks go through the connection's pipeline mode: each is sent and the batch goes
+    on reading the next events while the database writes it. Their primary keys are reserved up front
+    (``room``: as many as the batch's events could create; an id not used is a gap, as a rolled-back
+    insert leaves), since nothing comes back until the pipeline is synchronised. ``flush`` synchronises,
+    and runs before any other event (so every event sees the ones before it; it may query) and at the
+    end of the batch. The chunks since the last ``flush`` share a savepoint: if one failed (a concurrent
+    request created one of its appointments) they are rolled back and their events applied one by one.
+    Other databases (the demo's SQLite) write each chunk at once. Written rows are left out of the batch's
+    cache, so an event naming one again reads it back from the database.
     """
 
     push: Push
+    room: tuple[int, int]  # how many appointments, and participants, the batch's events could create
     items: list[_Gathered] = field(default_factory=list)
-    external_ids: set[str] = field(default_factory=set)
+    taken: set[str] = field(default_factory=set)
+    sent: list[_Gathered] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    participant_ids: list[int] = field(default_factory=list)
+    pipeline: ExitStack | None = None
+    cursor: psycopg.Cursor[Any] | None = None
+    savepoint: str = ""
+    audit: BulkAudit | None = None
+
+    def __enter__(self) -> _QuietCreates:
+        return self
+
+    def __exit__(self, failed: type[BaseException] | None, *exc: object) -> None:
+        if failed is not None and self.pipeline is not None:
+            with suppress(Exception):  # the batch's own error is the one to report; its transaction ends
+                self.pipeline.close()
 
     def take(self, result: dict[str, Any], external_id: str, data: dict[str, Any]) -> bool:
         push = self.push
-        if external_id in self.external_ids or data["status"] not in QUIET_STATUSES:
+        if external_id in self.taken or data["status"] not in QUIET_STATUSES:
             return False
         if push.appointment_locked(external_id) is not None:
             return False
@@ -657,49 +693,122 @@ class _QuietCreates:
         if status_is_billable(data["status"], data["note_signed_at"], push.practice):
             return False
         self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
-        self.external_ids.add(external_id)
+        self.taken.add(external_id)
+        if len(self.items) >= _CHUNK:
+            self._send()
         return True
 
-    def write(self) -> None:
+    def flush(self) -> None:
+        self._send()
+        self._sync()
+
+    def _send(self) -> None:
         if not self.items:
             return
-        items, self.items, self.external_ids = self.items, [], set()
-        try:
-            with transaction.atomic():
-                self._insert(items)
-        except (IntegrityError, OperationalError):
-            self.push.forget()
-            for result, external_id, data, _, _ in items:
-                _event_apply_one(self.push, result, "appointment", external_id, data)
+        items, self.items = self.items, []
+        if connection.vendor != "postgresql":
+            self._write_now(items)
             return
-        for result, *_ in items:
-            result["status"] = CREATED
+        participants = sum(len(clients) for *_, clients in items)
+        if len(self.ids) < len(items) or len(self.participant_ids) < participants:
+            self._sync()
+            self._reserve(len(items), participants)
+        if self.pipeline is None:
+            self.audit = bulk_audit([Appointment, Participant])
+            self.savepoint = transaction.savepoint()
+            self.pipeline = ExitStack()
+            self.pipeline.enter_context(self.audit.db.connection.pipeline())
+            self.cursor = self.pipeline.enter_context(psycopg.Cursor(self.audit.db.connection))
+            # Foreign keys checked as each INSERT ends, while the batch reads on, rather than all at COMMIT
+            # (a quarter of a batch's time, with nothing else to do meanwhile). Every row here comes after
+            # the rows it points to. Rolling back to the savepoint restores the deferred checks; ``_sync``
+            # restores them otherwise (every deferrable constraint here is initially deferred).
+            self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        ids, self.ids = self.ids[:len(items)], self.ids[len(items):]
+        participant_ids, self.participant_ids = self.participant_ids[:participants], self.participant_ids[participants:]
+        assert self.audit is not None and self.cursor is not None
+        _quiet_insert(self.push, items, self.audit, self.cursor, ids, participant_ids)
+        self.sent.extend(items)
 
-    def _insert(self, items: list[_Gathered]) -> None:
-        """The rows ``appointment_put`` would create (with ``save()``'s ``auto_now`` times), their
-        participants, creation events and audit entries."""
-        push, n, now = self.push, len(items), timezone.now()
-        rows: dict[str, list[Any]] = {
-            "source": [push.source] * n, "external_id": [external_id for _, external_id, *_ in items],
-            "created_at": [now] * n, "updated_at": [now] * n,
-            "clinician_id": [clinician.pk for *_, clinician, _ in items],
-            "status": [data["status"] for _, _, data, *_ in items],
-            **{name: [data[name] for _, _, data, *_ in items] for name in APPOINTMENT_FIELDS}}
-        ids = bulk_insert_values(Appointment, rows)
-        attending = [(appointment_id, client) for appointment_id, (*_, clients) in zip(ids, items, strict=True)
-                     for client in clients]
-        participants = {"appointment_id": [appointment_id for appointment_id, _ in attending],
-                        "client_id": [client.pk for _, client in attending]}
-        participant_ids = bulk_insert_values(Participant, participants)
-        bulk_insert_values(AppointmentEvent, {  # as appointment_event_record writes them
-            "appointment_id": ids, "from_status": [""] * n, "to_status": rows["status"], "at": [push.now] * n,
-            "actor": [push.actor] * n, "user_id": [None] * n, "reason": ["pushed by the EHR"] * n})
-        audit_bulk_created_columns(Appointment, {"id": ids, **rows})
-        # The client itself, not only its id: a participant's entry shows the client's name.
-        audit_bulk_created_columns(Participant, {"id": participant_ids, **participants,
-                                                 "client": [client for _, client in attending]})
-        for external_id in rows["external_id"]:
-            push.appointments.pop(external_id, None)
+    def _reserve(self, appointments: int, participants: int) -> None:
+        db = connections[DEFAULT_DB_ALIAS]
+        self.ids += ids_reserve(Appointment, max(appointments, self.room[0]) - len(self.ids), db)
+        self.participant_ids += ids_reserve(Participant, max(participants, self.room[1]) - len(self.participant_ids),
+                                            db)
+        self.room = (0, 0)
+
+    def _sync(self) -> None:
+        """Wait for the database to have written what was sent; on a conflict, apply it one by one."""
+        if self.pipeline is None:
+            return
+        assert self.cursor is not None
+        self.cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        sent, self.sent = self.sent, []
+        pipeline, self.pipeline, self.cursor = self.pipeline, None, None
+        try:
+            with connection.wrap_database_errors:
+                pipeline.close()
+        except (IntegrityError, OperationalError):
+            self._one_by_one(self.savepoint, sent)
+            return
+        transaction.savepoint_commit(self.savepoint)
+        self._created(sent)
+
+    def _write_now(self, items: list[_Gathered]) -> None:
+        savepoint = transaction.savepoint()
+        try:
+            _quiet_insert(self.push, items, bulk_audit([Appointment, Participant]))
+        except (IntegrityError, OperationalError):
+            self._one_by_one(savepoint, items)
+            return
+        transaction.savepoint_commit(savepoint)
+        self._created(items)
+
+    def _one_by_one(self, savepoint: str, items: list[_Gathered]) -> None:
+        transaction.savepoint_rollback(savepoint)
+        self.push.forget()
+        for result, external_id, data, _, _ in items:
+            _event_apply_one(self.push, result, "appointment", external_id, data)
+
+    def _created(self, items: list[_Gathered]) -> None:
+        for result, external_id, *_ in items:
+            result["status"] = CREATED
+            self.push.appointments.pop(external_id, None)
+
+
+def _quiet_insert(push: Push, items: list[_Gathered], audit: BulkAudit, cursor: psycopg.Cursor[Any] | None = None,
+                  ids: list[int] | None = None, participant_ids: list[int] | None = None) -> None:
+    """The rows ``appointment_put`` would create (with ``save()``'s ``auto_now`` times), their
+    participants, creation events and audit entries: sent on ``cursor`` (pipeline mode) with the
+    reserved ``ids`` and ``participant_ids``, or else written at once."""
+    db, n, now = audit.db, len(items), timezone.now()
+    rows: dict[str, list[Any]] = {
+        "source": [push.source] * n, "external_id": [external_id for _, external_id, *_ in items],
+        "created_at": [now] * n, "updated_at": [now] * n,
+        "clinician_id": [clinician.pk for *_, clinician, _ in items],
+        "status": [data["status"] for _, _, data, *_ in items],
+        **{name: [data[name] for _, _, data, *_ in items] for name in APPOINTMENT_FIELDS}}
+    if cursor is None or ids is None:
+        ids = bulk_insert_values(Appointment, rows, db)
+    else:
+        rows_send(Appointment, {"id": ids, **rows}, db, cursor)
+    attending = [(appointment_id, client) for appointment_id, (*_, clients) in zip(ids, items, strict=True)
+                 for client in clients]
+    participants = {"appointment_id": [appointment_id for appointment_id, _ in attending],
+                    "client_id": [client.pk for _, client in attending]}
+    events: dict[str, Sequence[Any]] = {  # as appointment_event_record writes them
+        "appointment_id": ids, "from_status": [""] * n, "to_status": rows["status"], "at": [push.now] * n,
+        "actor": [push.actor] * n, "user_id": [None] * n, "reason": ["pushed by the EHR"] * n}
+    if cursor is None or participant_ids is None:
+        participant_ids = bulk_insert_values(Participant, participants, db)
+        bulk_insert_values(AppointmentEvent, events, db)
+    else:
+        rows_send(Participant, {"id": participant_ids, **participants}, db, cursor)
+        rows_send(AppointmentEvent, events, db, cursor)
+    audit_bulk_created_columns(audit, Appointment, {"id": ids, **rows}, cursor)
+    # The client itself, not only its id: a participant's entry shows the client's name.
+    audit_bulk_created_columns(audit, Participant, {"id": participant_ids, **participants,
+                                                    "client": [client for _, client in attending]}, cursor)
 
 
 def _fail(result: dict[str, Any], code: str, errors: dict[str, list[str]]) -> None:

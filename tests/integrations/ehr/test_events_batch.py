@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.db import connection, transaction
 from django.utils import timezone
@@ -104,16 +105,16 @@ def test_a_mixed_batch_ends_as_the_events_applied_one_by_one(practice: Practice,
     since = LogEntry.objects.latest("pk").pk
 
     runs, written = [], []
-    insert = services._QuietCreates._insert
+    insert = services._quiet_insert
 
-    def counted(self: services._QuietCreates, items: list[Any]) -> None:
+    def counted(push: services.Push, items: list[Any], *args: Any) -> None:
         written.append(len(items))
-        insert(self, items)
+        insert(push, items, *args)
 
     for gathered in (True, False):
         with monkeypatch.context() as patch, transaction.atomic():
             if gathered:
-                patch.setattr(services._QuietCreates, "_insert", counted)
+                patch.setattr(services, "_quiet_insert", counted)
             else:  # every event through appointment_put, one savepoint each
                 patch.setattr(services._QuietCreates, "take", lambda self, *args: False)
                 patch.setattr(services, "_appointment_unchanged", lambda *args: False)
@@ -272,3 +273,44 @@ def test_a_batch_racing_another_for_the_same_new_appointment_falls_back_to_one_b
     assert sorted(Appointment.objects.values_list("external_id", flat=True)) == ["a-1", "a-2"]
     assert Participant.objects.count() == AppointmentEvent.objects.count() == 2
     assert LogEntry.objects.filter(content_type__model="appointment").count() == 2
+
+
+def test_a_long_schedule_is_written_in_chunks_each_row_as_if_put_alone(practice: Practice, put: Call,
+                                                                        post: Call) -> None:
+    """More new appointments than one chunk, sent while the batch reads on, with other events between them:
+    every row, participant, status event and audit entry is there, and ids match up."""
+    put("clinicians/clin-1/", clinician_body())
+    for n, name in enumerate(["Ana", "Bo", "Cy"], start=1):
+        put(f"clients/c-{n}/", client_body(name))
+    size = 2 * services._CHUNK + 30
+
+    def new(i: int) -> dict[str, Any]:
+        clients = ["c-1", "c-2"] if i % 7 == 0 else [f"c-{1 + i % 3}"]
+        return event("appointment", f"w-{i}", appointment_body(clients, f"2027-01-01T{i % 24:02d}:00:00Z"))
+
+    events = [new(i) for i in range(size // 2)]
+    events.append(event("client", "c-4", client_body("Dee")))  # another kind of event: the chunks so far end
+    events += [new(i) for i in range(size // 2, size)]
+    events.append(event("appointment", "w-3", appointment_body(["c-1"], "2027-01-01T03:00:00Z",
+                                                               duration_minutes=45)))  # again, changed
+    response = post("events/", {"events": events}, expect=200)
+
+    statuses = [r["status"] for r in response["results"]]
+    assert statuses == ["created"] * (size // 2) + ["created"] + ["created"] * (size - size // 2) + ["updated"]
+    assert Appointment.objects.filter(external_id__startswith="w-").count() == size
+    for appointment in Appointment.objects.prefetch_related("participants__client", "events"):
+        i = int(appointment.external_id.removeprefix("w-"))
+        assert sorted(p.client.external_id for p in appointment.participants.all()) == new(i)["data"]["clients"]
+        assert [(e.from_status, e.to_status) for e in appointment.events.all()] == [("", "scheduled")]
+        creation = LogEntry.objects.get_for_object(appointment).order_by("pk").first()
+        assert creation is not None and creation.action == LogEntry.Action.CREATE
+        if appointment.external_id != "w-3":  # (changed since)
+            assert creation.changes_dict == {k: list(v) for k, v in model_instance_diff(None, appointment).items()}
+    assert LogEntry.objects.filter(content_type__model="participant").count() == Participant.objects.count()
+    assert Appointment.objects.get(external_id="w-3").duration_minutes == 45
+
+    # Foreign keys are checked at COMMIT again, as everywhere else in the transaction.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO billing_participant (appointment_id, client_id) VALUES (%s, %s)",
+                       [10**9, 10**9])  # no error before the end of the transaction
+        transaction.set_rollback(True)
