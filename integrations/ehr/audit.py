@@ -17,6 +17,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -62,7 +63,10 @@ def _reader(field: Any, use_json: bool, fk_as_string: bool) -> Callable[[models.
     name = field.name
 
     def plain(row: models.Model) -> Any:
-        value = smart_str(getattr(row, name))
+        value = getattr(row, name)
+        if type(value) is str:
+            return value
+        value = smart_str(value)
         return str(value) if type(value).__name__ == "__proxy__" else value
 
     return plain
@@ -85,13 +89,25 @@ def _moment_reader(field: models.DateTimeField[Any, Any]) -> Callable[[models.Mo
 
 
 def _document_reader(field: models.JSONField[Any]) -> Callable[[models.Model], Any]:
-    """``get_field_value`` of a JSON field: its value as sorted JSON text (``to_python`` returns it as it is)."""
-    name, encoder = field.attname, field.encoder
+    """``get_field_value`` of a JSON field: its value as sorted JSON text (``to_python`` returns it as it is).
+    The encoder is the one ``json.dumps(value, sort_keys=True, cls=field.encoder)`` builds, built once; a
+    short list of text (diagnosis codes) is remembered, since a schedule repeats a few of them."""
+    name = field.attname
+    encode = (field.encoder or json.JSONEncoder)(sort_keys=True).encode
+    texts: dict[tuple[str, ...], str] = {}
 
     def read(row: models.Model) -> Any:
         value = getattr(row, name)
+        if type(value) is list and len(value) < 20 and all(type(item) is str for item in value):
+            key = tuple(value)
+            text = texts.get(key)
+            if text is None:
+                text = encode(value)
+                if len(texts) < 1000:  # the reader lasts as long as the process: its memory is bounded
+                    texts[key] = text
+            return text
         try:
-            return json.dumps(value, sort_keys=True, cls=encoder)
+            return encode(value)
         except TypeError:
             return value
 
@@ -143,10 +159,14 @@ def creation_changes(instance: models.Model, plan: _Plan | None = None) -> dict[
         if old == new:
             continue
         if mask is None and not use_json and type(old) is str:  # most changes: text before, and mostly after
-            diff[name] = (old, new if type(new) is str else smart_str(new))
+            diff[name] = (old, new if type(new) is str else str(new) if type(new) in _AS_TEXT else smart_str(new))
         else:
             diff[name] = _change(old, new, mask, use_json)
     return diff or None
+
+
+# Types whose ``smart_str`` is their ``str``.
+_AS_TEXT = (int, float, bool, dt.datetime, dt.date, Decimal, type(None))
 
 
 def _change(old: Any, new: Any, mask: Callable[[str], str] | None, use_json: bool) -> tuple[Any, Any] | None:

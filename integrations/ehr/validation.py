@@ -68,6 +68,10 @@ class BatchValidator:
         for _, field, _ in self.fields:
             if isinstance(field, serializers.ListField):
                 _remember_items(field.child)
+            if isinstance(field, serializers.DateTimeField) and not hasattr(field, "timezone"):
+                zone = field.default_timezone()
+                if zone is not None:
+                    field.timezone = zone  # the zone it would look up for each value (the request's), once
 
 
     def run(self, data: dict[str, Any]) -> Any:
