@@ -601,11 +601,13 @@ def _events_apply(push: Push, events: list[Any], validators: dict[str, BatchVali
         except serializers.ValidationError as exc:
             _fail(result, "invalid", _messages(exc.detail))
             continue
-        if kind == "appointment" and _appointment_unchanged(push, external_id, data):
-            result["status"] = UNCHANGED
-            continue
-        if kind == "appointment" and gathered.take(result, external_id, data):
-            continue
+        if kind == "appointment":
+            gathered.before_reading(external_id, data)
+            if _appointment_unchanged(push, external_id, data):
+                result["status"] = UNCHANGED
+                continue
+            if gathered.take(result, external_id, data):
+                continue
         gathered.flush()
         _event_apply_one(push, result, kind, external_id, data)
     gathered.flush()
@@ -701,6 +703,20 @@ class _QuietCreates:
     def flush(self) -> None:
         self._send()
         self._sync()
+
+    def before_reading(self, external_id: str, data: dict[str, Any]) -> None:
+        """While chunks are in the pipeline a query would synchronise it, and a failed chunk's error would
+        surface from that query rather than from ``_sync``, which falls back to one by one: if the rows
+        this appointment event needs are not all in the batch's cache (after a rolled-back event emptied
+        it), synchronise first."""
+        push = self.push
+        if self.pipeline is None:
+            return
+        appointment = push.appointments.get(external_id)
+        if (external_id not in push.appointments or data["clinician"] not in push.clinicians
+                or any(client not in push.clients for client in data["clients"])
+                or (appointment is not None and appointment.pk not in push.participants)):
+            self._sync()
 
     def _send(self) -> None:
         if not self.items:

@@ -314,3 +314,18 @@ def test_a_long_schedule_is_written_in_chunks_each_row_as_if_put_alone(practice:
         cursor.execute("INSERT INTO billing_participant (appointment_id, client_id) VALUES (%s, %s)",
                        [10**9, 10**9])  # no error before the end of the transaction
         transaction.set_rollback(True)
+
+
+def test_after_a_rolled_back_event_the_next_chunks_read_what_they_need_before_sending(practice: Practice, put: Call,
+                                                                                      post: Call) -> None:
+    """A failed event empties the batch's cache; the events after it read their rows back from the database,
+    which must wait for the chunks being sent."""
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    size = 2 * services._CHUNK + 50
+    events = [event("appointment", f"x-{i}", appointment_body(["c-1"], f"2027-02-01T{i % 24:02d}:00:00Z"))
+              for i in range(size)]
+    events.insert(10, event("appointment", "x-bad", appointment_body(["c-404"])))  # rolled back
+    response = post("events/", {"events": events}, expect=200)
+    assert Counter(r["status"] for r in response["results"]) == {"created": size, "error": 1}
+    assert Appointment.objects.count() == Participant.objects.count() == AppointmentEvent.objects.count() == size
