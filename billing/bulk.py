@@ -17,6 +17,10 @@ each field prepares each distinct value once, and a value its field would send u
 number, text, an aware moment; see ``_as_is``) is not prepared at all. No signals are sent, as with
 ``bulk_create``.
 
+``ids_reserve`` and ``rows_send``: the same INSERT on a cursor in pipeline mode, sent and not waited
+for, the primary keys reserved from the table's sequence beforehand (integrations/ehr/services.py sends
+a batch's new appointments so while it reads the next events).
+
 ``AnyOf``: ``__in`` for a thousand values, as one array parameter.
 
 Other databases (the demo's SQLite) get ``bulk_create``, ``bulk_update`` and ``IN`` themselves.
@@ -78,8 +82,7 @@ def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence
     named (``auto_now`` fields included); returns their primary keys, in order. Objects they point to
     must exist. A unique or lock conflict raises Django's IntegrityError or OperationalError.
 
-    ``db``: the connection, when the caller is not on the thread that opened it (on PostgreSQL the
-    rows then go through a psycopg cursor of that connection, in its transaction)."""
+    ``db``: the connection (default: this thread's), which the caller may have looked up already."""
     db = db or connections[connection.alias]  # the connection itself: the proxy looks it up on each use
     fields = _fields(model)
     assert set(columns) == {f.attname for f in fields}, "give every column"
