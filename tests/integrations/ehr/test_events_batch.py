@@ -329,3 +329,17 @@ def test_after_a_rolled_back_event_the_next_chunks_read_what_they_need_before_se
     response = post("events/", {"events": events}, expect=200)
     assert Counter(r["status"] for r in response["results"]) == {"created": size, "error": 1}
     assert Appointment.objects.count() == Participant.objects.count() == AppointmentEvent.objects.count() == size
+
+
+def test_a_batch_that_needs_more_ids_than_it_reserved_reserves_more(practice: Practice, put: Call, post: Call,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    prefetch = services._prefetch_batch
+    monkeypatch.setattr(services, "_prefetch_batch", lambda *args: (prefetch(*args), (1, 1))[1])  # too few
+    size = services._CHUNK + 20
+    response = post("events/", [event("appointment", f"y-{i}", appointment_body(["c-1"], at(1 + i % 28)))
+                                for i in range(size)], expect=200)
+    assert response["counts"]["created"] == size
+    assert sorted(Participant.objects.values_list("appointment__external_id", flat=True)) == sorted(
+        f"y-{i}" for i in range(size))
