@@ -89,8 +89,17 @@ def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence
     if db.vendor != "postgresql":
         names = [f.attname for f in fields]
         rows = zip(*(columns[name] for name in names), strict=True)
-        objs = model._default_manager.using(db.alias).bulk_create([
-            model(**dict(zip(names, row, strict=True))) for row in rows])
+        objs = [model(**dict(zip(names, row, strict=True))) for row in rows]
+        manager = model._default_manager.using(db.alias)
+        manager.bulk_create(objs)
+        # bulk_create stamps auto_now fields with a moment of its own: keep the ones given, as on PostgreSQL
+        # (an audit entry written from the same columns shows them).
+        stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
+        if stamped:
+            for obj, row in zip(objs, zip(*(columns[f.attname] for f in stamped), strict=True), strict=True):
+                for field, value in zip(stamped, row, strict=True):
+                    setattr(obj, field.attname, value)
+            manager.bulk_update(objs, [f.name for f in stamped])
         return [obj.pk for obj in objs]
     sql, arrays = _insert(model, fields, columns, db, f" RETURNING {db.ops.quote_name(str(model._meta.pk.column))}")
     db.ensure_connection()

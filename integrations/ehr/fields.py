@@ -171,9 +171,12 @@ class ExternalId(Text):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 100)
         kwargs.setdefault("allow_blank", False)
-        self.plain = not kwargs.get("validators") and kwargs["max_length"] == 100 and not kwargs["allow_blank"]
+        extra_validators = bool(kwargs.get("validators"))
         kwargs["validators"] = [*kwargs.get("validators", []), external_id_validator]
         super().__init__(**kwargs)
+        # The checks ``run_validation`` tells at once are these, and only these.
+        self.plain = (not extra_validators and self.max_length == 100 and self.min_length is None
+                      and not self.allow_blank and not self.trim_whitespace)
 
     def run_validation(self, data: Any = serializers.empty) -> Any:
         # Most ids are short ASCII text: those the full run would accept (1 to 100 characters, none of

@@ -263,10 +263,13 @@ class ChargeOut(serializers.Serializer):
 
 # --- Appointments -----------------------------------------------------------------------------------------
 
+MAX_CLIENTS = 50  # per appointment (a group session)
+
+
 class AppointmentIn(Strict):
     tolerated = frozenset({"external_id", "charges", "created_at", "updated_at"})
     clinician = ExternalId(help_text="The clinician's external id.")
-    clients = DistinctList(child=ExternalId(), min_length=1, max_length=50,
+    clients = DistinctList(child=ExternalId(), min_length=1, max_length=MAX_CLIENTS,
                            error_messages={"repeated": "A client is listed twice."},
                            help_text="Client external ids: one for an individual session, several for a group.")
     service_code = Text(max_length=5, min_length=5, validators=[cpt_pattern, validate_cpt],

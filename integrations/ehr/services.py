@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connection, connections, models, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    connections,
+    models,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 from rest_framework import serializers
@@ -549,8 +558,9 @@ def _prefetch_batch(push: Push, events: list[Any]) -> tuple[int, int]:
         if kind in CLIENT_KEYED and external_id:
             clients.add(external_id)
         elif kind == "appointment":
-            if external_id and external_id not in appointments:
-                appointments[external_id] = len(data["clients"]) if isinstance(data.get("clients"), list) else 0
+            if external_id and external_id not in appointments:  # (a longer list is refused)
+                attending = len(data["clients"]) if isinstance(data.get("clients"), list) else 0
+                appointments[external_id] = min(attending, api.MAX_CLIENTS)
             if text(data.get("clinician")):
                 clinicians.add(data["clinician"])
             if isinstance(data.get("clients"), list):
@@ -743,8 +753,14 @@ class _QuietCreates:
         ids, self.ids = self.ids[:len(items)], self.ids[len(items):]
         participant_ids, self.participant_ids = self.participant_ids[:participants], self.participant_ids[participants:]
         assert self.audit is not None and self.cursor is not None
-        _quiet_insert(self.push, items, self.audit, self.cursor, ids, participant_ids)
         self.sent.extend(items)
+        try:
+            # A statement sent earlier that failed (a concurrent request's committed row) is reported by
+            # whichever statement is sent after the database answered, not only at the sync.
+            with connection.wrap_database_errors:
+                _quiet_insert(self.push, items, self.audit, self.cursor, ids, participant_ids)
+        except (IntegrityError, OperationalError):
+            self._sync(failed=True)
 
     def _reserve(self, appointments: int, participants: int) -> None:
         db = connections[DEFAULT_DB_ALIAS]
@@ -753,18 +769,24 @@ class _QuietCreates:
                                             db)
         self.room = (0, 0)
 
-    def _sync(self) -> None:
-        """Wait for the database to have written what was sent; on a conflict, apply it one by one."""
+    def _sync(self, failed: bool = False) -> None:
+        """Wait for the database to have written what was sent; on a conflict (``failed``: one was reported
+        already), roll it all back and apply it one by one."""
         if self.pipeline is None:
             return
-        assert self.cursor is not None
-        self.cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         sent, self.sent = self.sent, []
-        pipeline, self.pipeline, self.cursor = self.pipeline, None, None
+        pipeline, cursor, self.pipeline, self.cursor = self.pipeline, self.cursor, None, None
+        assert cursor is not None
         try:
             with connection.wrap_database_errors:
+                if not failed:
+                    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
                 pipeline.close()
-        except (IntegrityError, OperationalError):
+        except DatabaseError as error:
+            if not failed and not isinstance(error, IntegrityError | OperationalError):
+                raise
+            failed = True  # (after a reported failure, whatever the closing pipeline says is moot)
+        if failed:
             self._one_by_one(self.savepoint, sent)
             return
         transaction.savepoint_commit(self.savepoint)

@@ -21,6 +21,7 @@ from billing.models import (
     AppointmentEvent,
     Charge,
     Client,
+    Clinician,
     Participant,
     Practice,
     ReviewItem,
@@ -343,3 +344,38 @@ def test_a_batch_that_needs_more_ids_than_it_reserved_reserves_more(practice: Pr
     assert response["counts"]["created"] == size
     assert sorted(Participant.objects.values_list("appointment__external_id", flat=True)) == sorted(
         f"y-{i}" for i in range(size))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("size", [1, services._CHUNK + 1, 2 * services._CHUNK + 50])
+def test_a_conflict_committed_while_the_batch_is_sent_falls_back_to_one_by_one(
+        practice: Practice, put: Call, post: Call, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Another request commits one of the batch's new appointments after the batch looked them up: the
+    database reports it on whichever statement follows, and the batch still ends as if applied one by one."""
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana"))
+    prefetch = services._prefetch_batch
+
+    def meanwhile(push: services.Push, events: list[Any]) -> tuple[int, int]:
+        room = prefetch(push, events)
+        if not Appointment.objects.filter(external_id="z-0").exists():  # once
+            other = threading.Thread(target=other_request)
+            other.start()
+            other.join(10)
+        return room
+
+    def other_request() -> None:
+        try:
+            Appointment.objects.create(source=SOURCE, external_id="z-0", service_code="90837",
+                                       clinician=Clinician.objects.get(external_id="clin-1"),
+                                       starts_at=timezone.now())
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(services, "_prefetch_batch", meanwhile)
+    events = [event("appointment", f"z-{i}", appointment_body(["c-1"], f"2027-01-01T{i % 24:02d}:00:00Z"))
+              for i in range(size)]
+    response = post("events/", [*events, event("client", "c-2", client_body("Bo"))], expect=200)
+    assert [r["status"] for r in response["results"]] == ["updated"] + ["created"] * size
+    assert Appointment.objects.count() == Participant.objects.count() == size
+    assert LogEntry.objects.filter(content_type__model="appointment", action=LogEntry.Action.CREATE).count() == size
