@@ -594,7 +594,7 @@ def events_apply(*, push: Push, events: list[Any]) -> list[dict[str, Any]]:
     validators = {kind: BatchValidator(cls()) for kind, cls in EVENT_SERIALIZERS.items()}
     external_id_field = ExternalId()
     results: list[dict[str, Any]] = []
-    with transaction.atomic():
+    with transaction.atomic(), Practice.pinned():  # the practice's policy read once for the batch
         room = _prefetch_batch(push, events)
         with _QuietCreates(push, room) as gathered:
             _events_apply(push, events, validators, external_id_field, results, gathered)
