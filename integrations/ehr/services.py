@@ -836,29 +836,29 @@ def _quiet_insert(push: Push, items: list[_Gathered], audit: BulkAudit, cursor: 
     participants, creation events and audit entries: sent on ``cursor`` (pipeline mode) with the
     reserved ``ids`` and ``participant_ids``, or else written at once."""
     db, n, now = audit.db, len(items), timezone.now()
+
+    def insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]], reserved: list[int] | None = None
+               ) -> list[Any]:
+        if cursor is None:
+            return bulk_insert_values(model, columns, db)
+        rows_send(model, columns if reserved is None else {"id": reserved, **columns}, db, cursor)
+        return reserved or []
+
     rows: dict[str, list[Any]] = {
         "source": [push.source] * n, "external_id": [external_id for _, external_id, *_ in items],
         "created_at": [now] * n, "updated_at": [now] * n,
         "clinician_id": [clinician.pk for *_, clinician, _ in items],
         "status": [data["status"] for _, _, data, *_ in items],
         **{name: [data[name] for _, _, data, *_ in items] for name in APPOINTMENT_FIELDS}}
-    if cursor is None or ids is None:
-        ids = bulk_insert_values(Appointment, rows, db)
-    else:
-        rows_send(Appointment, {"id": ids, **rows}, db, cursor)
+    ids = insert(Appointment, rows, ids)
     attending = [(appointment_id, client) for appointment_id, (*_, clients) in zip(ids, items, strict=True)
                  for client in clients]
     participants = {"appointment_id": [appointment_id for appointment_id, _ in attending],
                     "client_id": [client.pk for _, client in attending]}
-    events: dict[str, Sequence[Any]] = {  # as appointment_event_record writes them
+    participant_ids = insert(Participant, participants, participant_ids)
+    insert(AppointmentEvent, {  # as appointment_event_record writes them
         "appointment_id": ids, "from_status": [""] * n, "to_status": rows["status"], "at": [push.now] * n,
-        "actor": [push.actor] * n, "user_id": [None] * n, "reason": ["pushed by the EHR"] * n}
-    if cursor is None or participant_ids is None:
-        participant_ids = bulk_insert_values(Participant, participants, db)
-        bulk_insert_values(AppointmentEvent, events, db)
-    else:
-        rows_send(Participant, {"id": participant_ids, **participants}, db, cursor)
-        rows_send(AppointmentEvent, events, db, cursor)
+        "actor": [push.actor] * n, "user_id": [None] * n, "reason": ["pushed by the EHR"] * n})
     audit_bulk_created_columns(audit, Appointment, {"id": ids, **rows}, cursor)
     # The client itself, not only its id: a participant's entry shows the client's name.
     audit_bulk_created_columns(audit, Participant, {"id": participant_ids, **participants,

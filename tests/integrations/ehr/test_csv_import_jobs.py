@@ -166,6 +166,17 @@ def test_a_file_broken_past_its_first_lines_fails_the_job_with_the_reason(
     assert Appointment.objects.count() == 0
 
 
+def _upload_that_fails(admin_client: HttpClient, tmp_path: Path, error: str) -> CsvImport:
+    """Upload a small file whose dry run fails with ``error``: the run and the import say so, and the
+    staged file is kept for another try."""
+    upload(admin_client, write(tmp_path, "\n".join([SP_HEADER, *sp_rows(5)])))
+    record = CsvImport.objects.get()
+    job = CsvImportJob.objects.get()
+    assert job.status == CsvImportJobStatus.FAILED and error in job.error
+    assert record.status == CsvImportStatus.FAILED and Path(record.staged_path).exists()
+    return record
+
+
 def test_an_unexpected_error_keeps_the_file_to_preview_again(
         people: None, admin_client: HttpClient, tmp_path: Path, sync_tasks: None,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,11 +185,7 @@ def test_an_unexpected_error_keeps_the_file_to_preview_again(
 
     working = csv_jobs.csv_import
     monkeypatch.setattr(csv_jobs, "csv_import", broken)
-    upload(admin_client, write(tmp_path, "\n".join([SP_HEADER, *sp_rows(5)])))
-    record = CsvImport.objects.get()
-    job = CsvImportJob.objects.get()
-    assert job.status == CsvImportJobStatus.FAILED and "unexpected error (RuntimeError)" in job.error
-    assert record.status == CsvImportStatus.FAILED and Path(record.staged_path).exists()
+    record = _upload_that_fails(admin_client, tmp_path, "unexpected error (RuntimeError)")
     html = admin_client.get(page_url(record)).content.decode()
     assert "Preview again" in html and "Apply:" not in html
 
@@ -194,11 +201,7 @@ def test_a_task_queue_that_cannot_be_reached_fails_the_run_at_once(
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(csv_jobs, "async_task", unreachable)
-    upload(admin_client, write(tmp_path, "\n".join([SP_HEADER, *sp_rows(5)])))
-    record = CsvImport.objects.get()
-    job = CsvImportJob.objects.get()
-    assert job.status == CsvImportJobStatus.FAILED and "task queue could not be reached" in job.error
-    assert record.status == CsvImportStatus.FAILED and Path(record.staged_path).exists()
+    record = _upload_that_fails(admin_client, tmp_path, "task queue could not be reached")
     assert "Preview again" in admin_client.get(page_url(record)).content.decode()
 
 
