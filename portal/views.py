@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import secrets
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,9 +25,10 @@ from django.views.decorators.http import require_GET, require_POST
 from billing.models import Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
 from billing.money import format_cents
 from billing.services.balance import (
+    PaymentInProgress,
     PaymentNotAllowed,
     balance_payment_start,
-    client_balance_cents,
+    client_payable,
     payable_charges,
 )
 from billing.services.cards import (
@@ -104,17 +106,21 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
 def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     client = client_link.client
     charges = payable_charges(client)
-    balance = client_balance_cents(client)
-    other = max(balance - sum(c.amount_cents for c in charges), 0)
-    waiting = Charge.objects.filter(client=client, status=ChargeStatus.REQUIRES_ACTION).count()
+    payable = client_payable(client)
+    offered = [c for c in charges if c.status != ChargeStatus.REQUIRES_ACTION]
+    other = max(payable.now_cents - sum(c.amount_cents for c in offered), 0)
     # Receipts are per session or fee (what an FSA/HSA claim needs); portal balance payments are the
     # money behind them, receipted by email when made.
     paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind=ChargeKind.BALANCE_PAYMENT)
             .select_related("appointment__clinician").order_by("-updated_at")[:24])
     return _page(request, "portal/balance.html", {
-        "client": client, "token": token, "balance": balance, "balance_text": format_cents(max(balance, 0)),
-        "items": [_item(c) for c in charges], "other_cents": other, "waiting_for_confirmation": waiting,
+        "client": client, "token": token, "balance": payable.balance_cents,
+        "balance_text": format_cents(max(payable.balance_cents, 0)),
+        "payable": payable.now_cents, "payable_text": format_cents(payable.now_cents),
+        "in_flight_text": format_cents(payable.in_flight_cents) if payable.in_flight_cents else "",
+        "items": [_item(c) for c in charges], "other_cents": other,
         "receipts": [_item(c) for c in paid], "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE,
+        "pay_key": secrets.token_urlsafe(24),
         "superbill_start": timezone.localdate().replace(day=1) - dt.timedelta(days=1),
         "superbill_end": timezone.localdate(),
         **_stripe_js()})
@@ -126,6 +132,7 @@ def _item(charge: Charge) -> dict[str, object]:
     return {"id": charge.pk, "amount_cents": charge.amount_cents, "amount": amount,
             "label": context["service"], "session_date": context["session_date"], "therapist": context["therapist"],
             "status": charge.get_status_display(), "failed": charge.status == ChargeStatus.FAILED,
+            "at_bank": charge.status == ChargeStatus.REQUIRES_ACTION,
             "paid_on": charge.updated_at}
 
 
@@ -146,33 +153,36 @@ def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> Js
     client = client_link.client
     mode = request.POST.get("mode", "all")
     charge_ids: list[int] | None = None
+    amount: int | None = None
     if mode == "all":
-        amount = client_balance_cents(client)
+        pass
     elif mode == "items":
         try:
             charge_ids = [int(i) for i in request.POST.getlist("items")]
         except ValueError:
             return JsonResponse({"error": "Choose the items to pay."}, status=400)
-        chosen = {c.pk: c.amount_cents for c in payable_charges(client)}
-        if not charge_ids or any(i not in chosen for i in charge_ids):
+        offered = {c.pk for c in payable_charges(client)}
+        if not charge_ids or any(i not in offered for i in charge_ids):
             return JsonResponse({"error": "Choose the items to pay."}, status=400)
-        amount = sum(chosen[i] for i in charge_ids)
     elif mode == "amount":
-        parsed = _dollars_to_cents(request.POST.get("amount", ""))
-        if parsed is None:
+        amount = _dollars_to_cents(request.POST.get("amount", ""))
+        if amount is None:
             return JsonResponse({"error": "Enter an amount in dollars and cents, for example 50.00."}, status=400)
-        amount = parsed
     else:
         return JsonResponse({"error": "Choose what to pay."}, status=400)
     try:
-        result = balance_payment_start(client=client, amount_cents=amount, charge_ids=charge_ids, now=timezone.now())
+        result = balance_payment_start(client=client, amount_cents=amount, charge_ids=charge_ids, now=timezone.now(),
+                                       pay_key=request.POST.get("pay_key", ""))
+    except PaymentInProgress as busy:
+        return JsonResponse({"status": "in_progress", "error": str(busy)}, status=409)
     except PaymentNotAllowed as refused:
-        return JsonResponse({"error": str(refused)}, status=400)
+        return JsonResponse({"error": str(refused), "pay_key": secrets.token_urlsafe(24)}, status=400)
     body = {"status": result.status, "payment": result.charge.pk, "amount": format_cents(result.charge.amount_cents)}
     if result.status == "requires_action":
         body["client_secret"] = result.client_secret
     elif result.status != "succeeded":
         body["error"] = result.message
+        body["pay_key"] = secrets.token_urlsafe(24)  # a new try is a new payment
     return JsonResponse(body, status=200 if result.status in ("succeeded", "requires_action") else 402)
 
 

@@ -169,6 +169,7 @@ class BalanceAllocation(models.Model):
     charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="paid_by_allocations")
     amount_cents = models.PositiveIntegerField()
     previous_next_retry_at = models.DateTimeField(null=True, blank=True)
+    previous_hold_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["payment", "charge"], name="allocation_once")]

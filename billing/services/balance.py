@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Max, Sum, Window
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Window
+from django.db.models.functions import Coalesce
 
 from billing.bulk import rows_update
 from billing.models import (
@@ -27,14 +30,19 @@ from billing.money import format_cents
 from billing.services.charges import charge_event_record
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
-from billing.services.payments import PORTAL_HOLD, attempt_refused, attempt_settle
+from billing.services.payments import PORTAL_HOLD, attempt_refused, attempt_settle, payment_intent_withdraw
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 SYSTEM = "system:balance"
-# Open charges a client may pay on the portal. A charge waiting for authentication has its own link,
-# and one being charged right now is not offered, so nothing can be paid twice.
+# Open charges a client may pay on the portal. One being charged right now is not offered, so nothing
+# can be paid twice; one waiting for the client's bank may be paid here instead (its request to the bank
+# is withdrawn at Stripe first).
 PAYABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
+# Money on its way: a charge being taken, or waiting for the client to confirm it with their bank.
+IN_FLIGHT = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION)
 ABANDONED_AFTER = dt.timedelta(hours=1)
+# A key the balance page puts in its form, so the same form sent twice pays once.
+PAY_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 def client_balance_cents(client: Client, *, at: dt.datetime | None = None) -> int:
@@ -44,9 +52,38 @@ def client_balance_cents(client: Client, *, at: dt.datetime | None = None) -> in
     return entries.aggregate(total=Sum("amount_cents"))["total"] or 0
 
 
+@dataclass(frozen=True)
+class Payable:
+    """What the client owes, and how much of it may be paid on the portal now."""
+
+    balance_cents: int
+    in_flight_cents: int
+
+    @property
+    def now_cents(self) -> int:
+        return max(self.balance_cents - self.in_flight_cents, 0)
+
+
+def client_payable(client: Client) -> Payable:
+    """The ledger balance and the money already on its way, read in one statement, so a payment that
+    settles meanwhile cannot be counted on one side and not the other."""
+    def total(rows: QuerySet[Any]) -> Coalesce:
+        return Coalesce(Subquery(rows.values("client").annotate(t=Sum("amount_cents")).values("t")), 0)
+
+    balance, in_flight = Client.objects.filter(pk=client.pk).annotate(
+        b=total(LedgerEntry.objects.filter(client=OuterRef("pk"))),
+        f=total(Charge.objects.filter(client=OuterRef("pk"), status__in=IN_FLIGHT)),
+    ).values_list("b", "f").get()
+    return Payable(balance, in_flight)
+
+
 def payable_charges(client: Client) -> list[Charge]:
-    return list(Charge.objects.filter(client=client, status__in=PAYABLE, amount_cents__gt=0)
-                .exclude(hold_reason=PORTAL_HOLD).select_related("appointment__clinician")
+    """The open charges the balance page offers one by one, oldest first: those waiting for the
+    client's bank last, since paying one here withdraws that request."""
+    return list(Charge.objects.filter(client=client, status__in=(*PAYABLE, ChargeStatus.REQUIRES_ACTION),
+                                      amount_cents__gt=0)
+                .exclude(hold_reason=PORTAL_HOLD).exclude(kind=ChargeKind.BALANCE_PAYMENT)
+                .select_related("appointment__clinician")
                 .order_by("appointment__starts_at", "created_at", "pk"))
 
 
@@ -62,51 +99,43 @@ class PaymentNotAllowed(Exception):
     pass
 
 
-def balance_payment_start(*, client: Client, amount_cents: int, charge_ids: list[int] | None,
-                          now: dt.datetime) -> PortalPayment:
-    """Pay part or all of the balance with the saved card, the client present.
+class PaymentInProgress(PaymentNotAllowed):
+    """Another payment from this client is being taken right now (a second tab, a double click)."""
 
-    The charges it pays are locked and put on hold first (so the scheduler cannot charge them
-    too), then Stripe is called outside the transaction, and the outcome settled as for any charge.
+
+IN_PROGRESS = ("A payment is already being taken from your card. Please wait a moment and reload this page "
+               "to see your balance before paying again.")
+
+
+def balance_payment_start(*, client: Client, amount_cents: int | None, charge_ids: list[int] | None,
+                          now: dt.datetime, pay_key: str = "") -> PortalPayment:
+    """Pay with the saved card, the client present: everything payable now (``amount_cents`` None),
+    the chosen charges, or an amount up to what is payable now.
+
+    One payment at a time per client: the client's row is locked while the payment is set up, and a
+    portal payment still being taken refuses the next (``PaymentInProgress``); the same form sent
+    again (``pay_key``) is refused too. The charges it pays are locked and put on hold first (so the
+    scheduler cannot charge them too), then Stripe is called outside the transaction, and the outcome
+    settled as for any charge.
     """
     if not client.card_payment_method_id or not client.stripe_customer_id:
         raise PaymentNotAllowed("Please add a card first.")
-    with transaction.atomic():
-        client = Client.objects.select_for_update().get(pk=client.pk)
-        balance = client_balance_cents(client)
-        if amount_cents <= 0:
-            raise PaymentNotAllowed("Enter an amount above $0.00.")
-        if amount_cents > balance:
-            raise PaymentNotAllowed(f"You can pay at most your balance of {format_cents(max(balance, 0))}.")
-        open_charges = list(Charge.objects.select_for_update().filter(
-            pk__in=[c.pk for c in payable_charges(client)]).order_by("created_at", "pk"))
-        if charge_ids is not None:
-            chosen = [c for c in open_charges if c.pk in set(charge_ids)]
-            if len(chosen) != len(set(charge_ids)):
-                raise PaymentNotAllowed("Some of the chosen items can no longer be paid here. Please reload.")
-            open_charges = chosen
-        payment = Charge.objects.create(
-            client=client, kind=ChargeKind.BALANCE_PAYMENT, amount_cents=amount_cents, status=ChargeStatus.PROCESSING,
-            scheduled_for=now, attempts=1, breakdown=[{"label": "Balance payment", "amount_cents": amount_cents}])
-        charge_event_record(charge=payment, from_status="", now=now, actor=f"client:{client.pk}",
-                            reason="paid on the portal")
-        left = amount_cents
-        for charge in open_charges:  # oldest first
-            if left <= 0:
-                break
-            part = min(left, charge.amount_cents)
-            BalanceAllocation.objects.create(payment=payment, charge=charge, amount_cents=part,
-                                             previous_next_retry_at=charge.next_retry_at)
-            Charge.objects.filter(pk=charge.pk).update(hold_reason=PORTAL_HOLD, next_retry_at=None, updated_at=now)
-            left -= part
-        attempt = PaymentAttempt.objects.create(
-            charge=payment, number=1, idempotency_key=f"portal-charge-{payment.pk}-attempt-1",
-            amount_cents=amount_cents, customer_id=client.stripe_customer_id,
-            payment_method_id=client.card_payment_method_id, started_at=now)
+    if amount_cents is not None and amount_cents <= 0:
+        raise PaymentNotAllowed("Enter an amount above $0.00.")
+    pay_key = pay_key if PAY_KEY.fullmatch(pay_key or "") else ""
+    if pay_key and PaymentAttempt.objects.filter(idempotency_key=_portal_key(client, pay_key)).exists():
+        raise PaymentInProgress(IN_PROGRESS)
+    _withdraw_before_paying(client, charge_ids or [], now)
+    try:
+        with transaction.atomic():
+            payment, attempt = _payment_claim(client, amount_cents, charge_ids, now, pay_key)
+    except IntegrityError:  # the same form, sent twice at once: the other request has it
+        raise PaymentInProgress(IN_PROGRESS) from None
     try:
         outcome = get_gateway().payment_on_session(
-            amount_cents=amount_cents, customer_id=attempt.customer_id, payment_method_id=attempt.payment_method_id,
-            idempotency_key=attempt.idempotency_key, reference=str(payment.pk))
+            amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+            payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+            reference=str(payment.pk))
     except OutcomeUnknown:
         return PortalPayment(payment, "unknown", message="We could not confirm the payment yet. Please check back "
                                                          "in a few minutes before trying again.")
@@ -122,20 +151,78 @@ def balance_payment_start(*, client: Client, amount_cents: int, charge_ids: list
     return PortalPayment(payment, "failed", message=outcome.message or "Your card was declined.")
 
 
+def _portal_key(client: Client, pay_key: str) -> str:
+    return f"portal-pay-{client.pk}-{pay_key}"
+
+
+def _withdraw_before_paying(client: Client, charge_ids: list[int], now: dt.datetime) -> None:
+    """Before a new portal payment (outside any transaction: these call Stripe): an earlier one the
+    client left at their bank's check is canceled, and a chosen charge waiting for the client's bank
+    has that request withdrawn, so neither can go through as well."""
+    left = PaymentAttempt.objects.filter(status=AttemptStatus.REQUIRES_ACTION, charge__client=client).filter(
+        Q(charge__kind=ChargeKind.BALANCE_PAYMENT)
+        | Q(charge_id__in=charge_ids, charge__status=ChargeStatus.REQUIRES_ACTION))
+    for attempt in left:
+        payment_intent_withdraw(attempt=attempt, now=now)
+
+
+def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[int] | None, now: dt.datetime,
+                   pay_key: str) -> tuple[Charge, PaymentAttempt]:
+    """Inside the transaction: lock, check what may be paid now, and write the payment and its attempt."""
+    client = Client.objects.select_for_update().get(pk=client.pk)
+    if Charge.objects.filter(client=client, kind=ChargeKind.BALANCE_PAYMENT, status__in=IN_FLIGHT).exists():
+        raise PaymentInProgress(IN_PROGRESS)
+    # Locked with their status re-checked, so a charge a billing run claimed meanwhile drops out.
+    open_charges = list(Charge.objects.select_for_update(of=("self",)).filter(
+        pk__in=[c.pk for c in payable_charges(client)], status__in=PAYABLE, amount_cents__gt=0,
+    ).exclude(hold_reason=PORTAL_HOLD).order_by("appointment__starts_at", "created_at", "pk"))
+    payable = client_payable(client)
+    if charge_ids is not None:
+        chosen = [c for c in open_charges if c.pk in set(charge_ids)]
+        if not charge_ids or len(chosen) != len(set(charge_ids)):
+            raise PaymentNotAllowed("Some of the chosen items can no longer be paid here. Please reload.")
+        open_charges = chosen
+        amount_cents = sum(c.amount_cents for c in chosen)
+    elif amount_cents is None:
+        amount_cents = payable.now_cents
+        if amount_cents <= 0:
+            raise PaymentNotAllowed("There is nothing to pay right now." + (
+                f" {format_cents(payable.in_flight_cents)} is already being paid." if payable.in_flight_cents
+                else ""))
+    elif amount_cents > payable.now_cents:
+        raise PaymentNotAllowed(f"You can pay at most {format_cents(payable.now_cents)} now" + (
+            f" ({format_cents(payable.in_flight_cents)} of your balance is already being paid)."
+            if payable.in_flight_cents else "."))
+    payment = Charge.objects.create(
+        client=client, kind=ChargeKind.BALANCE_PAYMENT, amount_cents=amount_cents, status=ChargeStatus.PROCESSING,
+        scheduled_for=now, attempts=1, breakdown=[{"label": "Balance payment", "amount_cents": amount_cents}])
+    charge_event_record(charge=payment, from_status="", now=now, actor=f"client:{client.pk}",
+                        reason="paid on the portal")
+    left = amount_cents
+    for charge in open_charges:  # oldest first
+        if left <= 0:
+            break
+        part = min(left, charge.amount_cents)
+        BalanceAllocation.objects.create(payment=payment, charge=charge, amount_cents=part,
+                                         previous_next_retry_at=charge.next_retry_at,
+                                         previous_hold_reason=charge.hold_reason)
+        Charge.objects.filter(pk=charge.pk).update(hold_reason=PORTAL_HOLD, next_retry_at=None, updated_at=now)
+        left -= part
+    attempt = PaymentAttempt.objects.create(
+        charge=payment, number=1,
+        idempotency_key=_portal_key(client, pay_key) if pay_key else f"portal-charge-{payment.pk}-attempt-1",
+        amount_cents=amount_cents, customer_id=client.stripe_customer_id,
+        payment_method_id=client.card_payment_method_id, started_at=now)
+    return payment, attempt
+
+
 def portal_payments_abandon(*, now: dt.datetime) -> int:
     """A portal payment left waiting for authentication is canceled, and its charges go back to schedule."""
     abandoned = 0
     stale = PaymentAttempt.objects.filter(status=AttemptStatus.REQUIRES_ACTION, charge__kind=ChargeKind.BALANCE_PAYMENT,
                                           started_at__lt=now - ABANDONED_AFTER)
     for attempt in stale.select_related("charge"):
-        try:
-            outcome = get_gateway().payment_cancel(attempt.payment_intent_id)
-        except GatewayRefused:
-            outcome = get_gateway().payment_get(attempt.payment_intent_id)  # it finished meanwhile
-        except OutcomeUnknown:
-            continue
-        attempt_settle(attempt=attempt, payment=outcome, now=now)
-        abandoned += 1
+        abandoned += payment_intent_withdraw(attempt=attempt, now=now)
     return abandoned
 
 

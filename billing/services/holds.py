@@ -18,15 +18,15 @@ from billing.models import Charge, ChargeStatus, LedgerKind, Practice, ReviewKin
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
-from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD
+from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD, payment_withdraw_after_commit
 from billing.services.review import review_close_stale
 from billing.services.schedule import ledger_follow_charge
 
 RELEASED = "released by staff"
 CANCELED_BY_STAFF = "canceled by staff"
-# A charge may be canceled by staff before money moves (or may have moved). A charge waiting for the
-# client to authenticate is not among them: the client could still complete it from the emailed link.
-STAFF_CANCELABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
+# A charge may be canceled by staff before money moves. One waiting for the client to authenticate
+# may be too: its request to the bank is withdrawn at Stripe once the cancel is committed.
+STAFF_CANCELABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 HELD_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD)
 
 
@@ -77,6 +77,7 @@ def charge_cancel(*, charge: Charge, now: dt.datetime, actor: str, user: User | 
         if charge.hold_reason == PORTAL_HOLD:
             raise HoldNotChanged(f"Charge #{charge.pk} is being paid by the client on the portal right now.")
         memo = f"{CANCELED_BY_STAFF}: {why}"
+        payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=memo, hold_reason="", next_retry_at=None, canceled_by_staff=True)
         practice = Practice.load()

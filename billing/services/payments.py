@@ -60,6 +60,8 @@ IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
 OPEN_FAILURES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 # A charge a client is paying on the portal right now: the off-session collector leaves it alone.
 PORTAL_HOLD = "being paid on the portal"
+# A charge whose attempt may still turn into money for it.
+AWAITING_PAYMENT = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION, ChargeStatus.FAILED)
 CAP_HOLD_PREFIX = "above the practice's cap"
 
 
@@ -244,7 +246,10 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
         attempt.finished_at = now
         on_portal = charge.kind == ChargeKind.BALANCE_PAYMENT
-        if payment.status == "succeeded":
+        if payment.status == "succeeded" and charge.status not in AWAITING_PAYMENT:
+            # The client confirmed a payment the portal had withdrawn meanwhile (paid another way, canceled).
+            _late_success(attempt, now)
+        elif payment.status == "succeeded":
             attempt.status = AttemptStatus.SUCCEEDED
             attempt.save()
             _charge_succeeded(charge, attempt, now, practice)
@@ -270,6 +275,39 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 _portal_payment_failed(charge, attempt, now)
             elif payment.status != "canceled":
                 _charge_failed(charge, attempt, payment, practice, now)
+            elif charge.status == ChargeStatus.REQUIRES_ACTION:
+                # Withdrawn at Stripe because the client pays it another way: it waits, not retried.
+                charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                                  reason="the request to the client's bank was withdrawn",
+                                  last_failure_code="canceled", next_retry_at=None)
+
+
+def payment_intent_withdraw(*, attempt: PaymentAttempt, now: dt.datetime) -> bool:
+    """Cancel at Stripe a payment waiting for the client's bank, and settle what Stripe says.
+    False if Stripe could not be reached (it stays as it was); a payment that went through meanwhile is
+    recorded as paid."""
+    try:
+        outcome = get_gateway().payment_cancel(attempt.payment_intent_id)
+    except GatewayRefused:
+        try:
+            outcome = get_gateway().payment_get(attempt.payment_intent_id)  # it finished meanwhile
+        except (GatewayRefused, OutcomeUnknown):
+            return False
+    except OutcomeUnknown:
+        return False
+    attempt_settle(attempt=attempt, payment=outcome, now=now)
+    return True
+
+
+def payment_withdraw_after_commit(charge: Charge) -> None:
+    """The charge no longer waits for the client's bank (canceled, waived): once the change is committed,
+    cancel its PaymentIntent at Stripe, so the emailed confirm link cannot take the money as well. If Stripe
+    cannot be reached, a confirmation that still goes through is recorded and refunded by staff
+    (``_late_success``)."""
+    if charge.status != ChargeStatus.REQUIRES_ACTION:
+        return
+    for attempt in PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.REQUIRES_ACTION):
+        transaction.on_commit(lambda attempt=attempt: payment_intent_withdraw(attempt=attempt, now=timezone.now()))
 
 
 def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
@@ -340,7 +378,7 @@ def _service_descriptions(charges: list[Charge]) -> dict[str, str]:
 def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
     attempt.status = AttemptStatus.SUCCEEDED
     attempt.finished_at = now
-    attempt.save(update_fields=["status", "finished_at"])
+    attempt.save(update_fields=["status", "finished_at", "payment_intent_id"])
     charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment__clinician").get(
         pk=attempt.charge_id)
     if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
@@ -351,9 +389,13 @@ def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
                 occurred_on=timezone.localdate(now, Practice.load().zone), now=now, actor=SYSTEM,
                 appointment=charge.appointment, charge=charge,
                 memo=f"Second card payment {attempt.payment_intent_id}")
+    if charge.status == ChargeStatus.CANCELED:
+        why = (f"Charge #{charge.pk} was canceled, but the client confirmed its payment {attempt.payment_intent_id} "
+               "with their bank: refund the")
+    else:
+        why = f"Charge #{charge.pk} was paid twice ({attempt.payment_intent_id} as well): refund one"
     review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment, charge=charge,
-                now=now, reason=f"Charge #{charge.pk} was paid twice ({attempt.payment_intent_id} as well): refund one "
-                             "payment of " + format_cents(attempt.amount_cents) + ".")
+                now=now, reason=f"{why} payment of {format_cents(attempt.amount_cents)}.")
 
 
 def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.datetime) -> None:
@@ -372,7 +414,7 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
         else:
             charge.amount_cents -= allocation.amount_cents
             charge.prepaid_cents += allocation.amount_cents
-            charge.hold_reason = ""
+            charge.hold_reason = allocation.previous_hold_reason
             charge.next_retry_at = allocation.previous_next_retry_at
             charge.save(update_fields=["amount_cents", "prepaid_cents", "hold_reason", "next_retry_at", "updated_at"])
             charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
@@ -387,7 +429,8 @@ def _portal_payment_failed(payment_charge: Charge, attempt: PaymentAttempt, now:
                       reason=f"portal payment not completed ({code})", last_failure_code=code[:60], next_retry_at=None)
     for allocation in payment_charge.allocations.all():
         Charge.objects.filter(pk=allocation.charge_id, hold_reason=PORTAL_HOLD).update(
-            hold_reason="", next_retry_at=allocation.previous_next_retry_at, updated_at=now)
+            hold_reason=allocation.previous_hold_reason, next_retry_at=allocation.previous_next_retry_at,
+            updated_at=now)
 
 
 def _charge_needs_authentication(charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:

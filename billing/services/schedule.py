@@ -32,6 +32,7 @@ from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.notify import email_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
+from billing.services.payments import payment_withdraw_after_commit
 from billing.services.pricing import NeedsReview, Share, share_compute
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
@@ -221,6 +222,7 @@ def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> C
         if charge.status not in CANCELABLE:
             raise WaiveNotAllowed(f"This fee is {charge.get_status_display().lower()}: refund it instead.")
         actor = f"staff:{user.get_username()}"
+        payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=f"waived: {reason.strip()}")
         charge_event_emit(charge=charge, type=FEE_WAIVED, now=now)
@@ -312,6 +314,7 @@ def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practic
     if charge.status == ChargeStatus.CANCELED:
         return
     if charge.status in CANCELABLE:
+        payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=why)
         ledger_follow_charge(charge, appointment, 0, practice, now, actor, user, f"charge canceled: {why}",

@@ -65,7 +65,7 @@ def test_pay_an_amount_covers_oldest_first_and_leaves_the_rest_to_collect(
 
 
 @pytest.mark.parametrize(("form", "message"), [
-    ({"mode": "amount", "amount": "360.01"}, "at most your balance of $360.00"),
+    ({"mode": "amount", "amount": "360.01"}, "You can pay at most $360.00 now"),
     ({"mode": "amount", "amount": "ten"}, "Enter an amount in dollars and cents"),
     ({"mode": "amount", "amount": "-5"}, "Enter an amount in dollars and cents"),
     ({"mode": "items", "items": ["999999"]}, "Choose the items to pay."),

@@ -7,6 +7,7 @@
   const message = document.getElementById("message");
   const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
   const stripe = Stripe(config.stripeKey);
+  let lastAnswer = null;  // a refused or failed payment sends the key for the next try
   function show(text, kind) {
     message.textContent = text; message.className = "message " + kind; message.hidden = false; message.focus();
   }
@@ -14,6 +15,7 @@
     const response = await fetch(url, {method: "POST", credentials: "same-origin",
       headers: {"X-CSRFToken": csrf, "Content-Type": "application/x-www-form-urlencoded"}, body: body});
     const data = await response.json().catch(() => ({error: "Something went wrong. Please try again."}));
+    lastAnswer = data;
     return {ok: response.ok, data: data};
   }
   document.getElementById("amount").addEventListener("focus", function () {
@@ -38,6 +40,7 @@
       show("Thank you. We received your payment of " + result.data.amount + ". A receipt is on its way by email.", "ok");
       setTimeout(function () { window.location.reload(); }, 2500);
     } catch (error) {
+      if (lastAnswer && lastAnswer.pay_key) { form.querySelector("[name=pay_key]").value = lastAnswer.pay_key; }
       button.disabled = false; button.textContent = "Pay now";
       show((error && error.message) || "The payment did not go through. Please try again.", "error");
     }
