@@ -9,6 +9,7 @@ portal_patterns = [
     path("p/<str:token>/card/finish/", views.enrollment_finish, name="enrollment_finish"),
     path("p/<str:token>/payment/confirmed/", views.payment_confirmed, name="payment_confirmed"),
     path("p/<str:token>/balance/pay/", views.balance_pay, name="balance_pay"),
+    path("p/<str:token>/balance/waiting/", views.waiting_choice, name="waiting_choice"),
     path("p/<str:token>/balance/confirmed/", views.balance_confirmed, name="balance_confirmed"),
     path("p/<str:token>/card/new/", views.card_link, name="card_link"),
     path("p/<str:token>/receipts/<int:charge_id>/", views.receipt_download, name="receipt_download"),

@@ -39,7 +39,16 @@ from billing.services.cards import (
 )
 from billing.services.documents import PeriodNotAllowed, superbill_pdf
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
-from billing.services.payments import payment_refresh, receipt_context
+from billing.services.payments import payment_refresh
+from billing.services.receipts import receipt_context
+from billing.services.waiting import (
+    NothingWaiting,
+    waiting_charges,
+    waiting_charges_leave,
+    waiting_charges_release,
+    waiting_choice_link,
+    waiting_lines,
+)
 from billing.services.webhooks import stripe_event_receive
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
@@ -113,7 +122,10 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
     # money behind them, receipted by email when made.
     paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind=ChargeKind.BALANCE_PAYMENT)
             .select_related("appointment__clinician").order_by("-updated_at")[:24])
+    waiting = waiting_charges(client)
     return _page(request, "portal/balance.html", {
+        "waiting": waiting_lines(waiting), "waiting_total": format_cents(sum(c.amount_cents for c in waiting)),
+        "notice_hours": Practice.load().pre_charge_notice_hours,
         "client": client, "token": token, "balance": payable.balance_cents,
         "balance_text": format_cents(max(payable.balance_cents, 0)),
         "payable": payable.now_cents, "payable_text": format_cents(payable.now_cents),
@@ -210,7 +222,32 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
 def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """From the balance page: a fresh card-enrollment link, to add or replace the card."""
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
-    return redirect(issued.url.removeprefix(settings.PORTAL_BASE_URL) or issued.url)
+    return redirect(_local(issued.url))
+
+
+@require_POST
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=False)
+def waiting_choice(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    """What waited for a card: the client leaves it to the practice, or lets it be charged after a notice.
+    (Paying it now goes through balance_pay, like any other payment on the page.)"""
+    choice = request.POST.get("choice", "")
+    client = client_link.client
+    try:
+        if choice == "practice":
+            waiting_charges_leave(client=client, now=timezone.now())
+            message = "Thank you. We'll be in touch about these amounts; nothing is charged until then."
+        elif choice == "automatic":
+            released = waiting_charges_release(client=client, now=timezone.now(), actor=f"client:{client.pk}")
+            charge_at = timezone.localtime(released[0].scheduled_for)
+            message = (f"Thank you. We'll charge {format_cents(sum(c.amount_cents for c in released))} to your card "
+                       f"on {charge_at:%B} {charge_at.day} at {charge_at:%-I:%M %p}; we've emailed you the details.")
+        else:
+            return _page(request, "portal/try_again.html", {"heading": "Please choose again",
+                                                             "message": "Choose one of the options."}, status=400)
+    except NothingWaiting:
+        message = "Nothing is waiting for your choice any more."
+    return _page(request, "portal/message.html", {"heading": "Your choice is saved", "message": message,
+                                                     "back_url": request.path.rsplit("balance/", 1)[0]})
 
 
 @require_GET
@@ -311,7 +348,16 @@ def enrollment_finish(request: HttpRequest, token: str) -> JsonResponse:
                             status=503)
     if client is None:
         return JsonResponse({"error": "The card was not saved. Please try again."}, status=400)
-    return JsonResponse({"saved": True, "card": client.card_summary})
+    body: dict[str, object] = {"saved": True, "card": client.card_summary}
+    if waiting := waiting_charges(client):
+        # Older amounts are never charged by saving a card: the client chooses on the balance page.
+        body.update(waiting_total=format_cents(sum(c.amount_cents for c in waiting)), waiting_count=len(waiting),
+                    choose_url=_local(waiting_choice_link(client=client, now=timezone.now(), actor="client")))
+    return JsonResponse(body)
+
+
+def _local(url: str) -> str:
+    return url.removeprefix(settings.PORTAL_BASE_URL) or url
 
 
 @require_POST

@@ -33,6 +33,8 @@ from billing.admin.people import CLIENT_SEARCH, clients_matching
 from billing.models import (
     Charge,
     ChargeEvent,
+    ChargeStatus,
+    Client,
     LedgerEntry,
     PaymentAttempt,
     Practice,
@@ -43,6 +45,7 @@ from billing.money import format_cents
 from billing.services.holds import STAFF_CANCELABLE, HoldNotChanged, charge_cancel, charge_release, is_cap_hold
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import CANCELABLE, FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
+from billing.services.waiting import CHOICE_HOLD, NothingWaiting, waiting_charges_release
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
 FEE_KINDS = tuple(FEE_FOR_STATUS.values())
@@ -152,7 +155,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                                 "payment_reference")}),
     )
     inlines = (PaymentAttemptInline, RefundInline, ChargeEventInline)
-    actions = ("release_charge", "cancel_charge", "waive_fee")
+    actions = ("release_charge", "release_waiting", "cancel_charge", "waive_fee")
     change_form_template = "admin/billing/charge/change_form.html"
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
@@ -255,6 +258,40 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         self._each(request, held, lambda c, actor, user: charge_release(
             charge=c, now=timezone.now(), actor=actor, user=user, why=form.cleaned_data["why"]),
             "Charge #{} will be charged on the next billing run.")
+        return None
+
+    @admin.action(description="Release waiting charges: notice first, then charge", permissions=["release"])
+    def release_waiting(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
+        charges = list(queryset.select_related("client"))
+        held = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD]
+        others = [c for c in charges if c not in held]
+        if not held:
+            self.message_user(request, "None of the selected charges waits since before its client saved a card.",
+                              messages.WARNING)
+            return None
+        hours = Practice.load().pre_charge_notice_hours
+        if not confirmed(request):
+            return confirmation(
+                self, request, action="release_waiting", title="Release waiting charges",
+                submit=f"Release {plural(len(held), 'charge')}",
+                intro=f"Each client gets one notice listing their charges now; the card is charged {hours} "
+                      "hour(s) later, at the notice's lead time:",
+                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}" for c in held],
+                warnings=[f"Not waiting for a choice, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
+                if others else [])
+        user = staff_user(request)
+        by_client: dict[Client, list[int]] = {}
+        for charge in held:
+            by_client.setdefault(charge.client, []).append(charge.pk)
+        for client, ids in by_client.items():
+            try:
+                released = waiting_charges_release(client=client, charge_ids=ids, now=timezone.now(),
+                                                   actor=f"staff:{user.get_username()}", user=user)
+            except NothingWaiting as problem:
+                self.message_user(request, str(problem), messages.ERROR)
+            else:
+                self.message_user(request, f"{client}: notice sent for {plural(len(released), 'charge')}; the card "
+                                           f"is charged in {hours} hour(s).", messages.SUCCESS)
         return None
 
     @admin.action(description="Cancel charge", permissions=["cancel"])

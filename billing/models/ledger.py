@@ -77,6 +77,7 @@ class ReviewKind(models.TextChoices):
     PAYMENT_REFUSED = "payment_refused", "Stripe refused the payment request"
     STRIPE_LINK = "stripe_link", "Stripe customer to link by hand"
     FEE_NO_ACK = "fee_no_ack", "Fee not charged: no current policy acknowledgment"
+    WAITING_CHOICE = "waiting_choice", "Charges from before the card was saved, waiting for a choice"
 
 
 class ReviewStatus(models.TextChoices):

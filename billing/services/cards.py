@@ -19,9 +19,12 @@ from billing.models import (
     ReviewKind,
     StripeLinkStatus,
 )
+from billing.money import format_cents
 from billing.services.links import IssuedLink, link_create, link_mark_used
 from billing.services.notify import email_enqueue
+from billing.services.payments import PORTAL_HOLD
 from billing.services.review import review_close_stale, review_open
+from billing.services.waiting import waiting_charges_hold, waiting_choice_link, waiting_lines
 from integrations.stripe.gateway import get_gateway
 
 
@@ -175,15 +178,20 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
                                    "card_exp_year", "updated_at"])
         CardConsent.objects.filter(link=link, payment_method_id="").update(payment_method_id=card.payment_method_id)
         link_mark_used(link=link, now=now)
-        # A new card: charges waiting for one go ahead, and failed ones are tried again now.
-        Charge.objects.filter(client=client, status=ChargeStatus.DUE, hold_reason="no card on file").update(
-            hold_reason="", updated_at=now)
-        Charge.objects.filter(client=client, status=ChargeStatus.FAILED).update(next_retry_at=now, updated_at=now)
+        # A new card: failed charges (each told before it was first tried) are tried again now; those that
+        # waited for a card wait for the client's choice (pay now, or leave them to the practice).
+        waiting = waiting_charges_hold(client=client, now=now)
+        Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(hold_reason=PORTAL_HOLD).update(
+            next_retry_at=now, updated_at=now)
         review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=None, now=now,
                            note="The client saved a card.")
         for item in client.review_items.filter(kind=ReviewKind.NO_CARD, status="open"):
             review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=item.appointment, now=now,
                                note="The client saved a card.")
+        context: dict[str, object] = {"card": client.card_summary}
+        if waiting:
+            context.update(waiting=waiting_lines(waiting), total=format_cents(sum(c.amount_cents for c in waiting)),
+                           link_url=waiting_choice_link(client=client, now=now, actor="system:cards"))
         email_enqueue(key=f"card-saved:{card.payment_method_id}", client=client, template="card_saved",
-                      context={"card": client.card_summary}, now=now)
+                      context=context, now=now)
     return client

@@ -22,8 +22,9 @@ class EmailKind:
 
 CATALOGUE = [
     EmailKind("card_enrollment", "Asks the client to save a card (with the secure link)."),
-    EmailKind("card_saved", "Confirms a saved card."),
-    EmailKind("card_needed", "A charge is due but there is no card on file."),
+    EmailKind("card_saved", "Confirms a saved card, listing what waited for one and asking the client to choose."),
+    EmailKind("card_needed", "Charges are due but there is no card on file (at most one a day, listing them)."),
+    EmailKind("waiting_charges_notice", "Before charging what waited for a card: the amounts and when."),
     EmailKind("pre_charge_notice", "Tells the client what will be charged and when, before the charge."),
     EmailKind("receipt", "After a successful charge: what FSA/HSA claims need."),
     EmailKind("payment_failed", "A card was declined (in the practice's chosen tone), with a card-update link."),
@@ -56,4 +57,7 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "will_retry_on": when + dt.timedelta(days=3), "hard_decline": False, "label": "No-show fee",
         "policy_version": "2026-01", "acknowledged_at": dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
         "balance": "$200.00", "over_days": 14,
+        "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
+                     "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
+        "total": "$30.00",
     }

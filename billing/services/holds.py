@@ -21,6 +21,7 @@ from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD, payment_withdraw_after_commit
 from billing.services.review import review_close_stale
 from billing.services.schedule import ledger_follow_charge
+from billing.services.waiting import waiting_review_close_if_settled
 
 RELEASED = "released by staff"
 CANCELED_BY_STAFF = "canceled by staff"
@@ -91,4 +92,5 @@ def charge_cancel(*, charge: Charge, now: dt.datetime, actor: str, user: User | 
         for kind in HELD_KINDS:
             review_close_stale(kind=kind, client=charge.client, appointment=charge.appointment, now=now,
                                note=f"The charge was canceled by {actor}."[:300])
+        waiting_review_close_if_settled(client=charge.client, now=now)
     return charge

@@ -14,6 +14,7 @@ The protocol (DESIGN.md, "Charging money exactly once"):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -45,7 +46,9 @@ from billing.services.ledger import ledger_post
 from billing.services.links import link_create
 from billing.services.notify import Email, email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
+from billing.services.receipts import receipt_context, service_descriptions
 from billing.services.review import review_open
+from billing.services.waiting import NO_CARD_HOLD, card_needed_ask, waiting_review_close_if_settled
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
 
 log = logging.getLogger(__name__)
@@ -79,11 +82,12 @@ def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
     since the rows are visible to no other connection anyway.
     """
     made = 0
+    no_card: set[int] = set()
     workers = settings.STRIPE_PARALLEL_CHARGES if not connection.in_atomic_block else 1
     with ThreadPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
         in_flight: list[Future[Answer]] = []
         while True:
-            selected, claimed = _claim_batch(now, client)
+            selected, claimed = _claim_batch(now, client, no_card)
             if pool is None:
                 answers = [_ask_stripe(attempt) for attempt in claimed]
             else:
@@ -92,6 +96,7 @@ def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
             _settle_answers(answers, now)
             made += len(claimed)
             if not selected and not in_flight:
+                card_needed_ask(client_ids=no_card, now=now)  # one email a client, listing all that waits
                 return made
 
 
@@ -124,9 +129,11 @@ def _settle_answers(answers: list[Answer], now: dt.datetime) -> None:
         attempt_settle(attempt=attempt, payment=payment, now=now)
 
 
-def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[PaymentAttempt]]:
+def _claim_batch(now: dt.datetime, client: Client | None,
+                 no_card: set[int] | None = None) -> tuple[int, list[PaymentAttempt]]:
     """Lock up to a batch of collectable charges and claim each. Every locked charge leaves the
-    collectable set (claimed, or put on hold), so the caller's loop ends."""
+    collectable set (claimed, or put on hold), so the caller's loop ends. Clients found without a card
+    are added to ``no_card``."""
     practice = Practice.load()
     with transaction.atomic():
         charges = (Charge.objects.select_for_update(skip_locked=True, of=("self",)).select_related("client")
@@ -135,6 +142,8 @@ def _claim_batch(now: dt.datetime, client: Client | None) -> tuple[int, list[Pay
             charges = charges.filter(client=client)
         selected = list(charges[:CLAIM_BATCH])
         chargeable = [charge for charge in selected if _chargeable(charge, practice, now)]
+        if no_card is not None:
+            no_card.update(c.client_id for c in selected if c.hold_reason == NO_CARD_HOLD)
         attempts = PaymentAttempt.objects.bulk_create(
             PaymentAttempt(charge=charge, number=charge.attempts + 1,
                            idempotency_key=f"portal-charge-{charge.pk}-attempt-{charge.attempts + 1}",
@@ -157,8 +166,7 @@ def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
         return False
     if not (client.card_payment_method_id and client.stripe_customer_id):
         if charge.status == ChargeStatus.DUE:
-            _hold(charge, now, "no card on file", ReviewKind.NO_CARD)
-            _ask_for_card(charge, now)
+            _hold(charge, now, NO_CARD_HOLD, ReviewKind.NO_CARD)
         else:
             Charge.objects.filter(pk=charge.pk).update(next_retry_at=None)
         return False
@@ -166,15 +174,10 @@ def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
 
 
 def _hold(charge: Charge, now: dt.datetime, why: str, kind: str) -> None:
+    charge.hold_reason = why[:200]
     Charge.objects.filter(pk=charge.pk).update(hold_reason=why[:200], updated_at=now)
     review_open(kind=kind, client=charge.client, appointment=charge.appointment, charge=charge, now=now,
                 reason=f"{charge.get_kind_display()} of {format_cents(charge.amount_cents)} is due but {why}.")
-
-
-def _ask_for_card(charge: Charge, now: dt.datetime) -> None:
-    issued = link_create(client=charge.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
-    email_enqueue(key=f"card-needed:charge:{charge.pk}", client=charge.client, template="card_needed",
-                  context={"charge": charge, "link_url": issued.url}, now=now)
 
 
 def _settle_paid(paid: list[tuple[PaymentAttempt, Payment]], now: dt.datetime) -> list[tuple[PaymentAttempt, Payment]]:
@@ -307,7 +310,11 @@ def payment_withdraw_after_commit(charge: Charge) -> None:
     if charge.status != ChargeStatus.REQUIRES_ACTION:
         return
     for attempt in PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.REQUIRES_ACTION):
-        transaction.on_commit(lambda attempt=attempt: payment_intent_withdraw(attempt=attempt, now=timezone.now()))
+        transaction.on_commit(functools.partial(_withdraw_now, attempt))
+
+
+def _withdraw_now(attempt: PaymentAttempt) -> None:
+    payment_intent_withdraw(attempt=attempt, now=timezone.now())
 
 
 def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
@@ -333,7 +340,7 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
                     occurred_on=occurred_on, appointment=charge.appointment, charge=charge,
                     memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
         for charge, attempt in paid)
-    services = _service_descriptions(charges)
+    services = service_descriptions(charges)
     emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
                           receipt_context(charge, practice, services)) for charge in charges],
                    now=now, practice=practice)
@@ -346,33 +353,6 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
                                        resolution_note="The charge was paid.")
     for client in {charge.client for charge in charges if charge.client.flagged_for_outreach}:
         _clear_card_flag_if_settled(client, now)
-
-
-def receipt_context(charge: Charge, practice: Practice | None = None,
-                    services: dict[str, str] | None = None) -> dict[str, object]:
-    appointment = charge.appointment
-    zone = (practice or Practice.load()).zone
-    if services is None:
-        services = _service_descriptions([charge])
-    return {
-        "charge": charge,
-        "amount": format_cents(charge.amount_cents),
-        # What the charge brought in altogether, including any part paid earlier on the portal.
-        "total_paid": format_cents(charge.amount_cents + charge.prepaid_cents),
-        "insurance": format_cents(charge.insurance_cents) if charge.insurance_cents else "",
-        "session_date": appointment.starts_at.astimezone(zone).date() if appointment else None,
-        "therapist": str(appointment.clinician) if appointment else "",
-        "service": (services.get(appointment.service_code, "Therapy session") if appointment
-                    else charge.get_kind_display()),
-    }
-
-
-def _service_descriptions(charges: list[Charge]) -> dict[str, str]:
-    """The practice's description of each session's service code, in one query."""
-    from billing.models import Service
-
-    codes = {charge.appointment.service_code for charge in charges if charge.appointment is not None}
-    return dict(Service.objects.filter(cpt_code__in=codes).values_list("cpt_code", "description")) if codes else {}
 
 
 def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
@@ -420,6 +400,7 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
             charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
                                 reason=f"{format_cents(allocation.amount_cents)} {reason}")
     _clear_card_flag_if_settled(payment_charge.client, now)
+    waiting_review_close_if_settled(client=payment_charge.client, now=now)
 
 
 def _portal_payment_failed(payment_charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:

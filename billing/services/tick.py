@@ -20,7 +20,8 @@ from billing.services.balance import balance_reminders_run, portal_payments_aban
 from billing.services.charges import charges_transition
 from billing.services.notify import email_enqueue, emails_deferred, emails_send
 from billing.services.outbound import webhooks_deliver
-from billing.services.payments import attempts_settle_unknown, charges_collect, receipt_context
+from billing.services.payments import attempts_settle_unknown, charges_collect
+from billing.services.receipts import receipt_context
 from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
 

@@ -18,6 +18,7 @@ from billing.models import (
     ReviewItem,
     ReviewKind,
 )
+from billing.services.waiting import CHOICE_HOLD
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import (
     CARD_DECLINES_WHEN_CHARGED,
@@ -158,8 +159,11 @@ def test_charge_without_a_card_waits_and_asks_the_client_for_one(
     save_card(self_pay_client, CARD_OK, stripe_server, now=FRIDAY_10AM + 2 * DAY)
     tick(FRIDAY_10AM + 2 * DAY)
     charge.refresh_from_db()
-    assert charge.status == ChargeStatus.SUCCEEDED
+    # Saving the card does not take what waited for it: the client chooses (tests/payments/test_waiting_for_card.py).
+    assert (charge.status, charge.hold_reason) == (ChargeStatus.DUE, CHOICE_HOLD)
+    assert stripe_server.charges() == []
     assert not ReviewItem.objects.filter(kind=ReviewKind.NO_CARD, status="open").exists()
+    assert ReviewItem.objects.filter(kind=ReviewKind.WAITING_CHOICE, status="open").count() == 1
 
 
 def test_charge_above_the_cap_goes_to_review_instead(

@@ -190,7 +190,8 @@ def test_a_charge_waiting_for_the_bank_paid_on_the_balance_page_is_withdrawn_at_
     page = client.get(confirm_link.split("127.0.0.1:8000", 1)[1])
     assert b"already complete" in page.content
     assert succeeded(stripe_server) == [14000]
-    assert LedgerEntry.objects.filter(charge=waiting, kind=LedgerKind.PAYMENT).count() == 0  # paid by the portal payment
+    # Paid through the portal payment, which carries the ledger entry.
+    assert LedgerEntry.objects.filter(charge=waiting, kind=LedgerKind.PAYMENT).count() == 0
     assert client_balance_cents(owes_280) == 14000
 
 

@@ -40,7 +40,17 @@
       if (!finish.ok) { throw new Error(finish.data.error); }
       form.querySelectorAll("input, button").forEach(el => el.disabled = true);
       button.textContent = "Card saved"; button.classList.add("done");
-      show("Thank you. Your card (" + finish.data.card + ") is saved. You can close this page.", "ok");
+      if (finish.data.choose_url) {
+        // Older amounts are never charged by saving a card: the client chooses what happens to them.
+        show("Thank you. Your card (" + finish.data.card + ") is saved. " + finish.data.waiting_total +
+             " from earlier sessions waited for a card: nothing of it is charged without your say.", "ok");
+        const choose = document.createElement("a");
+        choose.href = finish.data.choose_url; choose.id = "choose-waiting"; choose.className = "button";
+        choose.textContent = "Choose what happens to " + finish.data.waiting_total;
+        message.appendChild(document.createElement("br")); message.appendChild(choose);
+      } else {
+        show("Thank you. Your card (" + finish.data.card + ") is saved. You can close this page.", "ok");
+      }
     } catch (error) {
       button.disabled = false;
       button.textContent = "Save card";
