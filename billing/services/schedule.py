@@ -81,6 +81,25 @@ def notice_due_at(practice: Practice, due: dt.datetime, now: dt.datetime) -> dt.
     return max(now, due - dt.timedelta(hours=practice.pre_charge_notice_hours))
 
 
+def earliest_charge_at(practice: Practice, now: dt.datetime) -> dt.datetime:
+    """A charge decided at ``now`` is never taken sooner than the notice's lead time (when the practice
+    sends notices), whatever the timing policy says: the client is always told first."""
+    if practice.pre_charge_notice_hours == 0 or practice.charge_timing == ChargeTiming.IMMEDIATE:
+        return now
+    return now + dt.timedelta(hours=practice.pre_charge_notice_hours)
+
+
+def charge_at(practice: Practice, now: dt.datetime) -> dt.datetime:
+    """When a charge triggered now is taken: the timing policy's moment, never before the notice's lead
+    time. A weekly batch too close for the notice is the next one: the batch stays one card run a week."""
+    due, earliest = charge_due_at(practice, now), earliest_charge_at(practice, now)
+    if due >= earliest:
+        return due
+    if practice.charge_timing == ChargeTiming.WEEKLY:
+        return charge_due_at(practice, earliest - dt.timedelta(microseconds=1))
+    return earliest
+
+
 def service_date(appointment: Appointment, practice: Practice) -> dt.date:
     return appointment.starts_at.astimezone(practice.zone).date()
 
@@ -181,10 +200,10 @@ def _fee_create(appointment: Appointment, client: Client, kind: str, practice: P
     review_close_stale(kind=ReviewKind.FEE_NO_ACK, client=client, appointment=appointment, now=now,
                        note="The client acknowledged the current policy.")
     acknowledged = acknowledgment.acknowledged_at.astimezone(practice.zone).date()
-    due = now + dt.timedelta(hours=practice.fee_review_hours)
+    due = max(now + dt.timedelta(hours=practice.fee_review_hours), earliest_charge_at(practice, now))
     charge = Charge.objects.create(
         client=client, appointment=appointment, kind=kind, amount_cents=amount, status=ChargeStatus.SCHEDULED,
-        scheduled_for=due, breakdown=[
+        scheduled_for=due, notice_sent_at=now, breakdown=[
             {"label": f"{label} under the cancellation policy (version {version}) you acknowledged on "
                       f"{acknowledged:%B} {acknowledged.day}, {acknowledged.year}", "amount_cents": amount},
             {"label": "You owe", "amount_cents": amount}])
@@ -203,7 +222,8 @@ def _fee_revive(charge: Charge, appointment: Appointment, practice: Practice, no
                 user: User | None) -> None:
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
                       reason="fee applies again",
-                      scheduled_for=now + dt.timedelta(hours=practice.fee_review_hours))
+                      scheduled_for=max(now + dt.timedelta(hours=practice.fee_review_hours),
+                                        earliest_charge_at(practice, now)))
     ledger_follow_charge(charge, appointment, charge.amount_cents, practice, now, actor, user, "fee applies again")
 
 
@@ -264,7 +284,7 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
 
 def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
                    now: dt.datetime, actor: str, user: User | None) -> Charge:
-    due = charge_due_at(practice, now)
+    due = charge_at(practice, now)
     charge = Charge.objects.create(
         client=client, appointment=appointment, kind=share.kind, amount_cents=share.amount_cents,
         insurance_cents=share.insurance_cents, deductible_applied_cents=share.deductible_applied_cents,
@@ -279,7 +299,7 @@ def _charge_create(appointment: Appointment, client: Client, share: Share, pract
 
 def _charge_revive(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
                    now: dt.datetime, actor: str, user: User | None) -> None:
-    due = charge_due_at(practice, now)
+    due = charge_at(practice, now)
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
                       reason="session billable again", **_priced_fields(share), scheduled_for=due,
                       notice_due_at=notice_due_at(practice, due, now), notice_sent_at=None)
@@ -298,10 +318,13 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
         setattr(charge, name, value)
     update = [*fields, "updated_at"]
     if old_amount != charge.amount_cents and charge.notice_sent_at is not None:
-        # The client was told another amount: tell them again before the charge.
+        # The client was told another amount: tell them again now, and give the new notice its full lead time.
         charge.notice_sent_at = None
-        charge.notice_due_at = min(now, charge.scheduled_for) if charge.notice_due_at else None
+        charge.notice_due_at = now
         update += ["notice_sent_at", "notice_due_at"]
+        if charge.status == ChargeStatus.SCHEDULED:
+            charge.scheduled_for = max(charge.scheduled_for, earliest_charge_at(practice, now))
+            update.append("scheduled_for")
     charge.save(update_fields=update)
     charge_event_record(charge=charge, from_status=charge.status, now=now, actor=actor, user=user,
                         reason=f"re-priced from {format_cents(old_amount)}")

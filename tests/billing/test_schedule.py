@@ -88,7 +88,8 @@ def test_delayed_charge_falls_due_24_hours_after_completion_once(
 
 @pytest.mark.parametrize(("completed_local", "due_local"), [
     ("2026-11-25T15:00", "2026-11-27T09:00"),  # Wednesday -> this Friday
-    ("2026-11-27T08:59", "2026-11-27T09:00"),  # Friday before the batch -> the same morning
+    ("2026-11-27T06:59", "2026-11-27T09:00"),  # Friday, more than the 2 hours' notice before -> the same morning
+    ("2026-11-27T08:59", "2026-12-04T09:00"),  # Friday, too close for the notice -> next week's batch
     ("2026-11-27T09:00", "2026-12-04T09:00"),  # Friday at the batch hour -> next week's batch
     ("2026-11-28T12:00", "2026-12-04T09:00"),  # Saturday -> next Friday
 ])

@@ -136,7 +136,9 @@ def test_a_charged_fee_cannot_be_waived_only_refunded(
     save_card(self_pay_client, CARD_OK, stripe_server)
     appointment = make_appointment(self_pay_client)
     mark(appointment, AppointmentStatus.LATE_CANCEL, FRIDAY_10AM)
-    tick(FRIDAY_10AM)
+    tick(FRIDAY_10AM)  # no review window, but the fee notice still has its 2 hours' lead
+    assert Charge.objects.get(appointment=appointment).status == ChargeStatus.SCHEDULED
+    tick(FRIDAY_10AM + dt.timedelta(hours=2))
     fee = Charge.objects.get(appointment=appointment)
     assert fee.status == ChargeStatus.SUCCEEDED
     with pytest.raises(WaiveNotAllowed, match="refund it instead"):

@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from billing.models import (
     Appointment,
     AttemptStatus,
@@ -18,6 +20,7 @@ from billing.models import (
     ReviewItem,
     ReviewKind,
 )
+from billing.services.schedule import appointment_sync_charges
 from billing.services.waiting import CHOICE_HOLD
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import (
@@ -86,6 +89,48 @@ def test_pre_charge_notice_goes_out_before_a_delayed_charge(
     assert outbox("receipt") == []
     tick(FRIDAY_10AM + dt.timedelta(hours=24))
     assert len(outbox("receipt")) == 1
+
+
+@pytest.mark.parametrize("timing", ["delayed", "weekly"])
+def test_no_charge_is_taken_sooner_than_the_notice_lead_time(
+        practice: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        completed_session: Callable[..., Appointment], timing: str) -> None:
+    """A 1-hour delay (or a weekly batch an hour away) with 6 hours' notice: the notice still gets its 6 hours."""
+    practice.charge_timing = timing
+    practice.charge_delay_hours = 1
+    practice.weekly_batch_hour = 11  # Friday 11:00 New York: an hour after the session is completed
+    practice.pre_charge_notice_hours = 6
+    practice.save()
+    save_card(self_pay_client, CARD_OK, stripe_server)
+    appointment = completed_session(self_pay_client)
+    for hours in range(0, 6):
+        tick(FRIDAY_10AM + dt.timedelta(hours=hours))
+    assert stripe_server.charges() == []
+    for hours in range(6, 8 * 24, 3):
+        tick(FRIDAY_10AM + dt.timedelta(hours=hours))
+    assert len(outbox("pre_charge_notice")) == 1
+    charge = Charge.objects.get(appointment=appointment)
+    assert charge.status == ChargeStatus.SUCCEEDED
+    [attempt] = charge.payment_attempts.all()
+    assert charge.notice_sent_at is not None
+    assert attempt.started_at - charge.notice_sent_at >= dt.timedelta(hours=6)
+
+
+def test_a_re_priced_charge_is_told_again_with_its_full_lead_time(
+        practice: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        completed_session: Callable[..., Appointment]) -> None:
+    save_card(self_pay_client, CARD_OK, stripe_server)
+    appointment = completed_session(self_pay_client)
+    tick(FRIDAY_10AM + dt.timedelta(hours=22))  # told: $140.00 in 2 hours
+    appointment.fee_cents = 9000
+    appointment.save()
+    almost = FRIDAY_10AM + dt.timedelta(hours=23, minutes=30)
+    appointment_sync_charges(appointment=appointment, now=almost, actor="test")
+    tick(FRIDAY_10AM + dt.timedelta(hours=24))  # the old time: the new notice is only 30 minutes old
+    assert [n.body.count("$90.00") > 0 for n in outbox("pre_charge_notice")] == [False, True]
+    assert stripe_server.charges() == []
+    tick(almost + dt.timedelta(hours=2))
+    assert [c["amount"] for c in stripe_server.charges()] == [9000]
 
 
 def test_declined_card_is_retried_on_days_3_and_7_then_flagged_and_a_new_card_pays_once(
