@@ -8,10 +8,11 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from billing.roles import sync_after_migrate
-        from portal import checks  # noqa: F401  (registers the system checks)
+        from portal import checks  # registers the system checks
         from portal.security_audit import install_command_actor, install_task_actor, register_staff_models
 
         register_staff_models()
         install_command_actor()
         install_task_actor()
         post_migrate.connect(sync_after_migrate, dispatch_uid="portal.roles_sync")
+        checks.refuse_unsafe_start()
