@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
-
 # The demo's placeholder Stripe values (portal/settings.py): never a real practice's.
 DEMO_STRIPE_VALUES = {"sk_test_demo", "pk_test_demo", "whsec_demo"}
 # Commands that must run on a machine being set up, before its secrets are there (an image build).

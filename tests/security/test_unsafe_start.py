@@ -45,4 +45,4 @@ def test_check_deploy_still_lists_what_is_wrong() -> None:
 def test_a_fully_configured_production_starts() -> None:
     started = _start(SAFE, "shell", "-c", "print('started')")
     assert started.returncode == 0, started.stderr
-    assert started.stdout.strip() == "started"
+    assert started.stdout.strip().endswith("started")
