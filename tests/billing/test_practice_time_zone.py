@@ -32,12 +32,14 @@ from billing.models import (
     FindingKind,
     LedgerEntry,
     LedgerKind,
+    LinkPurpose,
     OutboundEmail,
     Practice,
     ReconciliationFinding,
     ReviewItem,
 )
 from billing.services.documents import superbill_pdf
+from billing.services.links import link_create
 from billing.services.reconciliation import reconciliation_run
 from billing.services.schedule import appointment_set_status
 from integrations.ehr.keys import api_key_create
@@ -144,6 +146,24 @@ def test_an_email_rendered_in_a_request_for_another_zone_still_uses_the_practice
     local_expiry = timezone.localtime(issued.expires_at, LOS_ANGELES)
     assert local_expiry.date() != timezone.localtime(issued.expires_at, TOKYO).date()
     assert f"the link works until {local_expiry:%B} {local_expiry.day})" in email.body_text
+
+
+# --- Client portal pages -----------------------------------------------------------------------------------
+
+def test_the_portal_receipt_shows_the_local_date_of_service_and_payment(
+        pacific: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        make_appointment: Callable[..., Appointment], client: HttpClient) -> None:
+    save_card(self_pay_client, CARD_OK, stripe_server, now=LA_FRIDAY_EVENING - DAY)
+    session(self_pay_client, LA_FRIDAY_EVENING, make_appointment)
+    with time_machine.travel(LA_FRIDAY_EVENING + HOUR, tick=False):  # paid at 9:30 PM Friday: Saturday in UTC
+        tick(LA_FRIDAY_EVENING + HOUR)
+    charge = Charge.objects.get(client=self_pay_client)
+    issued = link_create(client=self_pay_client, purpose=LinkPurpose.RECEIPTS, now=timezone.now(), actor="test")
+    path = issued.url.split("127.0.0.1:8000", 1)[1]
+    receipt = client.get(f"{path}receipts/{charge.pk}/").content.decode()
+    assert '<td>Date of service</td><td class="r">November 27, 2026</td>' in receipt
+    assert '<td>Paid on</td><td class="r">November 27, 2026</td>' in receipt
+    assert "Nov 27, 2026" in client.get(path).content.decode()  # the receipts listed on the page
 
 
 # --- Admin pages ---------------------------------------------------------------------------------------------
