@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import zoneinfo
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +24,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import DateTimeField, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
 from billing.admin.people import clients_matching
+from billing.local_time import iso_local
 from billing.models import Appointment, Client, Participant, Practice
 
 PERMISSION = "auditlog.view_logentry"
@@ -91,8 +93,8 @@ def audit_entries(data: dict[str, Any]) -> QuerySet[LogEntry]:
     return entries
 
 
-def describe(entry: LogEntry) -> dict[str, str]:
-    """One entry as the page and the CSV show it."""
+def describe(entry: LogEntry, zone: zoneinfo.ZoneInfo) -> dict[str, str]:
+    """One entry as the page and the CSV show it, its times in the practice's ``zone`` with their offset."""
     extra = entry.additional_data if isinstance(entry.additional_data, dict) else {}
     via = str(extra.get("via", ""))
     if extra.get("page"):
@@ -102,11 +104,13 @@ def describe(entry: LogEntry) -> dict[str, str]:
     if entry.action == LogEntry.Action.ACCESS:
         changes = "viewed"
     elif isinstance(entry.changes, dict):
-        changes = "; ".join(f"{field}: {_pair(value)}" for field, value in sorted(entry.changes.items()))
+        moments = _moment_fields(entry)
+        changes = "; ".join(f"{field}: {_pair(value, zone if field in moments else None)}"
+                            for field, value in sorted(entry.changes.items()))
     else:
         changes = entry.changes_text or ""
     return {
-        "when": timezone.localtime(entry.timestamp, Practice.current_zone()).isoformat(timespec="seconds"),
+        "when": iso_local(entry.timestamp, zone),
         "who": entry.actor.get_username() if entry.actor else (entry.actor_email or "(unknown)"),
         "action": entry.get_action_display(),
         "what": entry.content_type.model if entry.content_type else "",
@@ -118,10 +122,31 @@ def describe(entry: LogEntry) -> dict[str, str]:
     }
 
 
-def _pair(value: Any) -> str:
-    if isinstance(value, list) and len(value) == 2:
-        return f"{value[0]} → {value[1]}"
+def _moment_fields(entry: LogEntry) -> set[str]:
+    """The names of the entry's model's date-time fields (their changes are recorded as naive UTC)."""
+    model = entry.content_type.model_class() if entry.content_type else None
+    if model is None:
+        return set()
+    return {field.name for field in model._meta.concrete_fields if isinstance(field, DateTimeField)}
+
+
+def _moment(value: Any, zone: zoneinfo.ZoneInfo | None) -> str:
+    """A recorded date-time (naive UTC text) in the practice's zone with its offset; anything else as it is."""
+    if zone is not None and isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return iso_local(moment, zone)
     return str(value)
+
+
+def _pair(value: Any, zone: zoneinfo.ZoneInfo | None = None) -> str:
+    if isinstance(value, list) and len(value) == 2:
+        return f"{_moment(value[0], zone)} → {_moment(value[1], zone)}"
+    return _moment(value, zone)
 
 
 def _form(request: HttpRequest) -> AuditSearchForm:
@@ -140,11 +165,12 @@ def audit_trail_view(site: admin.AdminSite, request: HttpRequest) -> HttpRespons
     form = _form(request)
     data = form.cleaned_data if form.is_bound and not form.errors else {}
     page = Paginator(audit_entries(data), PAGE_SIZE).get_page(request.GET.get("page"))
+    zone = Practice.current_zone()
     query = request.GET.copy()
     query.pop("page", None)
     return TemplateResponse(request, "admin/billing/audit_trail.html", {
         **site.each_context(request), "title": "Audit trail", "form": form, "page": page,
-        "rows": [describe(entry) for entry in page.object_list], "query": query.urlencode(),
+        "rows": [describe(entry, zone) for entry in page.object_list], "query": query.urlencode(),
         "csv_url": f"{reverse('admin:audit_trail_csv')}?{query.urlencode()}",
         "entry_url": reverse("admin:auditlog_logentry_changelist"),
     })
@@ -168,15 +194,16 @@ def audit_trail_csv(site: admin.AdminSite, request: HttpRequest) -> StreamingHtt
     form = _form(request)
     data = form.cleaned_data if form.is_bound and not form.errors else {}
     writer = csv.writer(_Echo())
+    zone = Practice.current_zone()
 
     def rows() -> Iterator[str]:
         yield writer.writerow(COLUMNS)
         for entry in audit_entries(data).iterator(chunk_size=2000):
-            described = describe(entry)
+            described = describe(entry, zone)
             yield writer.writerow([_cell(described[column]) for column in COLUMNS])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    stamp = timezone.localtime(timezone.now(), Practice.current_zone()).strftime("%Y%m%d-%H%M")
+    stamp = timezone.localtime(timezone.now(), zone).strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="audit-trail-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response

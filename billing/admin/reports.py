@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import io
 import zipfile
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from billing.admin.common import (
     staff_user,
 )
 from billing.admin.people import CLIENT_SEARCH
+from billing.local_time import iso_local
 from billing.models import (
     BillingType,
     Client,
@@ -208,14 +210,15 @@ FINDING_CSV_HEADER = ("week", "kind", "status", "service_date", "client", "clien
                       "status_reason", "status_by", "status_at")
 
 
-def findings_csv_rows(findings: Iterable[ReconciliationFinding]) -> Iterable[list[Any]]:
+def findings_csv_rows(findings: Iterable[ReconciliationFinding], zone: zoneinfo.ZoneInfo) -> Iterable[list[Any]]:
+    """Dates are the practice's days; ``status_at`` is ISO 8601 in the practice's zone, with its offset."""
     for f in findings:
         yield [f.iso_week, f.kind, f.status, f.service_date or "", str(f.client) if f.client else "",
                f.client.external_id if f.client else "", f.appointment_id or "",
                f.appointment.external_id if f.appointment else "", f.charge_id or "", f.stripe_reference,
                "" if f.expected_cents is None else f.expected_cents, "" if f.actual_cents is None else f.actual_cents,
                f.detail, f.status_reason, f.status_by.get_username() if f.status_by else "",
-               f.status_at.isoformat() if f.status_at else ""]
+               iso_local(f.status_at, zone)]
 
 
 class ReconciliationFindingAdmin(ActionsOnlyMixin, admin.ModelAdmin):
@@ -297,7 +300,8 @@ class ReconciliationFindingAdmin(ActionsOnlyMixin, admin.ModelAdmin):
     def export_csv(self, request: HttpRequest, queryset: QuerySet[ReconciliationFinding]) -> HttpResponse:
         rows = queryset.select_related("client", "appointment", "status_by").order_by("week", "kind", "service_date",
                                                                                      "key")
-        return _csv_response("reconciliation-findings.csv", FINDING_CSV_HEADER, findings_csv_rows(rows))
+        return _csv_response("reconciliation-findings.csv", FINDING_CSV_HEADER,
+                             findings_csv_rows(rows, Practice.current_zone()))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         if request.GET.get("format") == "csv":  # the whole filtered list, not only a selection

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from billing.models.base import ExternalRecord, StatusEvent
 from billing.models.people import Client, Clinician
@@ -39,7 +40,8 @@ class Appointment(ExternalRecord):
         ]
 
     def __str__(self) -> str:
-        return f"{self.service_code} on {self.starts_at:%Y-%m-%d %H:%M}"
+        # In the current zone: the practice's in a request, the tick and commands (billing/local_time.py).
+        return f"{self.service_code} on {timezone.localtime(self.starts_at):%Y-%m-%d %H:%M}"
 
 
 class Participant(models.Model):

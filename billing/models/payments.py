@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from billing.models.charges import Charge
 from billing.models.people import Client
@@ -56,7 +57,7 @@ class CardConsent(models.Model):
         ordering = ["-agreed_at"]
 
     def __str__(self) -> str:
-        return f"Card authorisation by {self.client} at {self.agreed_at:%Y-%m-%d %H:%M}"
+        return f"Card authorisation by {self.client} at {timezone.localtime(self.agreed_at):%Y-%m-%d %H:%M}"
 
 
 class RefundStatus(models.TextChoices):

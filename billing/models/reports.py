@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from billing.models.appointments import Appointment
 from billing.models.charges import Charge
@@ -94,4 +95,4 @@ class ReconciliationRun(models.Model):
                                                name="recon_scheduled_once_per_week")]
 
     def __str__(self) -> str:
-        return f"Reconciliation of {self.week:%G-W%V} at {self.started_at:%Y-%m-%d %H:%M}"
+        return f"Reconciliation of {self.week:%G-W%V} at {timezone.localtime(self.started_at):%Y-%m-%d %H:%M}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.template.loader import render_to_string
 
+from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Charge, ChargeKind, ChargeStatus, Client, Coverage, Practice
 from billing.models import Service as ServiceModel
 from billing.money import format_cents
@@ -82,9 +83,10 @@ def superbill_pdf(*, client: Client, start: dt.date, end: dt.date, today: dt.dat
     practice = Practice.load()
     lines = superbill_lines(client=client, start=start, end=end, practice=practice)
     coverage = Coverage.objects.filter(client=client).select_related("payer").order_by("-effective_from").first()
-    html = render_to_string("documents/superbill.html", {
-        "practice": practice, "client": client, "coverage": coverage, "start": start, "end": end, "today": today,
-        "lines": lines, "total_fee": format_cents(sum(line.fee_cents for line in lines)),
-        "total_paid": format_cents(sum(line.paid_cents for line in lines)),
-        "diagnoses": sorted({code for line in lines for code in line.diagnosis_codes})})
+    with practice_zone_active(practice):  # whoever asks (a client's link, staff, a command): the practice's dates
+        html = render_to_string("documents/superbill.html", {
+            "practice": practice, "client": client, "coverage": coverage, "start": start, "end": end, "today": today,
+            "lines": lines, "total_fee": format_cents(sum(line.fee_cents for line in lines)),
+            "total_paid": format_cents(sum(line.paid_cents for line in lines)),
+            "diagnoses": sorted({code for line in lines for code in line.diagnosis_codes})})
     return bytes(HTML(string=html).write_pdf())

@@ -9,6 +9,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+
 from billing.models import Appointment, Charge, ChargeKind, ChargeStatus, Client, Clinician, NoticeTone
 
 PREVIEW_LINK = "https://portal.example/p/sample-link/"
@@ -50,7 +52,7 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
                                                    {"label": "You owe", "amount_cents": 3000}])
     return {
         "client": client, "charge": charge, "amount": "$30.00", "insurance": "$90.00",
-        "session_date": appointment.starts_at.date(), "therapist": "Dana Reyes, LCSW",
+        "session_date": timezone.localdate(appointment.starts_at), "therapist": "Dana Reyes, LCSW",
         "service": "Individual therapy, 60 minutes", "link_url": PREVIEW_LINK,
         "expires_at": when + dt.timedelta(days=7),
         "charge_at": when + dt.timedelta(hours=22), "card": "Visa ending 4242, exp 12/2030", "tone": tone,

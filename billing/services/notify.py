@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.template import Context, Template, TemplateDoesNotExist
 from django.template.loader import render_to_string
 
+from billing.local_time import practice_zone_active
 from billing.models import Client, EmailStatus, EmailTemplate, OutboundEmail, Practice
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,21 @@ BATCH = 200
 
 def render_email(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
     """(subject, text, html): the practice's own wording from the admin if it has one, else the files
-    templates/emails/<template>.{subject.txt,txt,html}. Without an HTML version, the text is wrapped."""
+    templates/emails/<template>.{subject.txt,txt,html}. Without an HTML version, the text is wrapped.
+    Dates and times are the practice's (``context["practice"]``), wherever rendering starts."""
     return _render(template, context, EmailTemplate.objects.filter(name=template).first())
 
 
 def _render(template: str, context: dict[str, Any], own: EmailTemplate | None) -> tuple[str, str, str]:
+    # Emails are rendered in a request, the tick, a command or the task cluster: only a request has the
+    # practice's zone active, so every rendering sets it (a 04:30 charge in New York reads "4:30 AM").
+    practice = context.get("practice")
+    with practice_zone_active(practice if isinstance(practice, Practice) else None):
+        return _render_in_current_zone(template, context, own)
+
+
+def _render_in_current_zone(template: str, context: dict[str, Any],
+                            own: EmailTemplate | None) -> tuple[str, str, str]:
     if own is not None:
         subject = Template(own.subject).render(Context(context))
         text = Template("{% autoescape off %}" + own.body_text + "{% endautoescape %}").render(Context(context))

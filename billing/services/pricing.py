@@ -15,6 +15,7 @@ Rounding to the cent is ``billing.money.percent_of``'s rule.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,6 +34,7 @@ from billing.models import (
     Client,
     Coverage,
     FeeScheduleEntry,
+    Practice,
     Service,
 )
 from billing.money import format_cents, percent_of
@@ -50,6 +52,7 @@ class PricingLookups:
     participant_counts: dict[int, int]
     # (client_id, charge id, created_at, deductible_applied_cents) of the clients' non-canceled charges.
     deductible_charges: dict[int, list[tuple[int, dt.datetime, int]]]
+    zone: zoneinfo.ZoneInfo  # the practice's: the day a session is on
 
 
 _lookups: ContextVar[PricingLookups | None] = ContextVar("pricing_lookups", default=None)
@@ -150,9 +153,16 @@ def deductible_remaining(coverage: Coverage, *, excluding: Charge | None = None)
     return max(reported - applied, 0)
 
 
+def _service_day(appointment: Appointment) -> dt.date:
+    """The day the session is on for the practice: 8:30 PM in Los Angeles is already the next day in UTC."""
+    lookups = _lookups.get()
+    zone = lookups.zone if lookups is not None else Practice.load().zone
+    return appointment.starts_at.astimezone(zone).date()
+
+
 def _insurance_share(appointment: Appointment, client: Client, service: Service | None,
                      existing: Charge | None) -> Share:
-    day = appointment.starts_at.date()
+    day = _service_day(appointment)
     coverage = coverage_in_force(client, day)
     _check_benefits(coverage)
     payer_label = coverage.payer_name or (coverage.payer.name if coverage.payer else "insurance")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ def _billable(practice: Practice) -> Q:
     return Q(status=AppointmentStatus.COMPLETED)
 
 
-def _lookups(client_ids: set[int], appointment_ids: set[int]) -> PricingLookups:
+def _lookups(client_ids: set[int], appointment_ids: set[int], zone: zoneinfo.ZoneInfo) -> PricingLookups:
     """Everything ``share_compute`` reads for these sessions, in six queries whatever their number."""
     services = {s.cpt_code: s for s in Service.objects.all()}
     coverages: dict[int, list[Coverage]] = defaultdict(list)
@@ -153,7 +154,7 @@ def _lookups(client_ids: set[int], appointment_ids: set[int]) -> PricingLookups:
         category_rates={r.plan_category: r for r in CategoryRate.objects.all()},
         allowed={(e.payer_id, e.service_id): e for e in FeeScheduleEntry.objects.all()},
         coverages={cid: coverages.get(cid, []) for cid in client_ids},
-        participant_counts=counts, deductible_charges=dict(deductible))
+        participant_counts=counts, deductible_charges=dict(deductible), zone=zone)
 
 
 def session_findings(*, start: dt.datetime, end: dt.datetime, monday: dt.date, practice: Practice,
@@ -173,7 +174,7 @@ def session_findings(*, start: dt.datetime, end: dt.datetime, monday: dt.date, p
     reviews = dict(ReviewItem.objects.filter(appointment_id__in=appointment_ids, kind=ReviewKind.PRICING,
                                              status=ReviewStatus.OPEN).values_list("appointment_id", "reason"))
     found: list[Found] = []
-    with pricing_preloaded(_lookups(client_ids, appointment_ids)):
+    with pricing_preloaded(_lookups(client_ids, appointment_ids, zone)):
         for appointment_id, client_id in sorted(pairs):
             appointment, client = by_id[appointment_id], clients[client_id]
             day = appointment.starts_at.astimezone(zone).date()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from django.db import transaction
 
+from billing.local_time import practice_zone_active
 from billing.models import Charge, ChargeStatus, Practice
 from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
@@ -88,8 +89,9 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
 def tick_run(*, now: dt.datetime) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did."""
     done = {}
-    # One read of the practice's policy per tick; emails wait for the tick's own sending step.
-    with Practice.pinned(), emails_deferred():
+    # One read of the practice's policy per tick; emails wait for the tick's own sending step. The tick runs
+    # outside any request: the practice's zone is made current, as a request's is, for what it writes.
+    with Practice.pinned() as practice, practice_zone_active(practice), emails_deferred():
         for name, step in TICK_STEPS:
             done[name] = step(now=now)
     log.info("billing_tick at %s: %s", now.isoformat(), done)

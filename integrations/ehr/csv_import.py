@@ -38,6 +38,7 @@ from auditlog.context import set_extra_data
 from django.db import transaction
 from django.utils import timezone
 
+from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Client, Clinician, Practice
 from integrations.ehr import services
 from integrations.ehr.csv_presets import (
@@ -678,7 +679,8 @@ def csv_import(*, path: Path, source: str, kind: str, preset: str = "custom", ma
         # an empty one in its place would leave the import's audit entries with no one behind them.
         as_actor: contextlib.AbstractContextManager[Any] = (
             set_extra_data({"actor": actor}) if actor is not None else contextlib.nullcontext())
-        with auditlog_context_restored(), as_actor, transaction.atomic():
+        # The practice's zone is current (as in a request) when a command or the task cluster imports.
+        with auditlog_context_restored(), as_actor, practice_zone_active(), transaction.atomic():
             converter = Converter(kind=kind, preset=PRESETS[preset], header=opened.header, columns=columns,
                                   source=source, now=now)
             _run(opened, converter, report, source, now, progress, progress_every, started)

@@ -258,6 +258,17 @@ def test_a_command_import_is_in_the_audit_trail_as_the_system_account(people: No
     assert entry.additional_data == {"via": "command:import_ehr_csv"}
 
 
+def test_a_command_import_names_evening_sessions_by_the_practices_time(people: None, tmp_path: Path) -> None:
+    # 8:30 PM in New York is 01:30 the next day in UTC; the command runs outside any request.
+    path = write(tmp_path, "\n".join([SP_HEADER, "03/01/2027,8:30 PM,N1 Example,c-1,Dana Reyes,90837,Show,$200.00,53"]))
+    call_command("import_ehr_csv", str(path), source=SOURCE, kind="appointments", stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    appointment = Appointment.objects.get(source=SOURCE)
+    assert appointment.starts_at == dt.datetime(2027, 3, 2, 1, 30, tzinfo=dt.UTC)
+    entry = LogEntry.objects.get_for_object(appointment).filter(action=LogEntry.Action.CREATE).get()
+    assert entry.object_repr == "90837 on 2027-03-01 20:30"
+
+
 def upload(admin_client: HttpClient, path: Path, **fields: Any) -> Any:
     with path.open("rb") as handle:
         return admin_client.post("/admin/ehr/csvimport/add/", {
