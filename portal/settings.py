@@ -9,6 +9,7 @@ Production (``DEBUG`` off) refuses to start without its secrets: see ``portal/ch
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 from pathlib import Path
 
@@ -59,6 +60,9 @@ INSTALLED_APPS = [
     "integrations.apps.IntegrationsConfig",
     "integrations.ehr.apps.EhrConfig",
 ]
+# The demo's commands and seed data (devtools/, not part of the installed package): with DEBUG on only.
+if DEBUG and importlib.util.find_spec("devtools") is not None:
+    INSTALLED_APPS.append("devtools.apps.DevtoolsConfig")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

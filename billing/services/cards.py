@@ -188,7 +188,7 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         for item in client.review_items.filter(kind=ReviewKind.NO_CARD, status="open"):
             review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=item.appointment, now=now,
                                note="The client saved a card.")
-        context: dict[str, object] = {"card": client.card_summary}
+        context: dict[str, object] = {"card": client.card_summary, "waiting": []}
         if waiting:
             context.update(waiting=waiting_lines(waiting), total=format_cents(sum(c.amount_cents for c in waiting)),
                            link_url=waiting_choice_link(client=client, now=now, actor="system:cards"))

@@ -14,7 +14,6 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.test import override_settings
 
-from billing.demo import ADMIN_USERNAME, POLICY_VERSION, SOURCE, seed_demo
 from billing.models import (
     Appointment,
     AppointmentStatus,
@@ -29,6 +28,7 @@ from billing.models import (
     ReviewKind,
 )
 from billing.validators import npi_is_valid
+from devtools.demo import ADMIN_USERNAME, POLICY_VERSION, SOURCE, seed_demo
 
 # Thursday 26 November 2026, 15:00 in New York. A small practice keeps the test fast; it is the
 # first 16 clients of the full demo, which still holds one client of every kind.

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 from django.test import override_settings
 
-from billing.demo import (
+from billing.models import CardConsent, Client, ClientLink, LinkPurpose
+from devtools.demo import (
     CARD_DECLINED_WHEN_CHARGED,
     CARD_NEEDS_AUTHENTICATION,
     CARD_OK,
@@ -17,11 +18,10 @@ from billing.demo import (
     seed_demo,
     seed_demo_cards,
 )
-from billing.models import CardConsent, Client, ClientLink, LinkPurpose
 from tests.conftest import FakeStripe
 
 NOW = dt.datetime(2026, 11, 26, 20, 0, tzinfo=dt.UTC)
-# The first twelve clients hold one of each card path (see billing.demo.CARD_CHOSEN) and keep the test quick.
+# The first twelve clients hold one of each card path (see devtools.demo.CARD_CHOSEN) and keep the test quick.
 SMALL = 12
 FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -7,10 +7,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client as HttpClient
 
-from billing.demo import ADMIN_PASSWORD, ADMIN_USERNAME, ensure_admin
 from billing.models import Practice
+from devtools.demo import ADMIN_PASSWORD, ADMIN_USERNAME, ensure_admin
+from devtools.demo_staff import DEMO_RECOVERY_CODES, demo_code, ensure_demo_staff
 from portal.checks import no_demo_second_factor
-from portal.security_demo import DEMO_RECOVERY_CODES, demo_code, ensure_demo_staff
 
 pytestmark = pytest.mark.django_db
 

@@ -29,10 +29,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from billing.demo import ADMIN_PASSWORD, ADMIN_USERNAME, demo_enrollment_link, seed_demo_cards
-from billing.management.commands.seed_demo import describe_cards
+from devtools.demo import ADMIN_PASSWORD, ADMIN_USERNAME, demo_enrollment_link, seed_demo_cards
+from devtools.demo_staff import demo_sign_in_hint
+from devtools.management.commands.seed_demo import describe_cards
 from integrations.stripe.gateway import get_gateway
-from portal.security_demo import demo_sign_in_hint
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 10

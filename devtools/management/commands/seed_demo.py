@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.demo import (
+from devtools.demo import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
     CARD_KINDS,
@@ -13,7 +13,7 @@ from billing.demo import (
     seed_demo,
     seed_demo_cards,
 )
-from portal.security_demo import demo_sign_in_hint
+from devtools.demo_staff import demo_sign_in_hint
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.security_demo import DEMO_TOTP_SECRET, demo_code
+from devtools.demo_staff import DEMO_TOTP_SECRET, demo_code
 
 
 class Command(BaseCommand):

@@ -54,7 +54,7 @@ from billing.models import (
     Service,
 )
 from billing.validators import npi_is_valid
-from portal.security_demo import ensure_demo_staff
+from devtools.demo_staff import ensure_demo_staff
 
 SEED = 2026
 SOURCE = "demo"
