@@ -227,7 +227,7 @@ def ar_aging_by_client(today: dt.date, *, clinician_id: int | None = None, billi
 
 # --- Reconciliation findings -----------------------------------------------------------------------------
 
-FINDING_KINDS = tuple(FindingKind.values)  # the API's finding kinds (API.md)
+FINDING_KINDS = tuple(FindingKind.values)  # the API's finding kinds (docs/api.md)
 
 def findings_for_source(*, week: dt.date, source: str) -> list[ReconciliationFinding]:
     """The week's current findings about one EHR's records, and the unmatched Stripe payments (which

@@ -1,4 +1,4 @@
-"""A believable practice to try the portal on (PRODUCT.md workflow 14): ``manage.py seed_demo``.
+"""A believable practice to try the portal on (docs/product.md, workflow 14): ``manage.py seed_demo``.
 
 Riverbend Counseling Group: six clinicians, the usual psychotherapy CPT codes, two payers with fee
 schedules, about sixty clients across every way a client pays, and the four weeks of sessions up to
@@ -596,7 +596,7 @@ class _Seeder:
 
 
 # The card each demo client saves when the demo runs against the local fake Stripe server (localstripe's
-# test numbers, notes/fake-stripe.md): most pay, a few show the failure paths, some clients keep no card.
+# test numbers, docs/fake-stripe.md): most pay, a few show the failure paths, some clients keep no card.
 CARD_OK = "4242424242424242"
 CARD_DECLINED_WHEN_CHARGED = "4000000000000341"
 # Needs authentication on every charge, so the off-session charge asks the client to confirm on-session

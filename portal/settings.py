@@ -166,7 +166,7 @@ EHR_API_MAX_BODY_BYTES = env.int("EHR_API_MAX_BODY_BYTES", default=5 * 1024 * 10
 SPECTACULAR_SETTINGS = {
     "TITLE": "Practice billing portal API",
     "DESCRIPTION": "How EHRs push clients, benefits, sessions and insurance payments, and read back what was "
-                   "charged. Authenticate with `Authorization: Api-Key <key>`. See API.md for the contract.",
+                   "charged. Authenticate with `Authorization: Api-Key <key>`. See docs/api.md for the contract.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",

@@ -1,4 +1,4 @@
-"""Client linking to Stripe customers and card links, as staff actions (PRODUCT.md workflows 1 and 2).
+"""Client linking to Stripe customers and card links, as staff actions (docs/product.md, workflows 1 and 2).
 
 The client list and the review queue (its "Stripe customer to link by hand" items) offer the same
 actions; each function here takes the clients the selection names, asks for confirmation (and any

@@ -24,7 +24,7 @@ class FindingStatus(models.TextChoices):
 
 
 class ReconciliationFinding(models.Model):
-    """One thing the weekly reconciliation found that does not add up (PRODUCT.md workflow 10).
+    """One thing the weekly reconciliation found that does not add up (docs/product.md, workflow 10).
 
     ``key`` names what the finding is about (``appointment:12:client:7``, ``charge:40``, ``eob:9``,
     ``stripe:ch_123``) so that running the report again updates the same row: the figures follow the

@@ -1,6 +1,6 @@
 """Taking the money: each due charge is charged once, off-session, on the card on file.
 
-The protocol (DESIGN.md, "Charging money exactly once"):
+The protocol (docs/architecture.md, "Charging exactly once"):
 1. Claim: in a short transaction, lock the charge (SKIP LOCKED, so concurrent ticks share the work),
    write a PaymentAttempt with a deterministic idempotency key and move the charge to processing.
    Commit. Nothing is locked while Stripe answers.

@@ -1,6 +1,6 @@
 """What the client owes for a session: one computation, with the reasons written down as lines.
 
-Per participant (PRODUCT.md workflow 3):
+Per participant (docs/product.md, workflow 3):
 - Self-pay: the full fee (the appointment's fee override, else the practice's fee for the CPT code);
   a self-pay client's own session rate replaces it for individual sessions.
 - Sliding scale: the negotiated rate, never more than the full fee.

@@ -1,4 +1,4 @@
-"""The weekly reconciliation (PRODUCT.md workflow 10): what does not add up for one ISO week.
+"""The weekly reconciliation (docs/product.md, workflow 10): what does not add up for one ISO week.
 
 A week runs Monday 00:00 to the next Monday 00:00 in the practice's time zone. ``reconciliation_run``
 stores what it finds as ``ReconciliationFinding`` rows keyed by what each is about, so running a week

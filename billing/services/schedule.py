@@ -1,4 +1,4 @@
-"""The billing schedule: charges follow their appointment until money moves (PRODUCT.md workflows 4, 5).
+"""The billing schedule: charges follow their appointment until money moves (docs/product.md, workflows 4, 5).
 
 ``appointment_sync_charges`` is the one place that decides, for every participant, whether a
 session charge should exist, for how much and when. Everything that changes an appointment (the

@@ -1,6 +1,6 @@
 """A thin layer that makes localstripe behave like Stripe where the portal depends on it.
 
-Measured differences it closes (see shared notes on the fake server):
+Measured differences it closes (see docs/fake-stripe.md):
 - Idempotency-Key: Stripe replays the first response for the same key (with ``Idempotent-Replayed:
   true``); localstripe ignored it and charged twice.
 - Off-session payment needing authentication: Stripe answers 402 ``authentication_required`` with the

@@ -1,1 +1,1 @@
-"""The EHR side: the REST API v1 that EHRs and their middleware push to (see ../shared/API.md)."""
+"""The EHR side: the REST API v1 that EHRs and their middleware push to (see docs/api.md)."""

@@ -1,7 +1,7 @@
 """Which columns the EHRs' CSV exports carry, and what their statuses mean here: the one place to adjust them.
 
 Neither SimplePractice nor TherapyNotes publishes an export format, so these lists come from their public
-help pages (see ../shared/notes/ehr-facts.md) and from what staff see in the downloaded files; every
+help pages (see docs/ehr-notes.md) and from what staff see in the downloaded files; every
 column has aliases because the wording moves between versions and reports (e.g. "Cancelled" became
 "Canceled" in SimplePractice's 2024 help pages). Headers are compared without case, surrounding space or
 a byte-order mark. Staff can always override a preset with their own mapping ("Column=field,...").

@@ -1,4 +1,4 @@
-"""Errors the EHR services raise, and how the API answers them (API.md: 400, 404, 409, 413; never 500)."""
+"""Errors the EHR services raise, and how the API answers them (docs/api.md: 400, 404, 409, 413; never 500)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ class CardOnFile(serializers.Serializer):
     exp_year = serializers.IntegerField(allow_null=True)
 
 
-# API.md's link statuses; "ambiguous" waits in the same review queue as unmatched, "" is not linked yet.
+# docs/api.md's link statuses; "ambiguous" waits in the same review queue as unmatched, "" is not linked yet.
 LINK_STATUS_OUT: dict[str, str] = {StripeLinkStatus.MATCHED: "matched", StripeLinkStatus.CREATED: "created",
                    StripeLinkStatus.UNMATCHED: "unmatched", StripeLinkStatus.AMBIGUOUS: "unmatched",
                    StripeLinkStatus.IGNORED: "ignored"}

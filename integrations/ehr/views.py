@@ -1,4 +1,4 @@
-"""REST API v1 (../shared/API.md): each view parses, calls one service, and answers.
+"""REST API v1 (docs/api.md): each view parses, calls one service, and answers.
 
 Reads are scoped to the key's source: a key sees the records its EHR pushed (external ids are unique
 only within a source).
@@ -611,7 +611,7 @@ class Reconciliation(EhrView):
                  "client": f.client.external_id if f.client else None, "charge": f.charge_id,
                  "service_date": f.service_date, "expected_cents": f.expected_cents,
                  "actual_cents": f.actual_cents, "detail": f.detail, "status": f.status} for f in findings]
-        # status and stripe_checked are additions to API.md's fields: what staff decided, and whether
+        # status and stripe_checked are additions to docs/api.md's fields: what staff decided, and whether
         # Stripe could be read for the week.
         data = api.ReconciliationOut({"week": week, "starts": start, "ends": end, "findings": rows,
                                       "stripe_checked": not result.stripe_error}).data

@@ -1,4 +1,4 @@
-"""Write-back webhooks (PRODUCT.md workflow 6): the portal tells the EHR side what happened to a charge.
+"""Write-back webhooks (docs/product.md, workflow 6): the portal tells the EHR side what happened to a charge.
 
 ``events_enqueue`` is called by billing (through ``billing.services.outbound``) inside the transaction that
 moves the charge, so the event exists exactly when the change does. ``events_deliver`` (a billing_tick

@@ -1,7 +1,7 @@
 """The Stripe gateway: every call the portal makes to Stripe, in plain data.
 
 Only what payment needs is ever sent: amounts, opaque ids, and the customer's name and email.
-Never a diagnosis, CPT code, clinician, appointment time or note (PRODUCT.md workflow 13).
+Never a diagnosis, CPT code, clinician, appointment time or note (docs/product.md, workflow 13).
 
 Outcomes of a payment are one of ``succeeded``, ``failed`` (a decline, with its codes),
 ``requires_action`` (the client must authenticate on-session) or ``processing``. Anything that leaves

@@ -1,4 +1,4 @@
-"""What the client owes: table-driven over the modes of PRODUCT.md workflow 3."""
+"""What the client owes: table-driven over the modes of docs/product.md, workflow 3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py demo``: the whole portal on one machine, without credentials (PRODUCT.md workflow 14).
+"""``manage.py demo``: the whole portal on one machine, without credentials (docs/product.md, workflow 14).
 
 Migrates and seeds the demo practice, starts the local fake Stripe server (localstripe through
 ``devtools.fakestripe``, a separate GPL process the portal never imports), saves the demo clients' cards

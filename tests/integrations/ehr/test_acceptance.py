@@ -1,4 +1,4 @@
-"""An outside client that knows only API.md pushes a practice's week, reads back what was charged, and
+"""An outside client that knows only docs/api.md pushes a practice's week, reads back what was charged, and
 pushes everything again: the second time nothing changes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""API.md's errors: 401, 400 with per-field messages and nothing written, 404, 409, 413, 429; never a 500."""
+"""docs/api.md's errors: 401, 400 with per-field messages and nothing written, 404, 409, 413, 429; never a 500."""
 
 from __future__ import annotations
 
