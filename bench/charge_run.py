@@ -140,6 +140,7 @@ def seed(count: int, cards: list[tuple[str, str]]) -> None:
     """N self-pay clients with a card on file, one completed session each, billed and marked due."""
     from django.core.management import call_command
 
+    from billing.audit.chain import chain_seal
     from billing.models import (
         Appointment,
         AppointmentStatus,
@@ -150,7 +151,6 @@ def seed(count: int, cards: list[tuple[str, str]]) -> None:
         Practice,
         Service,
     )
-    from billing.services.audit_chain import chain_seal
     from billing.services.schedule import appointment_set_status
     from billing.services.tick import charges_mark_due, tick_run
 

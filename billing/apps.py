@@ -8,9 +8,9 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from billing import audit
+        from billing.audit.trail import register_models
 
-        audit.register_models()
+        register_models()
 
 
 class BillingAdminConfig(AdminConfig):

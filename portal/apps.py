@@ -7,9 +7,9 @@ class PortalConfig(AppConfig):
     verbose_name = "Client portal"
 
     def ready(self) -> None:
+        from billing.audit.access import install_command_actor, install_task_actor, register_staff_models
         from billing.roles import sync_after_migrate
         from portal import checks  # registers the system checks
-        from portal.security_audit import install_command_actor, install_task_actor, register_staff_models
 
         register_staff_models()
         install_command_actor()

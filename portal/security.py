@@ -19,7 +19,7 @@ from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from portal.security_audit import auditlog_context_restored
+from billing.audit.access import auditlog_context_restored
 
 LAST_SEEN_KEY = "portal_last_seen"
 

@@ -83,7 +83,7 @@ MIDDLEWARE = [
     # django-auditlog's, reading the client address the way the rest of the portal does.
     "portal.security.AuditlogMiddleware",
     # Every staff view and API read of a client's record goes into the audit trail as an access entry.
-    "portal.security_audit.ClientAccessLogMiddleware",
+    "portal.middleware.ClientAccessLogMiddleware",
     # django-axes last, as its documentation asks: turns a locked-out sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -34,6 +34,17 @@ def _staff_pass_the_second_factor(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_audit_context() -> Iterator[None]:
+    """auditlog keeps its actor in a context variable that its own context managers never reset: each test
+    starts without one, so an actor a request left behind cannot sign another test's entries."""
+    from auditlog.context import auditlog_value
+
+    token = auditlog_value.set({"signal_duid": None})
+    yield
+    auditlog_value.reset(token)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     """Rate limits and throttles count in the cache: each test starts from zero."""
     from django.core.cache import cache

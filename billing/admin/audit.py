@@ -1,9 +1,9 @@
 """The audit trail's search page: who saw or changed what, searched by client, staff member and date,
 and exported as CSV. View only: nobody edits or deletes audit rows from the application.
 
-The rows are django-auditlog's ``LogEntry``: creates, changes and deletes of client data (billing/audit.py
+The rows are django-auditlog's ``LogEntry``: creates, changes and deletes of client data (billing/audit/trail.py
 registers the models) and ACCESS entries for every staff view and API read of a client's record
-(portal/security_audit.py). Searching by client finds the entries on the client and on the rows that belong
+(billing/audit/access.py). Searching by client finds the entries on the client and on the rows that belong
 to them (coverage, charges, sessions they attended, acknowledgments...). Needs ``auditlog.view_logentry``
 (the auditor and administrator roles).
 """

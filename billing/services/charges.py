@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from billing.audit import audit_bulk_updated
+from billing.audit.trail import audit_bulk_updated
 from billing.bulk import rows_update
 from billing.models import Charge, ChargeEvent
 from billing.states import CHARGE_TRANSITIONS, check_transition

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from django.db import transaction
 
+from billing.audit.chain import chain_seal
 from billing.local_time import practice_zone_active
 from billing.models import Charge, ChargeStatus, Practice
-from billing.services.audit_chain import chain_seal
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.charges import charges_transition
 from billing.services.notify import email_enqueue, emails_deferred, emails_send

@@ -38,6 +38,7 @@ from auditlog.context import set_extra_data
 from django.db import transaction
 from django.utils import timezone
 
+from billing.audit.access import auditlog_context_restored
 from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Client, Clinician, Practice
 from integrations.ehr import services
@@ -51,7 +52,6 @@ from integrations.ehr.csv_presets import (
     Preset,
 )
 from integrations.ehr.fields import MAX_CENTS
-from portal.security_audit import auditlog_context_restored
 
 CHUNK = 500  # rows applied per events_apply call
 MAX_COLUMNS = 200

@@ -34,6 +34,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework import serializers
 
+from billing.audit.bulk import BulkAudit, audit_bulk_created_columns, bulk_audit
 from billing.bulk import AnyOf, bulk_insert_values, ids_reserve, rows_send
 from billing.models import (
     MONEY_MOVED_STATUSES,
@@ -64,7 +65,6 @@ from billing.services.schedule import (
     status_is_billable,
 )
 from integrations.ehr import serializers as api
-from integrations.ehr.audit import BulkAudit, audit_bulk_created_columns, bulk_audit
 from integrations.ehr.errors import Conflict, InvalidInput, NotFound
 from integrations.ehr.fields import ExternalId
 from integrations.ehr.validation import BatchValidator

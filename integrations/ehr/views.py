@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.audit.access import auditlog_context_restored
 from billing.models import (
     Appointment,
     AppointmentStatus,
@@ -54,7 +55,6 @@ from integrations.ehr.models import ApiKey
 from integrations.ehr.pagination import CURSOR_PATTERN, IdCursorPagination
 from integrations.ehr.parsers import LimitedJSONParser
 from portal.links import enrollment_link_create
-from portal.security_audit import auditlog_context_restored
 
 
 class AsciiJSONRenderer(JSONRenderer):

@@ -11,7 +11,8 @@ from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
-from billing.audit import audit_bulk_updated
+from billing.audit.access import acting_as
+from billing.audit.trail import audit_bulk_updated
 from billing.bulk import rows_update
 from billing.models import (
     Appointment,
@@ -28,7 +29,6 @@ from billing.models import (
 )
 from billing.services.review import review_open
 from integrations.ehr.models import WebhookEndpoint, WebhookEvent
-from portal.security_audit import acting_as
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, outbox, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM

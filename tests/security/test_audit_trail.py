@@ -22,10 +22,10 @@ from django_q.signals import post_execute_in_worker, pre_execute
 from rest_framework.test import APIClient
 
 from billing import tasks
+from billing.audit.access import acting_as
 from billing.models import Charge, Client, Practice
 from billing.roles import AUDITOR, FRONT_DESK
 from integrations.ehr.keys import api_key_create
-from portal.security_audit import acting_as
 from tests import factories
 from tests.security.staff import staff_member
 
@@ -140,7 +140,7 @@ def test_commands_and_tasks_are_recorded_with_the_system_account(practice: Pract
 
 def test_rows_written_in_bulk_are_recorded_with_the_same_actor_as_rows_saved_one_by_one(dana: User) -> None:
     """Imports and the tick write rows in bulk (no signals): their entries still name who did it."""
-    from integrations.ehr.audit import audit_bulk_created
+    from billing.audit.bulk import audit_bulk_created
 
     def bulk_created() -> LogEntry:
         [person] = Client.objects.bulk_create([factories.ClientFactory.build()])

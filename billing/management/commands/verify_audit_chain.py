@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing.services.audit_chain import chain_seal, chain_verify
+from billing.audit.chain import chain_seal, chain_verify
 
 
 class Command(BaseCommand):

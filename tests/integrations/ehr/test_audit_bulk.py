@@ -6,8 +6,8 @@ import pytest
 from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 
+from billing.audit.bulk import creation_changes
 from billing.models import Appointment, Participant, Practice
-from integrations.ehr.audit import creation_changes
 from tests.integrations.ehr.conftest import Call, appointment_body, client_body, clinician_body
 
 pytestmark = pytest.mark.django_db

@@ -8,32 +8,28 @@
 - Commands and tasks run under ``acting_as("billing_tick")``: the changes they make are logged with the
   ``system`` service account as actor and ``{"via": "command:billing_tick"}``, so no row is anonymous.
 
-These rows are sealed into the tamper-evident chain like every other audit row (billing.services.audit_chain).
+These rows are sealed into the tamper-evident chain like every other audit row (billing.audit.chain). The
+middleware that writes the access entries for each request is portal's (portal/middleware.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from auditlog.context import auditlog_value, set_extra_data
 from auditlog.models import LogEntry
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from billing.models import Appointment, Client, Participant
+
 SYSTEM_USERNAME = "system"
-ADMIN_PAGE = re.compile(r"^billing_(?P<model>[a-z0-9]+)_(?P<view>change|history|refund)$")
-# The EHR API's read routes (integrations/ehr/urls.py) whose answers carry client data.
-API_READS = {"clients", "client", "coverage", "balance", "appointments", "appointment", "charges", "charge",
-             "insurance-payments", "reconciliation"}
 
 
 # --- Access entries ---------------------------------------------------------------------------------------
@@ -41,8 +37,6 @@ API_READS = {"clients", "client", "coverage", "balance", "appointments", "appoin
 def record_access(*, client_ids: Iterable[int], actor: Any, remote_addr: str | None,
                   additional_data: dict[str, Any]) -> int:
     """One ACCESS entry per client, in one insert; the number written."""
-    from billing.models import Client
-
     ids = sorted({int(i) for i in client_ids})
     if not ids:
         return 0
@@ -64,8 +58,6 @@ def record_access(*, client_ids: Iterable[int], actor: Any, remote_addr: str | N
 
 def clients_of_admin_row(model: type[models.Model], object_id: str) -> list[int]:
     """The client(s) a billing row's admin page shows: the client itself, the row's client, the attendees."""
-    from billing.models import Appointment, Client, Participant
-
     if not object_id.isdigit():
         return []
     pk = int(object_id)
@@ -79,80 +71,6 @@ def clients_of_admin_row(model: type[models.Model], object_id: str) -> list[int]
     if "charge" in field_names:  # refunds, payment attempts, balance allocations
         return [c for c in model._default_manager.filter(pk=pk).values_list("charge__client_id", flat=True) if c]
     return []
-
-
-def _external_ids(data: Any, route: str) -> set[str]:
-    """The clients' external ids in an API answer (a page of rows, or one row)."""
-    rows: list[Any] = [data]
-    if isinstance(data, dict):
-        for key in ("results", "findings"):
-            if isinstance(data.get(key), list):
-                rows = data[key]
-    found: set[str] = set()
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        if route in ("clients", "client") and isinstance(row.get("external_id"), str):
-            found.add(row["external_id"])
-        if isinstance(row.get("client"), str):
-            found.add(row["client"])
-        for attendee in row.get("clients") or []:
-            if isinstance(attendee, str):
-                found.add(attendee)
-            elif isinstance(attendee, dict) and isinstance(attendee.get("external_id") or attendee.get("client"), str):
-                found.add(attendee.get("external_id") or attendee["client"])
-    return found
-
-
-class ClientAccessLogMiddleware:
-    """Writes the ACCESS entries for staff views (admin) and API reads of client data; see the module doc."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        if request.method in ("GET", "HEAD") and response.status_code == 200:
-            match = getattr(request, "resolver_match", None)
-            if match is not None:
-                if match.namespace == "admin":
-                    self._admin_view(request, match.url_name or "", match.kwargs)
-                elif match.namespace == "api:v1" and match.url_name in API_READS:
-                    self._api_read(request, response, match.url_name or "")
-        return response
-
-    def _remote_addr(self, request: HttpRequest) -> str | None:
-        from portal.security import client_ip
-
-        return client_ip(request)
-
-    def _admin_view(self, request: HttpRequest, url_name: str, kwargs: dict[str, Any]) -> None:
-        page = ADMIN_PAGE.match(url_name)
-        if page is None or "object_id" not in kwargs or not request.user.is_authenticated:
-            return
-        try:
-            model = apps.get_model("billing", page["model"])
-        except LookupError:
-            return
-        client_ids = clients_of_admin_row(model, str(kwargs["object_id"]))
-        record_access(client_ids=client_ids, actor=request.user, remote_addr=self._remote_addr(request),
-                      additional_data={"via": "admin", "page": f"{model._meta.model_name} {page['view']}",
-                                       "object_id": str(kwargs["object_id"])})
-
-    def _api_read(self, request: HttpRequest, response: HttpResponse, route: str) -> None:
-        from billing.models import Client
-        from integrations.ehr.models import ApiKey
-
-        api_key = getattr(request, "auth", None)
-        data = getattr(response, "data", None)
-        if not isinstance(api_key, ApiKey) or data is None:
-            return
-        external_ids = _external_ids(data, route)
-        client_ids = Client.objects.filter(source=api_key.source, external_id__in=external_ids) \
-            .values_list("pk", flat=True) if external_ids else []
-        record_access(client_ids=client_ids, actor=api_key.user, remote_addr=self._remote_addr(request),
-                      additional_data={"via": "api", "route": route, "source": api_key.source,
-                                       "api_key": api_key.prefix})
 
 
 # --- Who acted when no person did -------------------------------------------------------------------------

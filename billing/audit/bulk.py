@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.encoding import smart_str
 
-from billing.audit import audit_bulk_fields
+from billing.audit.trail import audit_bulk_fields
 
 
 @dataclass(frozen=True)
