@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from billing.errors import Refused
 from billing.models import AppointmentStatus, ChargeStatus
 
 
-class TransitionNotAllowed(Exception):
+class TransitionNotAllowed(Refused):
     pass
 
 

@@ -12,6 +12,7 @@ from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Windo
 from django.db.models.functions import Coalesce
 
 from billing.bulk import rows_update
+from billing.errors import Refused
 from billing.models import (
     AttemptStatus,
     BalanceAllocation,
@@ -95,7 +96,7 @@ class PortalPayment:
     message: str = ""
 
 
-class PaymentNotAllowed(Exception):
+class PaymentNotAllowed(Refused):
     pass
 
 

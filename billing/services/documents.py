@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.template.loader import render_to_string
 
+from billing.errors import Refused
 from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Charge, ChargeKind, ChargeStatus, Client, Coverage, Practice
 from billing.models import Service as ServiceModel
@@ -21,7 +22,7 @@ from billing.money import format_cents
 PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 
 
-class PeriodNotAllowed(Exception):
+class PeriodNotAllowed(Refused):
     pass
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from billing.errors import Refused
 from billing.models import Charge, ChargeStatus, LedgerKind, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
@@ -31,7 +32,7 @@ STAFF_CANCELABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILE
 HELD_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD)
 
 
-class HoldNotChanged(Exception):
+class HoldNotChanged(Refused):
     """The charge cannot be released or canceled; the message says why, for staff."""
 
 

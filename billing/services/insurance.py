@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from billing.errors import BillingError
 from billing.models import Appointment, Client, InsurancePayment, Participant
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 FIGURES = ("payer_name", "allowed_cents", "paid_cents", "patient_responsibility_cents", "paid_on")
 
 
-class InsurancePaymentInvalid(Exception):
+class InsurancePaymentInvalid(BillingError):
     """The line cannot be recorded; ``errors`` maps field names to messages."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:

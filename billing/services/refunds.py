@@ -8,6 +8,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Sum
 
+from billing.errors import Refused
 from billing.models import Charge, ChargeStatus, LedgerEntry, LedgerKind, Practice, Refund, RefundStatus
 from billing.money import format_cents
 from billing.services.charges import charge_transition
@@ -16,7 +17,7 @@ from billing.services.outbound import CHARGE_REFUNDED, charge_event_emit
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 
-class RefundNotAllowed(Exception):
+class RefundNotAllowed(Refused):
     pass
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from billing.errors import Refused
 from billing.models import (
     Appointment,
     AppointmentEvent,
@@ -227,7 +228,7 @@ def _fee_revive(charge: Charge, appointment: Appointment, practice: Practice, no
     ledger_follow_charge(charge, appointment, charge.amount_cents, practice, now, actor, user, "fee applies again")
 
 
-class WaiveNotAllowed(Exception):
+class WaiveNotAllowed(Refused):
     pass
 
 

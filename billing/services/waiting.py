@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from billing.errors import Refused
 from billing.models import Charge, ChargeStatus, Client, LinkPurpose, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charges_transition
@@ -30,7 +31,7 @@ NO_CARD_HOLD = "no card on file"
 CHOICE_HOLD = "waiting for the client's choice: saved a card after it waited for one"
 
 
-class NothingWaiting(Exception):
+class NothingWaiting(Refused):
     """No charge of this client waits for a choice (paid, released or canceled meanwhile)."""
 
 

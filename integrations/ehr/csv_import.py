@@ -4,7 +4,7 @@
                         dry_run=True)
 
 The file is read as a stream (``csv`` over a text wrapper): rows are converted to API events and applied in
-chunks through ``services.events_apply``, the very code behind ``POST /api/v1/events/`` (same validation,
+chunks through ``ehr_events.events_apply``, the very code behind ``POST /api/v1/events/`` (same validation,
 same billing triggers, an identical row changes nothing). The whole import is one transaction with a
 savepoint per row: a dry run, or any rejected row, rolls it all back, so "apply" is all-or-nothing and the
 preview is exactly what applying would do. Only counts, the first rows' outcomes and the first problems
@@ -41,7 +41,8 @@ from django.utils import timezone
 from billing.audit.access import auditlog_context_restored
 from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Client, Clinician, Practice
-from integrations.ehr import services
+from billing.services import intake
+from integrations.ehr import events as ehr_events
 from integrations.ehr.csv_presets import (
     BILLING_TYPES,
     FALSE_WORDS,
@@ -61,7 +62,7 @@ MAX_PREVIEW = 200
 SAMPLE_BYTES = 64 * 1024
 
 CREATE, CHANGE, UNCHANGED, REJECT = "create", "change", "unchanged", "reject"
-OUTCOME_OF = {services.CREATED: CREATE, services.UPDATED: CHANGE, services.UNCHANGED: UNCHANGED}
+OUTCOME_OF = {intake.CREATED: CREATE, intake.UPDATED: CHANGE, intake.UNCHANGED: UNCHANGED}
 
 
 class ImportFileError(Exception):
@@ -565,7 +566,7 @@ APPOINTMENT_DEFAULTS: dict[str, Any] = {"status": AppointmentStatus.SCHEDULED, "
                                         "diagnosis_codes": [], "fee_cents": None, "note_signed_at": None}
 
 
-class CsvPush(services.Push):
+class CsvPush(intake.Push):
     @property
     def actor(self) -> str:
         return f"csv:{self.source}"
@@ -599,14 +600,14 @@ def _message(pending: Pending, result: dict[str, Any]) -> str:
     return "; ".join(parts) or "rejected"
 
 
-def _apply_chunk(push: services.Push, chunk: list[Pending], report: Report) -> None:
+def _apply_chunk(push: intake.Push, chunk: list[Pending], report: Report) -> None:
     _complete(push.source, chunk)
     events = [{"type": p.kind, "data": p.data} if p.kind == "insurance_payment"
               else {"type": p.kind, "external_id": p.external_id, "data": p.data} for p in chunk]
-    results = services.events_apply(push=push, events=events)
+    results = ehr_events.events_apply(push=push, events=events)
     for pending, result in zip(chunk, results, strict=True):
         record = pending.external_id or f"{pending.data.get('appointment')} / {pending.data.get('reference')}"
-        if result["status"] == services.ERROR:
+        if result["status"] == intake.ERROR:
             report.add(pending.rows, REJECT, record, _message(pending, result))
         else:
             report.add(pending.rows, OUTCOME_OF[result["status"]], record)

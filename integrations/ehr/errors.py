@@ -1,4 +1,4 @@
-"""Errors the EHR services raise, and how the API answers them (docs/api.md: 400, 404, 409, 413; never 500)."""
+"""How the API answers billing's errors (billing/errors.py) and its own (docs/api.md: 400, 404, 409, 413; never 500)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from billing.errors import Conflict, InvalidInput, NotFound
+
+__all__ = ["Conflict", "InvalidInput", "NotFound", "PayloadTooLarge", "api_exception_handler"]
+
 log = logging.getLogger(__name__)
-
-
-class InvalidInput(Exception):
-    """Input that is well formed but wrong against what is stored (e.g. an unknown clinician)."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__(errors)
-        self.errors = errors
-
-
-class Conflict(Exception):
-    """The change conflicts with money already moved; the message says what to do instead."""
-
-
-class NotFound(Exception):
-    pass
 
 
 class PayloadTooLarge(exceptions.APIException):

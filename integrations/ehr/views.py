@@ -39,8 +39,9 @@ from billing.models import (
     Practice,
 )
 from billing.selectors import client_aging, client_balance, clients_with_balance
+from billing.services import intake
+from integrations.ehr import events as ehr_events
 from integrations.ehr import serializers as api
-from integrations.ehr import services
 from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
 from integrations.ehr.errors import InvalidInput, NotFound
 from integrations.ehr.fields import (
@@ -156,8 +157,8 @@ class EhrView(APIView):
             formats = ", ".join(renderer.format for renderer in self.get_renderers())
             raise exceptions.ValidationError({"format": [f"Give one of: {formats}."]}) from None
 
-    def new_push(self) -> services.Push:
-        return services.Push(source=self.source, now=timezone.now())
+    def new_push(self) -> intake.Push:
+        return intake.Push(source=self.source, now=timezone.now())
 
     @contextmanager
     def audited(self) -> Iterator[None]:
@@ -190,8 +191,8 @@ class EhrView(APIView):
         return dict(self.validated(serializer_class, self.request.query_params.dict()))
 
 
-def created_or_ok(outcome: services.Outcome[Any]) -> int:
-    return status.HTTP_201_CREATED if outcome.status == services.CREATED else status.HTTP_200_OK
+def created_or_ok(outcome: intake.Outcome[Any]) -> int:
+    return status.HTTP_201_CREATED if outcome.status == intake.CREATED else status.HTTP_200_OK
 
 
 # --- Clinicians ------------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class ClinicianDetail(EhrView):
         external_id = self.path_id(external_id, writing=not partial)
         data = self.validated(api.ClinicianIn, self.request.data, partial=partial)
         with self.audited():
-            outcome = services.clinician_put(push=self.new_push(), external_id=external_id, data=data,
+            outcome = intake.clinician_put(push=self.new_push(), external_id=external_id, data=data,
                                              partial=partial)
         return Response(api.ClinicianOut(outcome.obj).data, status=created_or_ok(outcome))
 
@@ -291,12 +292,12 @@ class ClientDetail(ClientView):
         external_id = self.path_id(external_id, writing=not partial)
         data = self.validated(api.ClientIn, self.request.data, partial=partial)
         with self.audited():
-            outcome = services.client_put(push=self.new_push(), external_id=external_id, data=data, partial=partial)
+            outcome = intake.client_put(push=self.new_push(), external_id=external_id, data=data, partial=partial)
         return Response(self.represent(external_id), status=created_or_ok(outcome))
 
 
 def coverage_representation(coverage: Any, client: Client) -> dict[str, Any]:
-    data = {name: getattr(coverage, name) for name in services.COVERAGE_OUT_FIELDS}
+    data = {name: getattr(coverage, name) for name in intake.COVERAGE_OUT_FIELDS}
     data.update(client=client.external_id, payer_id=coverage.payer.payer_id if coverage.payer else "")
     return api.CoverageOut(data).data
 
@@ -306,7 +307,7 @@ class CoverageDetail(ClientView):
                    tags=["clients"], operation_id="clients_coverage_retrieve")
     def get(self, request: Request, external_id: str) -> Response:
         client = self.get_client(external_id)
-        coverage = services.coverage_current(client)
+        coverage = intake.coverage_current(client)
         if coverage is None:
             raise NotFound(f"Client {external_id!r} has no coverage.")
         return Response(coverage_representation(coverage, client))
@@ -330,9 +331,9 @@ class CoverageDetail(ClientView):
         external_id = self.path_id(external_id)
         data = self.validated(api.CoverageIn, self.request.data, partial=partial)
         with self.audited():
-            outcome = services.coverage_put(push=self.new_push(), client_external_id=external_id, data=data,
+            outcome = intake.coverage_put(push=self.new_push(), client_external_id=external_id, data=data,
                                             partial=partial)
-        coverage = services.coverage_current(outcome.obj.client)
+        coverage = intake.coverage_current(outcome.obj.client)
         return Response(coverage_representation(coverage, outcome.obj.client), status=created_or_ok(outcome))
 
 
@@ -346,7 +347,7 @@ class PolicyAcknowledgmentCreate(ClientView):
         external_id = self.path_id(external_id)
         data = self.validated(api.PolicyAcknowledgmentIn, request.data)
         with self.audited():
-            outcome = services.policy_acknowledgment_record(push=self.new_push(), client_external_id=external_id,
+            outcome = intake.policy_acknowledgment_record(push=self.new_push(), client_external_id=external_id,
                                                             data=data)
         return Response(self._out(outcome.obj, external_id), status=created_or_ok(outcome))
 
@@ -452,7 +453,7 @@ class AppointmentDetail(EhrView):
         external_id = self.path_id(external_id, writing=not partial)
         data = self.validated(api.AppointmentIn, self.request.data, partial=partial)
         with self.audited():
-            outcome = services.appointment_put(push=self.new_push(), external_id=external_id, data=data,
+            outcome = intake.appointment_put(push=self.new_push(), external_id=external_id, data=data,
                                                partial=partial)
         return Response(self.represent(external_id), status=created_or_ok(outcome))
 
@@ -488,7 +489,7 @@ class InsurancePaymentList(EhrView):
     def post(self, request: Request) -> Response:
         data = self.validated(api.InsurancePaymentIn, request.data)
         with self.audited():
-            outcome = services.insurance_payment_record(push=self.new_push(), data=data)
+            outcome = intake.insurance_payment_record(push=self.new_push(), data=data)
         return Response(api.InsurancePaymentOut(outcome.obj).data, status=created_or_ok(outcome))
 
 
@@ -512,8 +513,8 @@ class Events(EhrView):
             raise InvalidInput({"events": [f"At most {api.MAX_EVENTS} events per batch; this one has "
                                            f"{len(events)}."]})
         with self.audited():
-            results = services.events_apply(push=self.new_push(), events=events)
-        counts = dict.fromkeys((services.CREATED, services.UPDATED, services.UNCHANGED, services.ERROR), 0)
+            results = ehr_events.events_apply(push=self.new_push(), events=events)
+        counts = dict.fromkeys((intake.CREATED, intake.UPDATED, intake.UNCHANGED, intake.ERROR), 0)
         for result in results:
             counts[result["status"]] += 1
         return Response({"results": results, "counts": counts})

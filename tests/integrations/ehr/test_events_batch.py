@@ -1,5 +1,5 @@
-"""A batch's new, quiet appointments are written together (services._QuietCreates) and its bodies checked by
-BatchValidator: the outcome must be exactly that of applying each event on its own."""
+"""A batch's new, quiet appointments are written together (QuietCreates, integrations/ehr/events.py) and its
+bodies checked by BatchValidator: the outcome must be exactly that of applying each event on its own."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from billing.models import (
     ReviewStatus,
     Service,
 )
+from billing.services import intake
+from integrations.ehr import events as ehr_events
 from integrations.ehr import serializers as api
-from integrations.ehr import services
 from integrations.ehr.fields import AwareDateTime, ExternalId
 from integrations.ehr.validation import BatchValidator
 from tests.integrations.ehr.conftest import SOURCE, Call, appointment_body, client_body, clinician_body
@@ -106,19 +107,19 @@ def test_a_mixed_batch_ends_as_the_events_applied_one_by_one(practice: Practice,
     since = LogEntry.objects.latest("pk").pk
 
     runs, written = [], []
-    insert = services._quiet_insert
+    insert = intake.appointments_insert_quiet
 
-    def counted(push: services.Push, items: list[Any], *args: Any) -> None:
+    def counted(push: intake.Push, items: list[Any], *args: Any) -> None:
         written.append(len(items))
         insert(push, items, *args)
 
     for gathered in (True, False):
         with monkeypatch.context() as patch, transaction.atomic():
             if gathered:
-                patch.setattr(services, "_quiet_insert", counted)
+                patch.setattr(ehr_events, "appointments_insert_quiet", counted)
             else:  # every event through appointment_put, one savepoint each
-                patch.setattr(services._QuietCreates, "take", lambda self, *args: False)
-                patch.setattr(services, "_appointment_unchanged", lambda *args: False)
+                patch.setattr(ehr_events.QuietCreates, "take", lambda self, *args: False)
+                patch.setattr(ehr_events, "appointment_unchanged", lambda *args: False)
             response = post("events/", {"events": MIXED}, expect=200)
             runs.append((response["results"], _state(since)))
             transaction.set_rollback(True)
@@ -213,7 +214,7 @@ def test_the_batch_validator_says_what_the_serializer_says(kind: str) -> None:
                                   {"policy_version": 2, "acknowledged_at": "yesterday"}],
     }
     bodies = BODIES if kind == "appointment" else others[kind]
-    serializer_class = services.EVENT_SERIALIZERS[kind]
+    serializer_class = ehr_events.EVENT_SERIALIZERS[kind]
     batch = BatchValidator(serializer_class())
     for body in [*bodies, *bodies]:  # the second time from what it remembers
         assert _outcome(batch.run, body) == _outcome(serializer_class().run_validation, body), body
@@ -256,7 +257,7 @@ def test_a_batch_racing_another_for_the_same_new_appointment_falls_back_to_one_b
     def first_try() -> None:
         try:
             with transaction.atomic():
-                services.events_apply(push=services.Push(source=SOURCE, now=timezone.now()),
+                ehr_events.events_apply(push=intake.Push(source=SOURCE, now=timezone.now()),
                                       events=[event("appointment", "a-1", appointment_body(["c-1"], at(1)))])
                 holding.set()
                 release.wait(10)
@@ -283,7 +284,7 @@ def test_a_long_schedule_is_written_in_chunks_each_row_as_if_put_alone(practice:
     put("clinicians/clin-1/", clinician_body())
     for n, name in enumerate(["Ana", "Bo", "Cy"], start=1):
         put(f"clients/c-{n}/", client_body(name))
-    size = 2 * services._CHUNK + 30
+    size = 2 * ehr_events._CHUNK + 30
 
     def new(i: int) -> dict[str, Any]:
         clients = ["c-1", "c-2"] if i % 7 == 0 else [f"c-{1 + i % 3}"]
@@ -323,7 +324,7 @@ def test_after_a_rolled_back_event_the_next_chunks_read_what_they_need_before_se
     which must wait for the chunks being sent."""
     put("clinicians/clin-1/", clinician_body())
     put("clients/c-1/", client_body("Ana"))
-    size = 2 * services._CHUNK + 50
+    size = 2 * ehr_events._CHUNK + 50
     events = [event("appointment", f"x-{i}", appointment_body(["c-1"], f"2027-02-01T{i % 24:02d}:00:00Z"))
               for i in range(size)]
     events.insert(10, event("appointment", "x-bad", appointment_body(["c-404"])))  # rolled back
@@ -336,9 +337,9 @@ def test_a_batch_that_needs_more_ids_than_it_reserved_reserves_more(practice: Pr
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     put("clinicians/clin-1/", clinician_body())
     put("clients/c-1/", client_body("Ana"))
-    prefetch = services._prefetch_batch
-    monkeypatch.setattr(services, "_prefetch_batch", lambda *args: (prefetch(*args), (1, 1))[1])  # too few
-    size = services._CHUNK + 20
+    prefetch = ehr_events._prefetch_batch
+    monkeypatch.setattr(ehr_events, "_prefetch_batch", lambda *args: (prefetch(*args), (1, 1))[1])  # too few
+    size = ehr_events._CHUNK + 20
     response = post("events/", [event("appointment", f"y-{i}", appointment_body(["c-1"], at(1 + i % 28)))
                                 for i in range(size)], expect=200)
     assert response["counts"]["created"] == size
@@ -347,16 +348,16 @@ def test_a_batch_that_needs_more_ids_than_it_reserved_reserves_more(practice: Pr
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("size", [1, services._CHUNK + 1, 2 * services._CHUNK + 50])
+@pytest.mark.parametrize("size", [1, ehr_events._CHUNK + 1, 2 * ehr_events._CHUNK + 50])
 def test_a_conflict_committed_while_the_batch_is_sent_falls_back_to_one_by_one(
         practice: Practice, put: Call, post: Call, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     """Another request commits one of the batch's new appointments after the batch looked them up: the
     database reports it on whichever statement follows, and the batch still ends as if applied one by one."""
     put("clinicians/clin-1/", clinician_body())
     put("clients/c-1/", client_body("Ana"))
-    prefetch = services._prefetch_batch
+    prefetch = ehr_events._prefetch_batch
 
-    def meanwhile(push: services.Push, events: list[Any]) -> tuple[int, int]:
+    def meanwhile(push: intake.Push, events: list[Any]) -> tuple[int, int]:
         room = prefetch(push, events)
         if not Appointment.objects.filter(external_id="z-0").exists():  # once
             other = threading.Thread(target=other_request)
@@ -372,7 +373,7 @@ def test_a_conflict_committed_while_the_batch_is_sent_falls_back_to_one_by_one(
         finally:
             connection.close()
 
-    monkeypatch.setattr(services, "_prefetch_batch", meanwhile)
+    monkeypatch.setattr(ehr_events, "_prefetch_batch", meanwhile)
     events = [event("appointment", f"z-{i}", appointment_body(["c-1"], f"2027-01-01T{i % 24:02d}:00:00Z"))
               for i in range(size)]
     response = post("events/", [*events, event("client", "c-2", client_body("Bo"))], expect=200)
