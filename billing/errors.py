@@ -39,4 +39,16 @@ class Refused(BillingError):
 
 
 class PaymentProviderError(BillingError):
-    pass
+    """The card processor did not do what was asked."""
+
+
+class OutcomeUnknown(PaymentProviderError):
+    """The processor may or may not have acted: ask again with the same idempotency key."""
+
+
+class GatewayRefused(PaymentProviderError):
+    """The processor refused the request itself (bad parameters, missing object): retrying will not help."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code

@@ -30,6 +30,7 @@ from billing.admin.common import (
     staff_user,
 )
 from billing.admin.people import CLIENT_SEARCH, clients_matching
+from billing.errors import GatewayRefused, OutcomeUnknown
 from billing.models import (
     Charge,
     ChargeEvent,
@@ -46,7 +47,6 @@ from billing.services.holds import STAFF_CANCELABLE, HoldNotChanged, charge_canc
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import CANCELABLE, FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
 from billing.services.waiting import CHOICE_HOLD, NothingWaiting, waiting_charges_release
-from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
 FEE_KINDS = tuple(FEE_FOR_STATUS.values())
 

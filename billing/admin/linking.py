@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.admin.common import confirmation, confirmed, plural, staff_user
+from billing.errors import GatewayRefused, OutcomeUnknown
 from billing.models import Client, ReviewItem, ReviewKind, ReviewStatus, StripeLinkStatus
 from billing.services.cards import (
     client_customer_create,
@@ -27,7 +28,6 @@ from billing.services.cards import (
     clients_link_stripe,
     enrollment_link_send,
 )
-from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
 LINK_PERMISSION = "link_stripe_customer"
 CARD_LINK_PERMISSION = "send_card_link"

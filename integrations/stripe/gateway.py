@@ -21,6 +21,11 @@ from typing import Any, TypeVar
 import stripe
 from django.conf import settings
 
+# Raised here, defined by billing: callers catch billing's errors, never Stripe's own types.
+from billing.errors import GatewayRefused, OutcomeUnknown
+
+__all__ = ["GatewayRefused", "OutcomeUnknown", "get_gateway"]
+
 T = TypeVar("T")
 
 # Declines that will not succeed on a retry: the card is gone or the bank said no for good.
@@ -31,18 +36,6 @@ HARD_DECLINE_CODES = frozenset({
     "invalid_number", "incorrect_number", "expired_card", "transaction_not_allowed",
     "new_account_information_available", "account_closed", "card_velocity_exceeded_permanently",
 })
-
-
-class OutcomeUnknown(Exception):
-    """Stripe may or may not have acted: ask again with the same idempotency key."""
-
-
-class GatewayRefused(Exception):
-    """Stripe refused the request itself (bad parameters, missing object): retrying will not help."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
