@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from billing.models import Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
+from billing.models import PAID_STATUSES, Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
 from billing.money import format_cents
 from billing.services.balance import (
     PaymentInProgress,
@@ -53,7 +53,6 @@ from billing.services.webhooks import stripe_event_receive
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 log = logging.getLogger(__name__)
-PAID_STATUSES = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, object], status: int = 200) -> HttpResponse:

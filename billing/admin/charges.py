@@ -32,6 +32,7 @@ from billing.admin.common import (
 from billing.admin.people import CLIENT_SEARCH, clients_matching
 from billing.errors import GatewayRefused, OutcomeUnknown
 from billing.models import (
+    CANCELABLE_STATUSES,
     Charge,
     ChargeEvent,
     ChargeStatus,
@@ -43,9 +44,9 @@ from billing.models import (
     RefundStatus,
 )
 from billing.money import format_cents
-from billing.services.holds import STAFF_CANCELABLE, HoldNotChanged, charge_cancel, charge_release, is_cap_hold
+from billing.services.holds import HoldNotChanged, charge_cancel, charge_release, is_cap_hold
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
-from billing.services.schedule import CANCELABLE, FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
+from billing.services.schedule import FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
 from billing.services.waiting import CHOICE_HOLD, NothingWaiting, waiting_charges_release
 
 FEE_KINDS = tuple(FEE_FOR_STATUS.values())
@@ -297,7 +298,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
     @admin.action(description="Cancel charge", permissions=["cancel"])
     def cancel_charge(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
         charges = list(queryset.select_related("client"))
-        cancelable = [c for c in charges if c.status in STAFF_CANCELABLE]
+        cancelable = [c for c in charges if c.status in CANCELABLE_STATUSES]
         others = [c for c in charges if c not in cancelable]
         if not cancelable:
             self.message_user(request, "Only scheduled, due (or held) and failed charges can be canceled; refund a "
@@ -321,7 +322,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
     @admin.action(description="Waive no-show / late-cancel fee", permissions=["waive"])
     def waive_fee(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
         charges = list(queryset.select_related("client"))
-        fees = [c for c in charges if c.kind in FEE_KINDS and c.status in CANCELABLE]
+        fees = [c for c in charges if c.kind in FEE_KINDS and c.status in CANCELABLE_STATUSES]
         others = [c for c in charges if c not in fees]
         if not fees:
             self.message_user(request, "Only no-show and late-cancel fees not yet charged can be waived; refund a "

@@ -14,6 +14,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from billing.models import (
+    PENDING_STATUSES,
+    STUCK_STATUSES,
     AttemptStatus,
     Charge,
     ChargeStatus,
@@ -26,8 +28,6 @@ from billing.models import (
 
 ROWS_SHOWN = 10
 
-DUE_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
-STUCK_STATUSES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 # As billing.services.payments.UNKNOWN_AFTER: an attempt open this long is waiting for the janitor.
 UNKNOWN_AFTER = dt.timedelta(minutes=2)
 
@@ -63,7 +63,7 @@ def charges_due_today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo, limit: int =
 
 def charges_due_by_end_of_today(charges: QuerySet[Charge], *, now: dt.datetime,
                                 zone: zoneinfo.ZoneInfo) -> QuerySet[Charge]:
-    return charges.filter(status__in=DUE_STATUSES, scheduled_for__lt=end_of_today(now=now, zone=zone))
+    return charges.filter(status__in=PENDING_STATUSES, scheduled_for__lt=end_of_today(now=now, zone=zone))
 
 
 def stuck_charges(*, limit: int = ROWS_SHOWN) -> Queue:

@@ -1,8 +1,14 @@
 from billing.models.appointments import Appointment, AppointmentEvent, AppointmentStatus, Participant
 from billing.models.audit import AuditSeal
 from billing.models.charges import (
+    AWAITING_PAYMENT_STATUSES,
+    CANCELABLE_STATUSES,
+    IN_FLIGHT_STATUSES,
     MONEY_MOVED_STATUSES,
+    OPEN_STATUSES,
+    PAID_STATUSES,
     PENDING_STATUSES,
+    STUCK_STATUSES,
     AttemptStatus,
     Charge,
     ChargeEvent,
@@ -41,8 +47,14 @@ from billing.models.practice import ChargeTiming, ChargeTrigger, NoticeTone, Pra
 from billing.models.reports import FindingKind, FindingStatus, ReconciliationFinding, ReconciliationRun
 
 __all__ = [
+    "AWAITING_PAYMENT_STATUSES",
+    "CANCELABLE_STATUSES",
+    "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
+    "OPEN_STATUSES",
+    "PAID_STATUSES",
     "PENDING_STATUSES",
+    "STUCK_STATUSES",
     "AppendOnlyError",
     "Appointment",
     "AppointmentEvent",

@@ -27,8 +27,21 @@ class ChargeStatus(models.TextChoices):
     PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
 
 
-# Before any money moved the charge may still follow its appointment (re-priced or canceled).
+# The status sets the money rules use, defined once.
+# Not charged yet: the charge still follows its appointment (re-priced or canceled).
 PENDING_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
+# Open, with no money on its way: may be re-priced, and is offered for payment on the portal.
+OPEN_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
+# Money on its way: being taken, or waiting for the client's bank.
+IN_FLIGHT_STATUSES = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION)
+# Stuck with the client: declined, or waiting for them to authenticate.
+STUCK_STATUSES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
+# Nothing paid yet, so it may be canceled (one waiting for the client's bank is withdrawn at Stripe).
+CANCELABLE_STATUSES = (*OPEN_STATUSES, ChargeStatus.REQUIRES_ACTION)
+# An attempt on it may still turn into money for it.
+AWAITING_PAYMENT_STATUSES = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION, ChargeStatus.FAILED)
+# Paid, whether or not refunded since, in part or in whole.
+PAID_STATUSES = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 # Money moved, or may have: later changes are adjustments, never edits.
 MONEY_MOVED_STATUSES = (ChargeStatus.PROCESSING, ChargeStatus.SUCCEEDED, ChargeStatus.REFUNDED,
                         ChargeStatus.PARTIALLY_REFUNDED)

@@ -14,6 +14,8 @@ from django.db.models.functions import Coalesce
 from billing.bulk import rows_update
 from billing.errors import Refused
 from billing.models import (
+    IN_FLIGHT_STATUSES,
+    OPEN_STATUSES,
     AttemptStatus,
     BalanceAllocation,
     BalanceEpisode,
@@ -38,9 +40,7 @@ SYSTEM = "system:balance"
 # Open charges a client may pay on the portal. One being charged right now is not offered, so nothing
 # can be paid twice; one waiting for the client's bank may be paid here instead (its request to the bank
 # is withdrawn at Stripe first).
-PAYABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
 # Money on its way: a charge being taken, or waiting for the client to confirm it with their bank.
-IN_FLIGHT = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION)
 ABANDONED_AFTER = dt.timedelta(hours=1)
 # A key the balance page puts in its form, so the same form sent twice pays once.
 PAY_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -73,7 +73,7 @@ def client_payable(client: Client) -> Payable:
 
     balance, in_flight = Client.objects.filter(pk=client.pk).annotate(
         b=total(LedgerEntry.objects.filter(client=OuterRef("pk"))),
-        f=total(Charge.objects.filter(client=OuterRef("pk"), status__in=IN_FLIGHT)),
+        f=total(Charge.objects.filter(client=OuterRef("pk"), status__in=IN_FLIGHT_STATUSES)),
     ).values_list("b", "f").get()
     return Payable(balance, in_flight)
 
@@ -81,7 +81,7 @@ def client_payable(client: Client) -> Payable:
 def payable_charges(client: Client) -> list[Charge]:
     """The open charges the balance page offers one by one, oldest first: those waiting for the
     client's bank last, since paying one here withdraws that request."""
-    return list(Charge.objects.filter(client=client, status__in=(*PAYABLE, ChargeStatus.REQUIRES_ACTION),
+    return list(Charge.objects.filter(client=client, status__in=(*OPEN_STATUSES, ChargeStatus.REQUIRES_ACTION),
                                       amount_cents__gt=0)
                 .exclude(hold_reason=PORTAL_HOLD).exclude(kind=ChargeKind.BALANCE_PAYMENT)
                 .select_related("appointment__clinician")
@@ -171,11 +171,11 @@ def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[in
                    pay_key: str) -> tuple[Charge, PaymentAttempt]:
     """Inside the transaction: lock, check what may be paid now, and write the payment and its attempt."""
     client = Client.objects.select_for_update().get(pk=client.pk)
-    if Charge.objects.filter(client=client, kind=ChargeKind.BALANCE_PAYMENT, status__in=IN_FLIGHT).exists():
+    if Charge.objects.filter(client=client, kind=ChargeKind.BALANCE_PAYMENT, status__in=IN_FLIGHT_STATUSES).exists():
         raise PaymentInProgress(IN_PROGRESS)
     # Locked with their status re-checked, so a charge a billing run claimed meanwhile drops out.
     open_charges = list(Charge.objects.select_for_update(of=("self",)).filter(
-        pk__in=[c.pk for c in payable_charges(client)], status__in=PAYABLE, amount_cents__gt=0,
+        pk__in=[c.pk for c in payable_charges(client)], status__in=OPEN_STATUSES, amount_cents__gt=0,
     ).exclude(hold_reason=PORTAL_HOLD).order_by("appointment__starts_at", "created_at", "pk"))
     payable = client_payable(client)
     if charge_ids is not None:

@@ -15,11 +15,18 @@ from django.template.loader import render_to_string
 
 from billing.errors import Refused
 from billing.local_time import practice_zone_active
-from billing.models import Appointment, AppointmentStatus, Charge, ChargeKind, ChargeStatus, Client, Coverage, Practice
+from billing.models import (
+    PAID_STATUSES,
+    Appointment,
+    AppointmentStatus,
+    Charge,
+    ChargeKind,
+    Client,
+    Coverage,
+    Practice,
+)
 from billing.models import Service as ServiceModel
 from billing.money import format_cents
-
-PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 
 
 class PeriodNotAllowed(Refused):
@@ -56,7 +63,7 @@ def superbill_lines(*, client: Client, start: dt.date, end: dt.date, practice: P
                     .select_related("clinician").order_by("starts_at"))
     services = {s.cpt_code: s for s in ServiceModel.objects.all()}
     paid: dict[int, int] = {}
-    for charge in Charge.objects.filter(client=client, appointment__in=appointments, status__in=PAID).filter(
+    for charge in Charge.objects.filter(client=client, appointment__in=appointments, status__in=PAID_STATUSES).filter(
             Q(kind=ChargeKind.COPAY) | Q(kind=ChargeKind.SESSION_FEE)):
         assert charge.appointment_id is not None
         paid[charge.appointment_id] = paid.get(charge.appointment_id, 0) + charge.amount_cents + charge.prepaid_cents \

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from billing.errors import Refused
-from billing.models import Charge, ChargeStatus, LedgerKind, Practice, ReviewKind
+from billing.models import CANCELABLE_STATUSES, Charge, ChargeStatus, LedgerKind, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
@@ -28,7 +28,6 @@ RELEASED = "released by staff"
 CANCELED_BY_STAFF = "canceled by staff"
 # A charge may be canceled by staff before money moves. One waiting for the client to authenticate
 # may be too: its request to the bank is withdrawn at Stripe once the cancel is committed.
-STAFF_CANCELABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 HELD_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD)
 
 
@@ -73,7 +72,7 @@ def charge_cancel(*, charge: Charge, now: dt.datetime, actor: str, user: User | 
     with transaction.atomic():
         charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment").get(
             pk=charge.pk)
-        if charge.status not in STAFF_CANCELABLE:
+        if charge.status not in CANCELABLE_STATUSES:
             raise HoldNotChanged(f"Charge #{charge.pk} is {charge.get_status_display().lower()}: only a "
                                  "scheduled, due or failed charge can be canceled.")
         if charge.hold_reason == PORTAL_HOLD:

@@ -35,6 +35,7 @@ from billing.bulk import AnyOf, bulk_insert_values, rows_send
 from billing.errors import Conflict, InvalidInput, NotFound
 from billing.models import (
     MONEY_MOVED_STATUSES,
+    OPEN_STATUSES,
     Appointment,
     AppointmentEvent,
     AppointmentStatus,
@@ -53,7 +54,6 @@ from billing.models import (
 )
 from billing.money import format_cents
 from billing.services.schedule import (
-    REPRICEABLE,
     SESSION_KINDS,
     appointment_event_record,
     appointment_set_status,
@@ -244,7 +244,7 @@ def _reprice_client_sessions(push: Push, client: Client) -> None:
     """New billing terms or benefits re-price what has not been charged yet, and retry what waits in
     review for want of them (README: "when the data is fixed, the next push prices it"). Sessions
     already paid are left alone: a later benefits update is not a reason to re-open them."""
-    pending = set(Charge.objects.filter(client=client, kind__in=SESSION_KINDS, status__in=REPRICEABLE,
+    pending = set(Charge.objects.filter(client=client, kind__in=SESSION_KINDS, status__in=OPEN_STATUSES,
                                         appointment__isnull=False).values_list("appointment_id", flat=True))
     waiting = set(ReviewItem.objects.filter(client=client, kind=ReviewKind.PRICING, status=ReviewStatus.OPEN,
                                             appointment__isnull=False).values_list("appointment_id", flat=True))

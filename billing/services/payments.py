@@ -26,6 +26,8 @@ from django.utils import timezone
 
 from billing.bulk import rows_update
 from billing.models import (
+    AWAITING_PAYMENT_STATUSES,
+    STUCK_STATUSES,
     AttemptStatus,
     Charge,
     ChargeKind,
@@ -60,11 +62,9 @@ UNKNOWN_AFTER = dt.timedelta(minutes=2)
 IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
 # A charge waiting for the client to authenticate is settled only on-session (or by staff), never
 # retried off-session: the client could otherwise pay twice.
-OPEN_FAILURES = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION)
 # A charge a client is paying on the portal right now: the off-session collector leaves it alone.
 PORTAL_HOLD = "being paid on the portal"
 # A charge whose attempt may still turn into money for it.
-AWAITING_PAYMENT = (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION, ChargeStatus.FAILED)
 CAP_HOLD_PREFIX = "above the practice's cap"
 
 
@@ -249,7 +249,7 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
         attempt.finished_at = now
         on_portal = charge.kind == ChargeKind.BALANCE_PAYMENT
-        if payment.status == "succeeded" and charge.status not in AWAITING_PAYMENT:
+        if payment.status == "succeeded" and charge.status not in AWAITING_PAYMENT_STATUSES:
             # The client confirmed a payment the portal had withdrawn meanwhile (paid another way, canceled).
             _late_success(attempt, now)
         elif payment.status == "succeeded":
@@ -457,7 +457,7 @@ def _charge_failed(charge: Charge, attempt: PaymentAttempt, payment: Payment, pr
 
 
 def _clear_card_flag_if_settled(client: Client, now: dt.datetime) -> None:
-    open_failures = Charge.objects.filter(client=client, status__in=OPEN_FAILURES).exists()
+    open_failures = Charge.objects.filter(client=client, status__in=STUCK_STATUSES).exists()
     if not open_failures:
         Client.objects.filter(pk=client.pk, flagged_for_outreach=True,
                               flagged_reason__contains="failed card payments").update(

@@ -49,6 +49,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from billing.models import (
+    PAID_STATUSES,
     Appointment,
     AppointmentStatus,
     CategoryRate,
@@ -78,7 +79,6 @@ from billing.services.schedule import NOT_BILLED, SESSION_KINDS
 
 log = logging.getLogger(__name__)
 
-PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 SYSTEM_GONE = "No longer found when the week was reconciled again."
 SCHEDULE_HOUR = 6  # Monday 06:00 in the practice's zone: the scheduled run for the week before
 
@@ -213,7 +213,7 @@ def session_findings(*, start: dt.datetime, end: dt.datetime, monday: dt.date, p
 
 def _unpaid_reason(charge: Charge, now: dt.datetime) -> str:
     status = charge.status
-    if status in PAID or status == ChargeStatus.PROCESSING:
+    if status in PAID_STATUSES or status == ChargeStatus.PROCESSING:
         return ""
     if status == ChargeStatus.CANCELED:
         return "" if charge.canceled_by_staff else "The charge was canceled."

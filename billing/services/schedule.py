@@ -15,6 +15,8 @@ from django.db import transaction
 
 from billing.errors import Refused
 from billing.models import (
+    CANCELABLE_STATUSES,
+    OPEN_STATUSES,
     Appointment,
     AppointmentEvent,
     AppointmentStatus,
@@ -42,8 +44,6 @@ SESSION_KINDS = (ChargeKind.COPAY, ChargeKind.SESSION_FEE)
 FEE_FOR_STATUS = {AppointmentStatus.NO_SHOW: ChargeKind.NO_SHOW_FEE,
                   AppointmentStatus.LATE_CANCEL: ChargeKind.LATE_CANCEL_FEE}
 # Statuses in which no money has moved and no payment is waiting on the client: the charge may be re-priced.
-REPRICEABLE = (ChargeStatus.SCHEDULED, ChargeStatus.DUE, ChargeStatus.FAILED)
-CANCELABLE = (*REPRICEABLE, ChargeStatus.REQUIRES_ACTION)
 NOT_BILLED = (AppointmentStatus.NO_SHOW, AppointmentStatus.LATE_CANCEL, AppointmentStatus.CANCELED)
 
 
@@ -240,7 +240,7 @@ def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> C
         charge = Charge.objects.select_for_update(of=("self",)).select_related("appointment").get(pk=charge.pk)
         if charge.kind not in FEE_FOR_STATUS.values():
             raise WaiveNotAllowed("Only no-show and late-cancel fees can be waived.")
-        if charge.status not in CANCELABLE:
+        if charge.status not in CANCELABLE_STATUSES:
             raise WaiveNotAllowed(f"This fee is {charge.get_status_display().lower()}: refund it instead.")
         actor = f"staff:{user.get_username()}"
         payment_withdraw_after_commit(charge)
@@ -273,7 +273,7 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
     elif charge.status == ChargeStatus.CANCELED:
         if share.amount_cents and not charge.canceled_by_staff:
             _charge_revive(charge, appointment, share, practice, now, actor, user)
-    elif charge.status in REPRICEABLE:
+    elif charge.status in OPEN_STATUSES:
         if share.amount_cents == 0:
             _charge_withdraw(charge, appointment, practice, now, actor, user, "nothing is owed now")
         else:
@@ -337,7 +337,7 @@ def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practic
                      actor: str, user: User | None, why: str) -> None:
     if charge.status == ChargeStatus.CANCELED:
         return
-    if charge.status in CANCELABLE:
+    if charge.status in CANCELABLE_STATUSES:
         payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
                           reason=why)
