@@ -6,7 +6,6 @@ billing/services/reconciliation.py, billing/selectors.py, billing/services/docum
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import zipfile
@@ -34,6 +33,7 @@ from billing.admin.common import (
     staff_user,
 )
 from billing.admin.people import CLIENT_SEARCH
+from billing.csv_safe import csv_safe_writer
 from billing.models import (
     BillingType,
     Client,
@@ -66,7 +66,7 @@ def _today() -> dt.date:
 
 def _csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> HttpResponse:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_safe_writer(out)
     writer.writerow(header)
     writer.writerows(rows)
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
