@@ -59,3 +59,52 @@ def test_practice_rewords_an_email_in_the_admin_after_previewing_it(
     [message] = mail.outbox
     assert message.subject == "A note from Riverbend Counseling"
     assert message.body == "Dear Ada, you owe $200.00. Pay here: https://x/p/t/"
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def _html_sent() -> str:
+    [message] = mail.outbox
+    return str(message.alternatives[0][0])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("wording", ["files", "practice text", "practice html"])
+def test_a_client_name_with_markup_is_escaped_in_the_html_of_every_email(practice: Practice, name: str,
+                                                                         wording: str) -> None:
+    if wording == "practice text":  # rendered without escaping (plain text), then wrapped into HTML
+        EmailTemplate.objects.create(name=name, subject="For {{ client.first_name }}",
+                                     body_text="Dear {{ client.first_name }},\nsee {{ link_url }}")
+    elif wording == "practice html":
+        EmailTemplate.objects.create(name=name, subject="For {{ client.first_name }}",
+                                     body_text="Dear {{ client.first_name }}",
+                                     body_html="<p>Dear {{ client.first_name }}, see {{ link_url }}</p>")
+    client = Client.objects.create(first_name=SCRIPT, last_name=SCRIPT, email="ada@example.com")
+    context = {**sample_context(name), "client": client}
+    email_enqueue(key=f"markup:{name}", client=client, template=name, context=context, now=NOW)
+    emails_send(now=NOW)
+    html = _html_sent()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html
+    assert SCRIPT in mail.outbox[0].body  # the text part stays plain text
+    if wording == "practice text":
+        assert 'href="https://portal.example/p/sample-link/"' in html  # the link still works
+
+
+def test_every_email_file_is_in_the_catalogue_tested_above() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "templates" / "emails"
+    assert {p.name.removesuffix(".txt") for p in folder.glob("*.txt") if ".subject." not in p.name} == set(NAMES)
+
+
+@pytest.mark.parametrize("html", ["<p>{{ client.first_name|safe }}</p>", "<p>{{ client.first_name | safe }}</p>",
+                                  "{% autoescape off %}<p>{{ client.first_name }}</p>{% endautoescape %}"])
+def test_the_practices_html_wording_cannot_turn_escaping_off(practice: Practice, admin_client: HttpClient,
+                                                              html: str) -> None:
+    refused = admin_client.post("/admin/billing/emailtemplate/add/", {
+        "name": "balance_reminder", "subject": "Balance", "body_text": "Dear {{ client.first_name }}",
+        "body_html": html})
+    assert refused.status_code == 200 and b"cannot turn escaping off" in refused.content
+    assert not EmailTemplate.objects.exists()
