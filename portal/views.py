@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -130,13 +131,13 @@ def _item(charge: Charge) -> dict[str, object]:
 
 
 def _dollars_to_cents(text: str) -> int | None:
-    try:
-        value = Decimal(text.replace("$", "").replace(",", "").strip())
-    except InvalidOperation:
+    """``50``, ``$1,234.5``, ``.75`` in cents; None for anything else. Decimal alone would also read NaN,
+    Infinity, exponents (``1e999999``) and signs, which are not amounts a client types."""
+    amount = text.replace("$", "").replace(",", "").strip()
+    if not re.fullmatch(r"[0-9]{1,7}(?:\.[0-9]{0,2})?|\.[0-9]{1,2}", amount):
         return None
-    if value != value.quantize(Decimal("0.01")) or value <= 0:
-        return None
-    return int(value * 100)
+    cents = int(Decimal(amount) * 100)
+    return cents if cents > 0 else None
 
 
 @require_POST
@@ -177,11 +178,13 @@ def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> Js
 
 
 @require_POST
-@_with_link(answer_json=True)
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=True)
 def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """After the bank's check on the page: re-read the payment from Stripe."""
-    payment = Charge.objects.filter(pk=request.POST.get("payment") or 0, client=client_link.client,
-                                    kind=ChargeKind.BALANCE_PAYMENT).first()
+    payment_id = request.POST.get("payment", "")
+    payment = Charge.objects.filter(pk=int(payment_id), client=client_link.client,
+                                    kind=ChargeKind.BALANCE_PAYMENT).first() \
+        if payment_id.isascii() and payment_id.isdigit() else None
     if payment is None or not payment.payment_reference:
         return JsonResponse({"error": "That payment is not part of this account."}, status=404)
     try:
@@ -196,7 +199,7 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
 
 
 @require_POST
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=False)
 def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """From the balance page: a fresh card-enrollment link, to add or replace the card."""
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
@@ -204,7 +207,7 @@ def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> Http
 
 
 @require_GET
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
 def superbill_download(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """The client's superbill for a period they choose, as a PDF."""
     try:
@@ -222,7 +225,7 @@ def superbill_download(request: HttpRequest, client_link: ClientLink, token: str
 
 
 @require_GET
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
 def receipt_download(request: HttpRequest, client_link: ClientLink, token: str, charge_id: int) -> HttpResponse:
     """A paid charge's receipt as a file the client can keep or send to an FSA/HSA."""
     charge = Charge.objects.filter(pk=charge_id, client=client_link.client, status__in=PAID_STATUSES).select_related(
