@@ -350,8 +350,8 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Stripe's events: verified, stored once by id, applied by re-reading the object."""
     try:
         event = get_gateway().webhook_event(request.body, request.headers.get("Stripe-Signature", ""))
-    except ValueError:
-        return JsonResponse({"error": "invalid signature"}, status=400)
+    except ValueError as refused:  # a bad signature or time, or a body that is not an event: the reason
+        return JsonResponse({"error": str(refused)}, status=400)
     try:
         outcome = stripe_event_receive(event=event, now=timezone.now())
     except (OutcomeUnknown, GatewayRefused):
