@@ -421,11 +421,12 @@ class ClientAdmin(people.ClientAdmin):
                                  ("client_id", "client", "billing_type", *BUCKETS, "total"),
                                  ([r.client_id, r.name, r.billing_type, *r.aging.as_dict().values(), r.aging.total]
                                   for r in rows))
-        try:
-            page = max(int(request.GET.get("page", "1")), 1)
+        count, total = ar_aging_summary(today, **filters)
+        last_page = max((count + PAGE - 1) // PAGE, 1)
+        try:  # a page past the end shows the last one (a number too large for the database included)
+            page = min(max(int(request.GET.get("page", "1")), 1), last_page)
         except ValueError:
             page = 1
-        count, total = ar_aging_summary(today, **filters)
         rows = ar_aging_by_client(today, order=order, limit=PAGE, offset=(page - 1) * PAGE, **filters)
         query = request.GET.copy()
         query.pop("page", None)

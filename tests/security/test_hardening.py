@@ -268,3 +268,90 @@ def test_an_audit_export_with_dates_out_of_range_is_refused_before_the_download_
             or "The end date is before the start date." in page.content.decode())
     # The widest range allowed exports.
     assert _csv_rows(auditor.get(reverse("admin:audit_trail_csv"), {"start": "1900-01-01", "end": "2199-12-31"}))
+
+
+# --- No 500s: odd input in the staff console is a 4xx and changes nothing --------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [
+    "/admin/billing/client/?q=%00", "/admin/billing/client/?billing_type=%00", "/admin/billing/charge/?status=%00",
+    "/admin/billing/charge/?q=ab%00c", "/admin/billing/appointment/?q=%00", "/admin/billing/reviewitem/?kind=%00",
+    "/admin/billing/reconciliationfinding/?week=%00&format=csv", "/admin/auditlog/logentry/?q=%00",
+    "/admin/audit-trail/?client=%00", "/admin/billing/client/aging/?order=%00", "/admin/billing/client/?%00=1",
+])
+def test_a_nul_in_an_admin_search_or_filter_is_a_400(practice: Practice, admin_client: HttpClient, url: str) -> None:
+    response = admin_client.get(url)
+    assert response.status_code == 400
+    assert "NUL character (%00)" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["starts_at__year=99999", "starts_at__year=0", "starts_at__iso_year=-5",
+                                   "starts_at__year=9999&starts_at__month=12&starts_at__day=31"])
+def test_a_year_filter_past_the_calendar_is_a_400(practice: Practice, admin_client: HttpClient, query: str) -> None:
+    response = admin_client.get(f"/admin/billing/appointment/?{query}")
+    assert response.status_code == 400
+    assert "A year in the address must be from 1900 to 2199." in response.content.decode()
+    assert admin_client.get("/admin/billing/appointment/?starts_at__year=2026").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("selected", ["abc", "\x00", "1.5"])
+def test_an_admin_action_on_ids_that_are_not_ids_is_a_400_and_does_nothing(
+        practice: Practice, admin_client: HttpClient, selected: str) -> None:
+    from tests import factories
+
+    charge = factories.ChargeFactory.create()
+    response = admin_client.post("/admin/billing/charge/", {"action": "cancel_charge", "reason": "x", "apply": "1",
+                                                            ACTION_CHECKBOX_NAME: [str(charge.pk), selected]})
+    assert response.status_code == 400
+    assert "not valid; nothing was done" in response.content.decode()
+    assert type(charge).objects.get(pk=charge.pk).status == charge.status
+
+
+@pytest.mark.django_db
+def test_cleaning_up_expired_sign_in_attempts_works(practice: Practice, admin_client: HttpClient) -> None:
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(username="someone", failures_since_start=1, ip_address="10.0.0.1",
+                                           user_agent="test", attempt_time=timezone.now())
+    response = admin_client.post("/admin/axes/accessattempt/", {"action": "cleanup_expired_attempts",
+                                                                ACTION_CHECKBOX_NAME: [attempt.pk]})
+    assert response.status_code == 302
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/admin/billing/coverage/add/", "/admin/billing/policyacknowledgment/add/"])
+@pytest.mark.parametrize("value", ["abc", "\x00", "99999999999999999999"])
+def test_a_changed_client_id_in_an_admin_form_is_a_form_error(practice: Practice, admin_client: HttpClient,
+                                                              url: str, value: str) -> None:
+    response = admin_client.post(url, {"client": value})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode() or "errornote" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("page", "shown"), [("99999999999999999999", "2"), ("3", "2"), ("-5", "1"), ("x", "1"),
+                                             ("9" * 5000, "1")])
+def test_an_ar_aging_page_past_the_end_shows_the_last_page(practice: Practice, admin_client: HttpClient, page: str,
+                                                           shown: str) -> None:
+    for n in range(101):  # two pages
+        person = Client.objects.create(first_name=f"C{n}", last_name="Owing")
+        LedgerEntry.objects.create(client=person, kind=LedgerKind.SESSION_CHARGE, amount_cents=1000 + n,
+                                   actor="test", occurred_on=timezone.localdate(), created_at=timezone.now())
+    response = admin_client.get(reverse("admin:billing_ar_aging"), {"page": page})
+    assert response.status_code == 200
+    assert str(response.context["page"]) == shown
+    assert len(response.context["rows"]) == (1 if shown == "2" else 100)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("week", ["9999-W52", "1899-W52", "2200-W01"])
+def test_reconciling_a_week_at_the_calendars_ends_is_refused_with_a_message(
+        practice: Practice, admin_client: HttpClient, week: str) -> None:
+    from billing.models import ReconciliationRun
+
+    response = admin_client.post(reverse("admin:billing_reconciliation_run"), {"week": week})
+    assert response.status_code == 200
+    assert "Give an ISO week from 1900-W01 to 2199-W52." in response.content.decode()
+    assert not ReconciliationRun.objects.exists()
