@@ -49,6 +49,12 @@ class OutcomeUnknown(PaymentProviderError):
 class GatewayRefused(PaymentProviderError):
     """The processor refused the request itself (bad parameters, missing object): retrying will not help."""
 
-    def __init__(self, message: str, code: str = "") -> None:
+    def __init__(self, message: str, code: str = "", status: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the processor's HTTP status (404: no such object), 0 when it was not asked
+
+    @property
+    def missing(self) -> bool:
+        """The processor has no such object (in this account and mode)."""
+        return self.status == 404 or self.code == "resource_missing"

@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # Staff: signed off after inactivity; no admin page without a confirmed second factor.
     "portal.security.StaffSessionMiddleware",
+    # A NUL (%00) in a search or filter, or an admin year filter past the calendar, is a 400.
+    "portal.middleware.QueryStringGuardMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.middleware.PracticeTimezoneMiddleware",
     # django-auditlog's, reading the client address the way the rest of the portal does.

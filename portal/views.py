@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 import secrets
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -148,13 +149,13 @@ def _item(charge: Charge) -> dict[str, object]:
 
 
 def _dollars_to_cents(text: str) -> int | None:
-    try:
-        value = Decimal(text.replace("$", "").replace(",", "").strip())
-    except InvalidOperation:
+    """``50``, ``$1,234.5``, ``.75`` in cents; None for anything else. Decimal alone would also read NaN,
+    Infinity, exponents (``1e999999``) and signs, which are not amounts a client types."""
+    amount = text.replace("$", "").replace(",", "").strip()
+    if not re.fullmatch(r"[0-9]{1,7}(?:\.[0-9]{0,2})?|\.[0-9]{1,2}", amount):
         return None
-    if value != value.quantize(Decimal("0.01")) or value <= 0:
-        return None
-    return int(value * 100)
+    cents = int(Decimal(amount) * 100)
+    return cents if cents > 0 else None
 
 
 @require_POST
@@ -198,11 +199,13 @@ def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> Js
 
 
 @require_POST
-@_with_link(answer_json=True)
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=True)
 def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
     """After the bank's check on the page: re-read the payment from Stripe."""
-    payment = Charge.objects.filter(pk=request.POST.get("payment") or 0, client=client_link.client,
-                                    kind=ChargeKind.BALANCE_PAYMENT).first()
+    payment_id = request.POST.get("payment", "")
+    payment = Charge.objects.filter(pk=int(payment_id), client=client_link.client,
+                                    kind=ChargeKind.BALANCE_PAYMENT).first() \
+        if payment_id.isascii() and payment_id.isdigit() else None
     if payment is None or not payment.payment_reference:
         return JsonResponse({"error": "That payment is not part of this account."}, status=404)
     try:
@@ -217,7 +220,7 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
 
 
 @require_POST
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, answer_json=False)
 def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """From the balance page: a fresh card-enrollment link, to add or replace the card."""
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
@@ -250,7 +253,7 @@ def waiting_choice(request: HttpRequest, client_link: ClientLink, token: str) ->
 
 
 @require_GET
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
 def superbill_download(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """The client's superbill for a period they choose, as a PDF."""
     try:
@@ -268,7 +271,7 @@ def superbill_download(request: HttpRequest, client_link: ClientLink, token: str
 
 
 @require_GET
-@_with_link(answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
 def receipt_download(request: HttpRequest, client_link: ClientLink, token: str, charge_id: int) -> HttpResponse:
     """A paid charge's receipt as a file the client can keep or send to an FSA/HSA."""
     charge = Charge.objects.filter(pk=charge_id, client=client_link.client, status__in=PAID_STATUSES).select_related(
@@ -402,8 +405,8 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Stripe's events: verified, stored once by id, applied by re-reading the object."""
     try:
         event = get_gateway().webhook_event(request.body, request.headers.get("Stripe-Signature", ""))
-    except ValueError:
-        return JsonResponse({"error": "invalid signature"}, status=400)
+    except ValueError as refused:  # a bad signature or time, or a body that is not an event: the reason
+        return JsonResponse({"error": str(refused)}, status=400)
     try:
         outcome = stripe_event_receive(event=event, now=timezone.now())
     except (OutcomeUnknown, GatewayRefused):

@@ -10,7 +10,14 @@ from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.admin.common import DollarsMixin, ReadOnlyInline, ViewOnlyMixin, dollars, staff_user
+from billing.admin.common import (
+    DollarsMixin,
+    IdCheckedAutocompleteMixin,
+    ReadOnlyInline,
+    ViewOnlyMixin,
+    dollars,
+    staff_user,
+)
 from billing.admin.people import clients_matching
 from billing.models import Appointment, AppointmentEvent, Charge, Participant, Service
 from billing.services.schedule import appointment_set_status, appointment_sync_charges
@@ -29,7 +36,7 @@ class ServiceFilter(admin.SimpleListFilter):
         return queryset.filter(service_code=self.value()) if self.value() else queryset
 
 
-class ParticipantInline(admin.TabularInline):
+class ParticipantInline(IdCheckedAutocompleteMixin, admin.TabularInline):
     model = Participant
     extra = 0
     autocomplete_fields = ("client",)

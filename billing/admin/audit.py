@@ -10,7 +10,6 @@ to them (coverage, charges, sessions they attended, acknowledgments...). Needs `
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterator
@@ -31,12 +30,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.admin.people import clients_matching
+from billing.csv_safe import csv_safe_writer
 from billing.local_time import iso_local
 from billing.models import Appointment, Client, Participant, Practice
 
 PERMISSION = "auditlog.view_logentry"
 PAGE_SIZE = 100
 MAX_CLIENTS = 50
+EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(2199, 12, 31)
 ACTIONS = [("", "Any"), *((str(value), label) for value, label in LogEntry.Action.choices)]
 
 
@@ -48,6 +49,18 @@ class AuditSearchForm(forms.Form):
     start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
     action = forms.ChoiceField(required=False, choices=ACTIONS)
+
+    def clean(self) -> dict[str, Any]:
+        # Checked here, before any query: a date near the calendar's ends overflows the date maths (a day
+        # added, a time zone applied), and the CSV export must not fail once its download has started.
+        data = super().clean() or {}
+        for name in ("start", "end"):
+            day = data.get(name)
+            if day is not None and not EARLIEST <= day <= LATEST:
+                self.add_error(name, f"Choose a date from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}.")
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            self.add_error("end", "The end date is before the start date.")
+        return data
 
 
 def _client_ids(term: str) -> list[int]:
@@ -179,28 +192,28 @@ def audit_trail_view(site: admin.AdminSite, request: HttpRequest) -> HttpRespons
 COLUMNS = ("when", "who", "action", "what", "record", "changes", "via", "from", "entry")
 
 
-def _cell(value: str) -> str:
-    # A spreadsheet would run a cell starting with = + - @ as a formula.
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 class _Echo:
     def write(self, value: str) -> str:
         return value
 
 
-def audit_trail_csv(site: admin.AdminSite, request: HttpRequest) -> StreamingHttpResponse:
+def audit_trail_csv(site: admin.AdminSite, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     _allowed(request)
     form = _form(request)
-    data = form.cleaned_data if form.is_bound and not form.errors else {}
-    writer = csv.writer(_Echo())
+    if form.is_bound and form.errors:
+        # Before the download starts: an export of everything instead of what was asked would mislead.
+        problems = "; ".join(f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items())
+        return HttpResponse(f"The search is not valid, nothing was exported. {problems}\n", status=400,
+                            content_type="text/plain; charset=utf-8")
+    entries = audit_entries(form.cleaned_data if form.is_bound else {})  # every filter worked out up front
+    writer = csv_safe_writer(_Echo())
     zone = Practice.current_zone()
 
     def rows() -> Iterator[str]:
         yield writer.writerow(COLUMNS)
-        for entry in audit_entries(data).iterator(chunk_size=2000):
+        for entry in entries.iterator(chunk_size=2000):
             described = describe(entry, zone)
-            yield writer.writerow([_cell(described[column]) for column in COLUMNS])
+            yield writer.writerow([described[column] for column in COLUMNS])
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime(timezone.now(), zone).strftime("%Y%m%d-%H%M")

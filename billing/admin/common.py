@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -154,3 +156,30 @@ class ReadOnlyInline(ViewOnlyMixin, admin.TabularInline):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Every column is a display: listing them here also lets columns be admin methods.
         return self.fields
+
+
+class IdCheckedAutocompleteSelect(AutocompleteSelect):
+    """Django's autocomplete, re-showing a form whose submitted id is not an id (a changed form): Django
+    would query with it and fail; an invalid id is left out (the form already says the field is wrong)."""
+
+    def optgroups(self, name: str, value: Sequence[str], attr: dict[str, Any] | None = None) -> Any:
+        target = self.field.remote_field.get_related_field()
+        valid = []
+        for item in value:
+            try:
+                if "\x00" not in str(item):
+                    target.to_python(item)
+                    valid.append(item)
+            except ValidationError:
+                pass
+        return super().optgroups(name, valid, attr)
+
+
+class IdCheckedAutocompleteMixin:
+    """For admins with ``autocomplete_fields``: the autocomplete widget above."""
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):  # type: ignore[attr-defined]
+            kwargs["widget"] = IdCheckedAutocompleteSelect(db_field, self.admin_site,  # type: ignore[attr-defined]
+                                                           using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]

@@ -3,6 +3,7 @@ and preview it with sample data (never a real client's) before it is used."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -17,6 +18,9 @@ from django.utils.html import format_html
 from billing.models import EmailTemplate, Practice
 from billing.services.email_catalogue import CATALOGUE, NAMES, sample_context
 from billing.services.notify import render_email
+
+# The HTML version is escaped as it renders (client names are data); these would turn that off.
+UNESCAPED = re.compile(r"\|\s*safe(?:seq)?\b|\{%\s*autoescape\s+off")
 
 
 def _disk_text(name: str) -> tuple[str, str]:
@@ -39,6 +43,9 @@ class EmailTemplateForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         name = cleaned.get("name")
+        if UNESCAPED.search(cleaned.get("body_html", "")):
+            self.add_error("body_html", "The HTML version cannot turn escaping off (|safe, autoescape off): "
+                                        "names and other values must stay escaped.")
         if name and not self.errors:
             candidate = EmailTemplate(name=name, subject=cleaned.get("subject", ""),
                                       body_text=cleaned.get("body_text", ""), body_html=cleaned.get("body_html", ""))

@@ -11,7 +11,13 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from billing.admin import linking
-from billing.admin.common import DollarsMixin, ReadOnlyInline, dollars, has_billing_permission
+from billing.admin.common import (
+    DollarsMixin,
+    IdCheckedAutocompleteMixin,
+    ReadOnlyInline,
+    dollars,
+    has_billing_permission,
+)
 from billing.models import (
     CategoryRate,
     Charge,
@@ -256,7 +262,7 @@ class CategoryRateAdmin(DollarsMixin, admin.ModelAdmin):
         return dollars(rate.amount_cents)
 
 
-class CoverageAdmin(DollarsMixin, admin.ModelAdmin):
+class CoverageAdmin(IdCheckedAutocompleteMixin, DollarsMixin, admin.ModelAdmin):
     list_display = ("client", "payer_label", "member_id", "copay", "coinsurance_percent", "effective_from",
                     "effective_to")
     list_filter = ("payer",)
@@ -275,7 +281,7 @@ class CoverageAdmin(DollarsMixin, admin.ModelAdmin):
         return dollars(coverage.copay_cents)
 
 
-class PolicyAcknowledgmentAdmin(admin.ModelAdmin):
+class PolicyAcknowledgmentAdmin(IdCheckedAutocompleteMixin, admin.ModelAdmin):
     list_display = ("client", "policy_version", "acknowledged_at", "source")
     list_filter = ("policy_version",)
     list_select_related = ("client",)

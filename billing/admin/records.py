@@ -6,11 +6,16 @@ agree to?", "did Stripe tell us?".
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from billing.admin.common import ViewOnlyMixin, dollars
 from billing.admin.people import CLIENT_SEARCH
-from billing.models import BalanceAllocation, Refund
+from billing.models import BalanceAllocation, Refund, StripeEvent
+from billing.services.webhooks import UNKNOWN_PAYMENT
 
 
 class ClientLinkAdmin(ViewOnlyMixin, admin.ModelAdmin):
@@ -51,9 +56,22 @@ class OutboundEmailAdmin(ViewOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False
 
 
+class UnknownPaymentFilter(admin.SimpleListFilter):
+    """Events about payments the portal did not make, kept so staff can match them by hand."""
+
+    title = "payment"
+    parameter_name = "payment"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("unknown", "Not made by the portal (kept for reconciliation)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> QuerySet[StripeEvent]:
+        return queryset.filter(outcome=UNKNOWN_PAYMENT) if self.value() == "unknown" else queryset
+
+
 class StripeEventAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("received_at", "type", "event_id", "object_id", "processed_at", "outcome")
-    list_filter = ("type",)
+    list_filter = (UnknownPaymentFilter, "type")
     search_fields = ("=event_id", "=object_id")
     show_full_result_count = False
 

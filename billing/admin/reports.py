@@ -6,7 +6,6 @@ billing/services/reconciliation.py, billing/selectors.py, billing/services/docum
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import zipfile
@@ -35,6 +34,7 @@ from billing.admin.common import (
     staff_user,
 )
 from billing.admin.people import CLIENT_SEARCH
+from billing.csv_safe import csv_safe_writer
 from billing.local_time import iso_local
 from billing.models import (
     BillingType,
@@ -68,7 +68,7 @@ def _today() -> dt.date:
 
 def _csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> HttpResponse:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_safe_writer(out)
     writer.writerow(header)
     writer.writerows(rows)
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
@@ -425,11 +425,12 @@ class ClientAdmin(people.ClientAdmin):
                                  ("client_id", "client", "billing_type", *BUCKETS, "total"),
                                  ([r.client_id, r.name, r.billing_type, *r.aging.as_dict().values(), r.aging.total]
                                   for r in rows))
-        try:
-            page = max(int(request.GET.get("page", "1")), 1)
+        count, total = ar_aging_summary(today, **filters)
+        last_page = max((count + PAGE - 1) // PAGE, 1)
+        try:  # a page past the end shows the last one (a number too large for the database included)
+            page = min(max(int(request.GET.get("page", "1")), 1), last_page)
         except ValueError:
             page = 1
-        count, total = ar_aging_summary(today, **filters)
         rows = ar_aging_by_client(today, order=order, limit=PAGE, offset=(page - 1) * PAGE, **filters)
         query = request.GET.copy()
         query.pop("page", None)

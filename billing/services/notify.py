@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.template import Context, Template, TemplateDoesNotExist
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from billing.local_time import practice_zone_active
 from billing.models import Client, EmailStatus, EmailTemplate, OutboundEmail, Practice
@@ -118,11 +119,16 @@ def emails_deferred() -> Iterator[None]:
         _deferred.reset(token)
 
 
-def _claim(now: dt.datetime, keys: list[str] | None, tried: set[int]) -> list[OutboundEmail]:
+def _claim(keys: list[str] | None, tried: set[int]) -> list[OutboundEmail]:
     """Claim a batch of sendable emails in one short transaction (SKIP LOCKED: concurrent senders
-    share the work; a claim older than STALE_CLAIM is taken over, so nothing is lost)."""
+    share the work; a claim older than STALE_CLAIM is taken over, so nothing is lost).
+
+    Claims are timed by the wall clock, never by the tick's ``now``: a ``billing_tick --at`` far ahead
+    would otherwise take over emails another sender is sending this minute (a second copy), and one far
+    behind would never recover a sender that died."""
+    claimed_at = timezone.now()
     pending = Q(status=EmailStatus.PENDING, attempts__lt=MAX_ATTEMPTS)
-    stale = Q(status=EmailStatus.SENDING, claimed_at__lt=now - STALE_CLAIM)
+    stale = Q(status=EmailStatus.SENDING, claimed_at__lt=claimed_at - STALE_CLAIM)
     with transaction.atomic():
         candidates = OutboundEmail.objects.select_for_update(skip_locked=True).filter(pending | stale)
         if keys is not None:
@@ -130,7 +136,7 @@ def _claim(now: dt.datetime, keys: list[str] | None, tried: set[int]) -> list[Ou
         candidates = candidates.exclude(pk__in=tried)  # a failure waits for the next run, not this one
         batch = list(candidates.order_by("created_at", "pk")[:BATCH])
         OutboundEmail.objects.filter(pk__in=[e.pk for e in batch]).update(
-            status=EmailStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+            status=EmailStatus.SENDING, claimed_at=claimed_at, attempts=F("attempts") + 1)
     for email in batch:
         email.attempts += 1
     return batch
@@ -141,7 +147,7 @@ def emails_send(*, now: dt.datetime, keys: list[str] | None = None) -> int:
     sent = 0
     sender = Practice.load().sender_email or settings.DEFAULT_FROM_EMAIL
     tried: set[int] = set()
-    while batch := _claim(now, keys, tried):
+    while batch := _claim(keys, tried):
         tried.update(email.pk for email in batch)
         delivered: list[int] = []
         with get_connection() as connection:

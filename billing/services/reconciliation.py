@@ -101,6 +101,9 @@ def iso_week_monday(text: str) -> dt.date:
         raise WeekInvalid("Give an ISO week such as 2026-W48.") from None
     if f"{monday:%G-W%V}" != text:
         raise WeekInvalid("Give an ISO week such as 2026-W48.")
+    # The weeks the EHR API admits too; a week at the calendar's end would overflow its bounds.
+    if not 1900 <= monday.isocalendar().year <= 2199:
+        raise WeekInvalid("Give an ISO week from 1900-W01 to 2199-W52.")
     return monday
 
 

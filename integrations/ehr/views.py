@@ -6,7 +6,6 @@ only within a source).
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.audit.access import auditlog_context_restored
+from billing.csv_safe import csv_safe_writer, safe_cell
 from billing.models import (
     Appointment,
     AppointmentStatus,
@@ -73,12 +73,11 @@ class CsvRenderer(BaseRenderer):
         out = io.StringIO()
         if isinstance(data, dict) and "findings" in data:
             fields = list(api.FindingOut().fields)
-            writer = csv.DictWriter(out, fieldnames=fields)
-            writer.writeheader()
-            for row in data["findings"]:
-                writer.writerow({name: "" if row.get(name) is None else row[name] for name in fields})
+            writer = csv_safe_writer(out)
+            writer.writerow(fields)
+            writer.writerows([row.get(name) for name in fields] for row in data["findings"])
         else:  # an error, as one line of text
-            out.write(str(data.get("detail", data) if isinstance(data, dict) else data) + "\n")
+            out.write(safe_cell(data.get("detail", data) if isinstance(data, dict) else data) + "\n")
         return out.getvalue().encode("utf-8", "backslashreplace")
 
 

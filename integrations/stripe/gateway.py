@@ -12,6 +12,7 @@ keeps the attempt open and asks again later with the same idempotency key.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -152,7 +153,8 @@ class StripeGateway:
             except stripe.StripeError as error:
                 err = getattr(error, "error", None)
                 raise GatewayRefused(str(getattr(err, "message", "") or error.user_message or error),
-                                     str(error.code or getattr(err, "code", "") or "")) from error
+                                     str(error.code or getattr(err, "code", "") or ""),
+                                     int(error.http_status or 0)) from error
         raise AssertionError("unreachable")
 
     # Customers -----------------------------------------------------------------------------------
@@ -247,14 +249,58 @@ class StripeGateway:
 
     # Webhooks ------------------------------------------------------------------------------------
     def webhook_event(self, payload: bytes, signature: str) -> WebhookEvent:
-        """Verify a webhook's signature (and its age) and return what it names. Raises ValueError."""
+        """Verify a webhook's signature and its time (within WEBHOOK_TOLERANCE_SECONDS of now, either way)
+        and return what it names. Raises ValueError, with a message, for anything else."""
         try:
-            event = stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET,
-                                                   tolerance=300)
-        except (stripe.SignatureVerificationError, ValueError) as error:
+            stripe.WebhookSignature.verify_header(payload, signature, settings.STRIPE_WEBHOOK_SECRET,
+                                                  tolerance=WEBHOOK_TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError as error:
             raise ValueError(f"Invalid Stripe webhook: {error}") from error
-        obj = event.data.object
-        return WebhookEvent(event.id, event.type, str(_field(obj, "object") or ""), str(_field(obj, "id") or ""))
+        except UnicodeDecodeError:
+            raise ValueError("Invalid Stripe webhook: the body is not UTF-8.") from None
+        # The library refuses only old timestamps; a signed time far ahead would keep a replay usable.
+        if _signed_at(signature) > time.time() + WEBHOOK_TOLERANCE_SECONDS:
+            raise ValueError("Invalid Stripe webhook: its timestamp is in the future.")
+        return webhook_event_parse(payload)
+
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+MAX_ID_LENGTH = 100
+
+
+def _signed_at(signature: str) -> int:
+    """The ``t=`` of a Stripe-Signature header, read as the library reads it (the first ``t``)."""
+    for part in signature.split(","):
+        key, _, value = part.partition("=")
+        if key == "t":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    raise ValueError("Invalid Stripe webhook: no timestamp in the signature.")
+
+
+def webhook_event_parse(payload: bytes) -> WebhookEvent:
+    """The event a verified body names, checked as plain JSON: an object with an id and a type of at
+    most 100 characters and a data.object. Raises ValueError saying what is wrong."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise ValueError("Invalid Stripe webhook: the body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise ValueError("Invalid Stripe webhook: the body is not a JSON object.")
+    event_id, kind, data = body.get("id"), body.get("type"), body.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    for name, value in (("id", event_id), ("type", kind)):
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
+            raise ValueError(f"Invalid Stripe webhook: {name} must be text of 1 to {MAX_ID_LENGTH} characters.")
+    if not isinstance(obj, dict):
+        raise ValueError("Invalid Stripe webhook: data.object is missing.")
+    object_type, object_id = obj.get("object") or "", obj.get("id") or ""
+    if not isinstance(object_type, str) or not isinstance(object_id, str) or len(object_id) > MAX_ID_LENGTH:
+        raise ValueError(f"Invalid Stripe webhook: data.object's id must be text of at most {MAX_ID_LENGTH} "
+                         "characters.")
+    return WebhookEvent(str(event_id), str(kind), object_type, object_id)
 
 
 def _id(value: Any) -> str:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -198,3 +199,100 @@ def test_saving_a_card_is_also_learned_from_the_setup_intent_webhook(
     assert len(outbox("card_saved")) == 0  # written to the outbox; sent after commit by the tick
     tick(FRIDAY_10AM)
     assert len(outbox("card_saved")) == 1
+
+
+def _signed_body(body: str, at: int | None = None) -> dict[str, str]:
+    timestamp = at if at is not None else int(time.time())
+    signature = hmac.new(b"whsec_test_portal", f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return {"data": body, "content_type": "application/json", "HTTP_STRIPE_SIGNATURE": f"t={timestamp},v1={signature}"}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("[1, 2]", "not a JSON object"),
+    ('"evt_1"', "not a JSON object"),
+    ("{not json", "not JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    (json.dumps({"type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1", "object": "payment_intent"}}}),
+     "id must be text"),
+    (json.dumps({"id": 5, "type": "x", "data": {"object": {}}}), "id must be text"),
+    (json.dumps({"id": "evt_" + "x" * 97, "type": "payment_intent.succeeded",
+                 "data": {"object": {"id": "pi_1", "object": "payment_intent"}}}), "id must be text of 1 to 100"),
+    (json.dumps({"id": "evt_1", "data": {"object": {}}}), "type must be text"),
+    (json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}), "data.object is missing"),
+    (json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {}}), "data.object is missing"),
+    (json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": []}}), "data.object is missing"),
+    (json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_" + "x" * 98}}}),
+     "data.object's id"),
+    (json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": ["pi_1"]}}}),
+     "data.object's id"),
+])
+def test_a_signed_webhook_that_is_not_a_proper_event_is_400_and_stores_nothing(
+        db: None, stripe_server: FakeStripe, client: HttpClient, body: str, message: str) -> None:
+    response = client.post("/stripe/webhook/", **_signed_body(body))  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_signed_webhook_that_is_not_utf8_is_400(db: None, stripe_server: FakeStripe, client: HttpClient) -> None:
+    timestamp = int(time.time())
+    body = b'{"id": "evt_\xff"}'
+    signature = hmac.new(b"whsec_test_portal", f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    response = client.post("/stripe/webhook/", data=body, content_type="application/json",
+                           HTTP_STRIPE_SIGNATURE=f"t={timestamp},v1={signature}")
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize(("seconds", "status"), [(-3600, 400), (-200, 200), (200, 200), (400, 400), (86400, 400)])
+def test_a_webhook_signed_too_far_in_the_past_or_the_future_is_refused(
+        db: None, stripe_server: FakeStripe, client: HttpClient, seconds: int, status: int) -> None:
+    event = {"id": "evt_time", "object": "event", "type": "customer.created", "created": int(time.time()),
+             "data": {"object": {"id": "cus_1", "object": "customer"}}}
+    response = client.post("/stripe/webhook/", **_signed(event, at=int(time.time()) + seconds))  # type: ignore[arg-type]
+    assert response.status_code == status, response.content
+    assert StripeEvent.objects.exists() == (status == 200)
+
+
+def test_a_webhook_for_a_payment_intent_stripe_does_not_know_is_acknowledged_and_kept(
+        db: None, stripe_server: FakeStripe, client: HttpClient) -> None:
+    event = _event("evt_unknown", "payment_intent.succeeded", "pi_not_ours_and_not_in_stripe")
+    response = client.post("/stripe/webhook/", **_signed(event))  # type: ignore[arg-type]
+    assert response.status_code == 200  # Stripe stops resending it
+    assert response.json()["outcome"] == "unknown payment intent: kept for reconciliation"
+    stored = StripeEvent.objects.get()
+    assert (stored.event_id, stored.object_id, stored.outcome) == (
+        "evt_unknown", "pi_not_ours_and_not_in_stripe", "unknown payment intent: kept for reconciliation")
+    assert stored.processed_at is not None
+    assert client.post("/stripe/webhook/", **_signed(event)).json()["outcome"] == "duplicate"  # type: ignore[arg-type]
+
+
+def test_a_webhook_for_a_payment_taken_outside_the_portal_is_acknowledged_and_kept(
+        db: None, stripe_server: FakeStripe, client: HttpClient) -> None:
+    from tests.billing.test_reports import _stripe_payment_with_no_appointment
+
+    intent = _stripe_payment_with_no_appointment(stripe_server)  # taken in the Stripe dashboard
+    response = client.post("/stripe/webhook/", **_signed(_event("evt_desk", "payment_intent.succeeded", intent)))  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "unknown payment intent: kept for reconciliation"
+    assert StripeEvent.objects.get().object_id == intent
+    assert not PaymentAttempt.objects.exists() and not Charge.objects.exists()
+
+
+def test_a_webhook_is_retried_by_stripe_while_stripe_cannot_be_asked(
+        db: None, client: HttpClient, settings: Any) -> None:
+    # No fake Stripe here: asking Stripe about the PaymentIntent fails, so the portal asks Stripe to resend.
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_test_portal"
+    event = _event("evt_later", "payment_intent.succeeded", "pi_1")
+    response = client.post("/stripe/webhook/", **_signed(event))  # type: ignore[arg-type]
+    assert response.status_code == 503
+    assert StripeEvent.objects.get().processed_at is None
+
+
+def test_staff_list_the_kept_events_about_payments_the_portal_did_not_make(
+        db: None, stripe_server: FakeStripe, client: HttpClient, admin_client: HttpClient) -> None:
+    client.post("/stripe/webhook/", **_signed(_event("evt_a", "payment_intent.succeeded", "pi_nobody_made")))  # type: ignore[arg-type]
+    StripeEvent.objects.create(event_id="evt_b", type="customer.created", object_id="cus_other",
+                               received_at=FRIDAY_10AM, processed_at=FRIDAY_10AM, outcome="ignored")
+    page = admin_client.get("/admin/billing/stripeevent/", {"payment": "unknown"}).content.decode()
+    assert "pi_nobody_made" in page and "cus_other" not in page

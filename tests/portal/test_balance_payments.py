@@ -68,6 +68,9 @@ def test_pay_an_amount_covers_oldest_first_and_leaves_the_rest_to_collect(
     ({"mode": "amount", "amount": "360.01"}, "You can pay at most $360.00 now"),
     ({"mode": "amount", "amount": "ten"}, "Enter an amount in dollars and cents"),
     ({"mode": "amount", "amount": "-5"}, "Enter an amount in dollars and cents"),
+    *(({"mode": "amount", "amount": odd}, "Enter an amount in dollars and cents")
+      for odd in ("Infinity", "-Infinity", "NaN", "sNaN", "1e999999", "-0", "0", "1e2", "0.001", "10.5.0",
+                  "99999999999", "\u0665\u0660")),
     ({"mode": "items", "items": ["999999"]}, "Choose the items to pay."),
     ({"mode": "everything"}, "Choose what to pay."),
 ])

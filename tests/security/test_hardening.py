@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import os
 import re
 import secrets
@@ -9,13 +12,31 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client as HttpClient
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from billing.models import Client, Practice
+from billing.csv_safe import safe_cell
+from billing.models import (
+    Appointment,
+    AppointmentStatus,
+    BillingType,
+    Client,
+    Clinician,
+    FindingKind,
+    LedgerEntry,
+    LedgerKind,
+    Participant,
+    Practice,
+    ReconciliationFinding,
+)
 from billing.services.cards import enrollment_link_send
+from integrations.ehr.keys import api_key_create
 from portal.logging_filters import redact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,3 +167,192 @@ def test_too_many_requests_from_one_address_get_429(practice: Practice, make_cli
 ])
 def test_the_log_filter_redacts_client_data(line: str, expected: str) -> None:
     assert redact(line) == expected
+
+
+# --- CSV exports: a cell a spreadsheet would run as a formula is written as text -------------------------
+
+FORMULAS = ['=HYPERLINK("http://x")', "+cmd", "@SUM(1)", "-2+3"]
+
+
+def _csv_rows(response: Any) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return list(csv.DictReader(io.StringIO(body.decode())))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_the_admin_csv_exports_write_a_formula_name_as_text_and_keep_negative_amounts_numbers(
+        formula: str, practice: Practice, admin_client: HttpClient) -> None:
+    person = Client.objects.create(first_name=formula, last_name=formula, billing_type=BillingType.SELF_PAY)
+    LedgerEntry.objects.create(client=person, kind=LedgerKind.PAYMENT, amount_cents=-1250, actor="test",
+                               occurred_on=timezone.localdate(), created_at=timezone.now())
+    quoted_name = f"'{formula} {formula}"
+
+    [aging] = _csv_rows(admin_client.get(reverse("admin:billing_ar_aging"), {"format": "csv"}))
+    assert aging["client"] == f"'{formula}, {formula}"
+    assert (aging["current"], aging["total"]) == ("-1250", "-1250")  # money stays a number
+
+    finding = ReconciliationFinding.objects.create(
+        kind=FindingKind.UNMATCHED_PAYMENT, key="stripe:ch_formula", week=dt.date(2026, 11, 23), client=person,
+        stripe_reference=formula, expected_cents=0, actual_cents=-1250, detail=formula,
+        first_found_at=timezone.now(), last_found_at=timezone.now())
+    url = reverse("admin:billing_reconciliationfinding_changelist")
+    whole_list = _csv_rows(admin_client.get(url, {"format": "csv"}))
+    chosen = _csv_rows(admin_client.post(url, {"action": "export_csv", ACTION_CHECKBOX_NAME: [finding.pk]}))
+    for [row] in (whole_list, chosen):
+        assert (row["client"], row["stripe"], row["detail"]) == (quoted_name, f"'{formula}", f"'{formula}")
+        assert (row["expected_cents"], row["actual_cents"]) == ("0", "-1250")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("formula", ['=HYPERLINK("x")', "+cmd", "@SUM(1)", "-2+3"])
+def test_the_api_reconciliation_csv_writes_a_formula_external_id_as_text(
+        formula: str, practice: Practice, clinician: Clinician) -> None:
+    person = Client.objects.create(first_name="Ana", last_name="Able", billing_type=BillingType.SELF_PAY,
+                                   session_rate_cents=14000, source="ehr-one", external_id=formula)
+    session = Appointment.objects.create(clinician=clinician, service_code="90837", source="ehr-one",
+                                         external_id=formula, starts_at=dt.datetime(2026, 11, 26, 15, tzinfo=dt.UTC),
+                                         status=AppointmentStatus.COMPLETED)
+    Participant.objects.create(appointment=session, client=person)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key_create(source='ehr-one', now=timezone.now()).key}")
+    [row] = _csv_rows(api.get("/api/v1/reconciliation/", {"week": "2026-W48", "format": "csv"}))
+    assert (row["kind"], row["client"], row["appointment"]) == ("unpaid_session", f"'{formula}", f"'{formula}")
+    assert row["actual_cents"] == "0"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("username", ["+cmd", "-2+3", "@evil"])
+def test_the_audit_trail_csv_writes_a_formula_username_as_text(username: str, practice: Practice) -> None:
+    from billing.roles import AUDITOR, FRONT_DESK
+    from tests.security.staff import staff_member
+
+    person = Client.objects.create(first_name="Ana", last_name="Able")
+    front = HttpClient()
+    front.force_login(staff_member(username, FRONT_DESK))
+    assert front.get(reverse("admin:billing_client_change", args=[person.pk])).status_code == 200
+    auditor = HttpClient()
+    auditor.force_login(staff_member("ines", AUDITOR))
+    rows = _csv_rows(auditor.get(reverse("admin:audit_trail_csv"), {"staff": username}))
+    assert rows and {row["who"] for row in rows} == {f"'{username}"}
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'), ("+cmd", "'+cmd"), ("@SUM(1)", "'@SUM(1)"),
+    ("-2+3", "'-2+3"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("-", "'-"), ("-12.50", "-12.50"), ("-1250", "-1250"),
+    (-1250, "-1250"), ("12.50", "12.50"), ("Ana", "Ana"), (None, ""), ("a=b", "a=b"),
+])
+def test_safe_cell_quotes_formulas_but_not_plain_numbers(cell: object, written: str) -> None:
+    assert safe_cell(cell) == written
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("start", "end"), [("0001-01-01", "9999-12-31"), ("", "9999-12-31"), ("0001-01-01", ""),
+                                            ("2026-12-01", "2026-11-01")])
+def test_an_audit_export_with_dates_out_of_range_is_refused_before_the_download_starts(
+        start: str, end: str, practice: Practice) -> None:
+    from billing.roles import AUDITOR
+    from tests.security.staff import staff_member
+
+    Client.objects.create(first_name="Ana", last_name="Able")  # something to export
+    auditor = HttpClient()
+    auditor.force_login(staff_member("ines", AUDITOR))
+    export = auditor.get(reverse("admin:audit_trail_csv"), {"start": start, "end": end})
+    assert export.status_code == 400 and not export.streaming
+    assert "nothing was exported" in export.content.decode()
+    page = auditor.get(reverse("admin:audit_trail"), {"start": start, "end": end})
+    assert page.status_code == 200
+    assert ("Choose a date from 1900-01-01 to 2199-12-31." in page.content.decode()
+            or "The end date is before the start date." in page.content.decode())
+    # The widest range allowed exports.
+    assert _csv_rows(auditor.get(reverse("admin:audit_trail_csv"), {"start": "1900-01-01", "end": "2199-12-31"}))
+
+
+# --- No 500s: odd input in the staff console is a 4xx and changes nothing --------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [
+    "/admin/billing/client/?q=%00", "/admin/billing/client/?billing_type=%00", "/admin/billing/charge/?status=%00",
+    "/admin/billing/charge/?q=ab%00c", "/admin/billing/appointment/?q=%00", "/admin/billing/reviewitem/?kind=%00",
+    "/admin/billing/reconciliationfinding/?week=%00&format=csv", "/admin/auditlog/logentry/?q=%00",
+    "/admin/audit-trail/?client=%00", "/admin/billing/client/aging/?order=%00", "/admin/billing/client/?%00=1",
+])
+def test_a_nul_in_an_admin_search_or_filter_is_a_400(practice: Practice, admin_client: HttpClient, url: str) -> None:
+    response = admin_client.get(url)
+    assert response.status_code == 400
+    assert "NUL character (%00)" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["starts_at__year=99999", "starts_at__year=0", "starts_at__iso_year=-5",
+                                   "starts_at__year=9999&starts_at__month=12&starts_at__day=31"])
+def test_a_year_filter_past_the_calendar_is_a_400(practice: Practice, admin_client: HttpClient, query: str) -> None:
+    response = admin_client.get(f"/admin/billing/appointment/?{query}")
+    assert response.status_code == 400
+    assert "A year in the address must be from 1900 to 2199." in response.content.decode()
+    assert admin_client.get("/admin/billing/appointment/?starts_at__year=2026").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("selected", ["abc", "\x00", "1.5"])
+def test_an_admin_action_on_ids_that_are_not_ids_is_a_400_and_does_nothing(
+        practice: Practice, admin_client: HttpClient, selected: str) -> None:
+    from tests import factories
+
+    charge = factories.ChargeFactory.create()
+    response = admin_client.post("/admin/billing/charge/", {"action": "cancel_charge", "reason": "x", "apply": "1",
+                                                            ACTION_CHECKBOX_NAME: [str(charge.pk), selected]})
+    assert response.status_code == 400
+    assert "not valid; nothing was done" in response.content.decode()
+    assert type(charge).objects.get(pk=charge.pk).status == charge.status
+
+
+@pytest.mark.django_db
+def test_cleaning_up_expired_sign_in_attempts_works(practice: Practice, admin_client: HttpClient) -> None:
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(username="someone", failures_since_start=1, ip_address="10.0.0.1",
+                                           user_agent="test", attempt_time=timezone.now())
+    response = admin_client.post("/admin/axes/accessattempt/", {"action": "cleanup_expired_attempts",
+                                                                ACTION_CHECKBOX_NAME: [attempt.pk]})
+    assert response.status_code == 302
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/admin/billing/coverage/add/", "/admin/billing/policyacknowledgment/add/"])
+@pytest.mark.parametrize("value", ["abc", "\x00", "99999999999999999999"])
+def test_a_changed_client_id_in_an_admin_form_is_a_form_error(practice: Practice, admin_client: HttpClient,
+                                                              url: str, value: str) -> None:
+    response = admin_client.post(url, {"client": value})
+    assert response.status_code == 200
+    expected = "Null characters are not allowed." if value == "\x00" else "Select a valid choice."
+    assert expected in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("page", "shown"), [("99999999999999999999", "2"), ("3", "2"), ("-5", "1"), ("x", "1"),
+                                             ("9" * 5000, "1")])
+def test_an_ar_aging_page_past_the_end_shows_the_last_page(practice: Practice, admin_client: HttpClient, page: str,
+                                                           shown: str) -> None:
+    for n in range(101):  # two pages
+        person = Client.objects.create(first_name=f"C{n}", last_name="Owing")
+        LedgerEntry.objects.create(client=person, kind=LedgerKind.SESSION_CHARGE, amount_cents=1000 + n,
+                                   actor="test", occurred_on=timezone.localdate(), created_at=timezone.now())
+    response = admin_client.get(reverse("admin:billing_ar_aging"), {"page": page})
+    assert response.status_code == 200
+    assert str(response.context["page"]) == shown
+    assert len(response.context["rows"]) == (1 if shown == "2" else 100)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("week", ["9999-W52", "1899-W52", "2200-W01"])
+def test_reconciling_a_week_at_the_calendars_ends_is_refused_with_a_message(
+        practice: Practice, admin_client: HttpClient, week: str) -> None:
+    from billing.models import ReconciliationRun
+
+    response = admin_client.post(reverse("admin:billing_reconciliation_run"), {"week": week})
+    assert response.status_code == 200
+    assert "Give an ISO week from 1900-W01 to 2199-W52." in response.content.decode()
+    assert not ReconciliationRun.objects.exists()

@@ -102,3 +102,18 @@ def test_more_than_1000_events_is_400(practice: Practice, api: APIClient) -> Non
     response = api.post("/api/v1/events/", [event("client", "c", {})] * 1001, format="json")
     assert response.status_code == 400
     assert "1000" in response.json()["events"][0] or "1,000" in response.json()["events"][0]
+
+
+@pytest.mark.parametrize("depth", [100_000, 900, 33])
+def test_a_batch_nested_too_deeply_is_400_with_a_clear_message(practice: Practice, api: APIClient,
+                                                               depth: int) -> None:
+    body = b"[" * depth + b"]" * depth
+    response = api.generic("POST", "/api/v1/events/", body, content_type="application/json")  # type: ignore[arg-type]
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"] == "The JSON is nested too deeply: at most 32 levels of objects and arrays."
+    nested: Any = {"first_name": "Ana"}
+    for _ in range(40):
+        nested = {"x": nested}
+    single = api.put("/api/v1/clients/c-1/", nested, format="json")
+    assert single.status_code == 400 and "nested too deeply" in single.json()["detail"]
+    assert not Client.objects.exists()
