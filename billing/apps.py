@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.contrib.admin.apps import AdminConfig
 
 
 class BillingConfig(AppConfig):
@@ -8,12 +7,7 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported once the apps are loaded: the trail registers billing's models with auditlog.
         from billing.audit.trail import register_models
 
         register_models()
-
-
-class BillingAdminConfig(AdminConfig):
-    """The staff console: Django's admin with the practice's own front page."""
-
-    default_site = "billing.admin.site.PracticeAdminSite"

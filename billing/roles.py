@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.apps import apps as live_apps
+
 FRONT_DESK = "Front desk"
 BILLING_MANAGER = "Billing manager"
 AUDITOR = "Auditor (read only)"
@@ -76,8 +78,6 @@ def roles_sync(apps: Any = None, *, only_add: bool = True) -> dict[str, int]:
     Returns how many permissions each role has.
     """
     if apps is None:
-        from django.apps import apps as live_apps
-
         apps = live_apps
     group_model = apps.get_model("auth", "Group")
     permission_model = apps.get_model("auth", "Permission")
@@ -102,7 +102,5 @@ def role_permission_names(role: str, permissions: Iterable[tuple[str, str, str]]
 
 def sync_after_migrate(sender: Any, **kwargs: Any) -> None:
     """post_migrate: once per ``migrate`` (for the last app), after every app's permissions exist."""
-    from django.apps import apps as live_apps
-
     if sender is list(live_apps.get_app_configs())[-1]:
         roles_sync()

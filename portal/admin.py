@@ -7,6 +7,8 @@ from typing import Any
 
 from auditlog.models import LogEntry
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from axes.utils import reset
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -42,9 +44,6 @@ class StaffUserAdmin(UserAdmin):
 
     @admin.display(description="Locked out", boolean=True)
     def locked_out(self, user: Any) -> bool:
-        from axes.models import AccessAttempt
-        from django.conf import settings
-
         return AccessAttempt.objects.filter(username=user.get_username(),
                                             failures_since_start__gte=settings.AXES_FAILURE_LIMIT).exists()
 
@@ -58,8 +57,6 @@ class StaffUserAdmin(UserAdmin):
 
     @admin.action(description="Unlock sign-in (after too many failed attempts)", permissions=["change"])
     def unlock_sign_in(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        from axes.utils import reset
-
         for user in queryset:
             reset(username=user.get_username())
         self.message_user(request, f"Unlocked {', '.join(u.get_username() for u in queryset)}.", messages.SUCCESS)

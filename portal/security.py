@@ -20,6 +20,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing.audit.access import auditlog_context_restored
+from billing.models import Practice
+from portal.security_otp import has_confirmed_device
 
 LAST_SEEN_KEY = "portal_last_seen"
 
@@ -108,7 +110,6 @@ class StaffSessionMiddleware:
             return None
         if request.path in {_admin_url(name) for name in self.OPEN}:
             return None
-        from portal.security_otp import has_confirmed_device
 
         target = _admin_url("otp_verify" if has_confirmed_device(user) else "otp_enroll")
         next_url = request.get_full_path() if request.method == "GET" else admin_root
@@ -181,8 +182,6 @@ class PortalLinkThrottleMiddleware:
         return response
 
     def _too_many(self, request: HttpRequest, retry_after: int) -> HttpResponse:
-        from billing.models import Practice
-
         response = render(request, "portal/too_many.html", {"practice": Practice.load()}, status=429)
         response["Retry-After"] = str(max(retry_after, 1))
         response["Cache-Control"] = "no-store"

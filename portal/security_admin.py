@@ -1,6 +1,6 @@
 """The staff console's security: the admin site asks for the second factor and serves the sign-in and
 audit-trail pages; audit rows are view only. ``StaffSecuritySiteMixin`` is mixed into
-``billing.admin.site.PracticeAdminSite``; portal/admin.py holds the staff-account admin.
+``portal.admin_site.PracticeAdminSite``; portal/admin.py holds the staff-account admin.
 
 Nothing here imports an app's admin module: this is imported while the admin site itself is being built.
 """
@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.cache import never_cache
 
+from billing.admin import audit
 from portal import security_otp
 from portal.security import is_verified
 
@@ -26,8 +27,6 @@ class StaffSecuritySiteMixin:
         return super().has_permission(request) and is_verified(request.user)  # type: ignore[misc]
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
-        from billing.admin import audit
-
         site: Any = self
 
         def bound(view: Callable[[Any, HttpRequest], HttpResponseBase]) -> Callable[[HttpRequest], HttpResponseBase]:
@@ -69,6 +68,8 @@ class NeverChanged:
 
 def audit_entry_admin() -> type[admin.ModelAdmin]:
     """django-auditlog's own pages for the entries, never editable; the search is at admin/audit-trail/."""
+    # Imported here, not above: auditlog's admin module registers on the default site as it is imported, and
+    # this module is imported while that site is being built.
     from auditlog.admin import LogEntryAdmin
 
     return view_only(LogEntryAdmin)

@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.template import TemplateSyntaxError, engines
+from django.template import Context, Template, TemplateSyntaxError, engines
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -57,8 +57,6 @@ class EmailTemplateForm(forms.ModelForm):
 
 
 def _render_candidate(candidate: EmailTemplate) -> tuple[str, str, str]:
-    from django.template import Context, Template
-
     context = {"practice": Practice.load(), **sample_context(candidate.name)}
     subject = Template(candidate.subject).render(Context(context))
     text = Template(candidate.body_text).render(Context(context))

@@ -23,6 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from billing.admin import people
+from billing.admin.charts import bar_chart
 from billing.admin.common import (
     ActionsOnlyMixin,
     DollarsField,
@@ -449,8 +450,6 @@ def _aging_display(aging: Aging) -> list[str]:
 
 
 def aging_chart(aging: Aging) -> Any:
-    from billing.admin.charts import bar_chart
-
     return bar_chart(title="AR aging", unit="dollars",
                      bars=[(BUCKET_LABELS[name], value) for name, value in aging.as_dict().items()])
 

@@ -21,11 +21,16 @@ from typing import Any
 
 from auditlog.context import auditlog_value, set_extra_data
 from auditlog.models import LogEntry
+from auditlog.registry import auditlog
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.contrib.contenttypes.models import ContentType
+from django.core.management.base import BaseCommand
 from django.db import models
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_q.signals import post_execute_in_worker, pre_execute
 
 from billing.models import Appointment, Client, Participant
 
@@ -139,11 +144,6 @@ def as_system(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def register_staff_models() -> None:
     """Staff accounts, roles and second-factor devices: changes to who may do what are audited too."""
-    from auditlog.registry import auditlog
-    from django.contrib.auth.models import Group
-    from django_otp.plugins.otp_static.models import StaticDevice
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     user_model = get_user_model()
     if not auditlog.contains(user_model):
         auditlog.register(user_model, exclude_fields=["last_login"], mask_fields=["password"],
@@ -163,8 +163,6 @@ NOT_WRAPPED = {"runserver", "qcluster", "demo", "testserver"}
 
 def install_command_actor() -> None:
     """Every management command (billing_tick, imports, seeds, a shell...) runs under ``acting_as``."""
-    from django.core.management.base import BaseCommand
-
     if getattr(BaseCommand.execute, "_acting_as", False):
         return
     original = BaseCommand.execute
@@ -198,7 +196,5 @@ def _task_finished(sender: Any, **kwargs: Any) -> None:
 
 def install_task_actor() -> None:
     """django-q2 tasks (billing_tick every minute) run under ``acting_as("task:<function>")``."""
-    from django_q.signals import post_execute_in_worker, pre_execute
-
     pre_execute.connect(_task_started, dispatch_uid="portal.task_actor_start")
     post_execute_in_worker.connect(_task_finished, dispatch_uid="portal.task_actor_finish")

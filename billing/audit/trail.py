@@ -16,13 +16,14 @@ from django.db.models.signals import pre_save
 from django.utils import timezone
 from django.utils.encoding import smart_str
 
+from billing import models as billing_models
+
 
 def register_models() -> None:
-    from billing import models
-
-    for model in (models.Client, models.Coverage, models.PolicyAcknowledgment, models.Appointment,
-                  models.Participant, models.Clinician, models.Practice, models.Charge, models.ReviewItem,
-                  models.InsurancePayment):
+    for model in (billing_models.Client, billing_models.Coverage, billing_models.PolicyAcknowledgment,
+                  billing_models.Appointment, billing_models.Participant, billing_models.Clinician,
+                  billing_models.Practice, billing_models.Charge, billing_models.ReviewItem,
+                  billing_models.InsurancePayment):
         if not auditlog.contains(model):
             auditlog.register(model)
 

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from billing.errors import BillingError
 from billing.models import Appointment, Client, InsurancePayment, Participant
+from billing.services.reconciliation import eob_findings_refresh
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 FIGURES = ("payer_name", "allowed_cents", "paid_cents", "patient_responsibility_cents", "paid_on")
@@ -73,7 +74,6 @@ def insurance_payment_record(*, appointment: Appointment, client: Client, refere
             for name in changed:
                 setattr(payment, name, figures[name])
             payment.save(update_fields=[*changed, "updated_at"])
-        from billing.services.reconciliation import eob_findings_refresh
 
         eob_findings_refresh(payments=[payment], now=now)
     return Recorded(status, payment)

@@ -53,6 +53,8 @@ from billing.models import (
     ReviewStatus,
 )
 from billing.money import format_cents
+from billing.services.insurance import InsurancePaymentInvalid
+from billing.services.insurance import insurance_payment_record as record
 from billing.services.schedule import (
     SESSION_KINDS,
     appointment_event_record,
@@ -490,8 +492,6 @@ def insurance_payment_record(*, push: Push, data: Mapping[str, Any]) -> Outcome[
         raise InvalidInput(errors)
     assert appointment is not None and client is not None
     # The admin records EOB lines through the same billing service (billing/services/insurance.py).
-    from billing.services.insurance import InsurancePaymentInvalid
-    from billing.services.insurance import insurance_payment_record as record
 
     try:
         recorded = record(appointment=appointment, client=client, reference=data["reference"], source=push.source,

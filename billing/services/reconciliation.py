@@ -76,6 +76,7 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.pricing import NeedsReview, PricingLookups, pricing_preloaded, share_compute
 from billing.services.schedule import NOT_BILLED, SESSION_KINDS
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +290,6 @@ def eob_findings(payments: Sequence[InsurancePayment], practice: Practice) -> li
 def unmatched_payment_findings(*, start: dt.datetime, end: dt.datetime, monday: dt.date,
                                zone: dt.tzinfo) -> list[Found]:
     """Succeeded Stripe charges created in the week whose PaymentIntent the portal never made."""
-    from integrations.stripe.gateway import get_gateway
-
     since, until = int(start.timestamp()), int(end.timestamp())
     stripe_charges = [c for c in get_gateway().charges_since(since - 1)
                       if since <= c.created < until and c.status == "succeeded"]
@@ -402,7 +401,6 @@ def reconciliation_run(*, week: dt.date, now: dt.datetime, trigger: str = "staff
     stripe_error = ""
     if check_stripe:
         # Read Stripe first: no transaction is held while Stripe answers.
-        from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
         try:
             stripe_found = unmatched_payment_findings(start=start, end=end, monday=week, zone=practice.zone)

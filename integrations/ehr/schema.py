@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from integrations.ehr.serializers import EVENT_TYPES
+
 Endpoint = tuple[str, str, str, Any]
 
 
@@ -76,6 +78,4 @@ def _open_event_items(schemas: dict[str, Any]) -> None:
 
 
 def _event_types(event: dict[str, Any]) -> list[str]:
-    from integrations.ehr.serializers import EVENT_TYPES
-
     return list(EVENT_TYPES)

@@ -38,8 +38,10 @@ from billing.models import (
     PolicyAcknowledgment,
     Practice,
 )
-from billing.selectors import client_aging, client_balance, clients_with_balance
+from billing.selectors import client_aging, client_balance, clients_with_balance, findings_for_source
 from billing.services import intake
+from billing.services.cards import enrollment_link_send
+from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
 from integrations.ehr import events as ehr_events
 from integrations.ehr import serializers as api
 from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
@@ -55,7 +57,6 @@ from integrations.ehr.fields import (
 from integrations.ehr.models import ApiKey
 from integrations.ehr.pagination import CURSOR_PATTERN, IdCursorPagination
 from integrations.ehr.parsers import LimitedJSONParser
-from portal.links import enrollment_link_create
 
 
 class AsciiJSONRenderer(JSONRenderer):
@@ -368,9 +369,9 @@ class EnrollmentLinkCreate(ClientView):
         client = self.get_client(external_id)
         data = self.validated(api.EnrollmentLinkIn, request.data)
         with self.audited():
-            url, expires_at = enrollment_link_create(client=client, send_email=data["send_email"],
-                                                     now=timezone.now(), actor=f"api:{self.source}")
-        return Response(api.EnrollmentLinkOut({"url": url, "expires_at": expires_at}).data,
+            issued = enrollment_link_send(client=client, send_email=data["send_email"], now=timezone.now(),
+                                          actor=f"api:{self.source}")
+        return Response(api.EnrollmentLinkOut({"url": issued.url, "expires_at": issued.expires_at}).data,
                         status=status.HTTP_201_CREATED)
 
 
@@ -594,9 +595,6 @@ class Reconciliation(EhrView):
                     "paid that week) for this source's records. With `format=csv` every answer is text: the "
                     "findings as CSV (a header line, then one line per finding), or an error's message.")
     def get(self, request: Request) -> Response:
-        from billing.selectors import findings_for_source
-        from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
-
         week = self.filters(ReconciliationQuery)["week"]
         try:
             monday = iso_week_monday(week)

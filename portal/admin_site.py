@@ -1,3 +1,6 @@
+"""The staff console as the portal assembles it: Django's admin with the billing pages (billing/admin/),
+the second factor and the audit-trail search (portal/security_admin.py), and the practice's front page."""
+
 from __future__ import annotations
 
 from typing import Any
