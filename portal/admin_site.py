@@ -11,9 +11,10 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing import models
-from billing.admin import appointments, charges, dashboard, emails, metrics, people, practice, records, reports, review
+from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review
 from billing.models import Practice
 from billing.money import format_cents
+from billing.selectors import dashboard
 from portal.security_admin import StaffSecuritySiteMixin
 
 

@@ -16,6 +16,7 @@ from django.urls import URLPattern, URLResolver, path
 from django.views.decorators.cache import never_cache
 
 from billing.admin import audit
+from billing.admin.common import ViewOnlyMixin
 from portal import security_otp
 from portal.security import is_verified
 
@@ -50,22 +51,6 @@ class StaffSecuritySiteMixin:
 
 # --- Audit rows: view only, for everyone ------------------------------------------------------------------
 
-class NeverChanged:
-    """Rows the application never edits or deletes, whatever the user's permissions (superusers included)."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {}
-
-
 def audit_entry_admin() -> type[admin.ModelAdmin]:
     """django-auditlog's own pages for the entries, never editable; the search is at admin/audit-trail/."""
     # Imported here, not above: auditlog's admin module registers on the default site as it is imported, and
@@ -76,4 +61,4 @@ def audit_entry_admin() -> type[admin.ModelAdmin]:
 
 
 def view_only(base: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
-    return type(f"ViewOnly{base.__name__}", (NeverChanged, base), {})
+    return type(f"ViewOnly{base.__name__}", (ViewOnlyMixin, base), {})

@@ -16,7 +16,6 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from billing.admin import dashboard
 from billing.admin.common import (
     ActionsOnlyMixin,
     DollarsField,
@@ -33,6 +32,7 @@ from billing.admin.people import CLIENT_SEARCH, clients_matching
 from billing.errors import GatewayRefused, OutcomeUnknown
 from billing.models import (
     CANCELABLE_STATUSES,
+    STUCK_STATUSES,
     Charge,
     ChargeEvent,
     ChargeStatus,
@@ -44,6 +44,7 @@ from billing.models import (
     RefundStatus,
 )
 from billing.money import format_cents
+from billing.selectors import dashboard
 from billing.services.holds import HoldNotChanged, charge_cancel, charge_release, is_cap_hold
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
@@ -76,7 +77,7 @@ class QueueFilter(admin.SimpleListFilter):
                 return dashboard.charges_due_by_end_of_today(queryset, now=timezone.now(),
                                                              zone=Practice.current_zone())
             case "stuck":
-                return queryset.filter(status__in=dashboard.STUCK_STATUSES)
+                return queryset.filter(status__in=STUCK_STATUSES)
             case "on_hold":
                 return dashboard.charges_on_hold(queryset)
         return queryset

@@ -116,7 +116,8 @@ class DollarsMixin:
 
 
 class ViewOnlyMixin:
-    """History and money rows (ledger, events, payment attempts): written by services, never by hand."""
+    """Rows the application never edits or deletes, whatever the user's permissions (superusers included):
+    history and money rows (ledger, events, payment attempts), written by services, and audit entries."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -126,6 +127,9 @@ class ViewOnlyMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return {}
 
 
 class ActionsOnlyMixin:

@@ -44,7 +44,7 @@ from billing.models import (
 )
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition, charges_transition
-from billing.services.ledger import ledger_post
+from billing.services.ledger import ledger_post, ledger_post_many
 from billing.services.links import link_create
 from billing.services.notify import Email, email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
@@ -335,11 +335,11 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
                                                "receipt_sent_at": now})
     charge_events_emit(charges=charges, type=CHARGE_SUCCEEDED, now=now)
     occurred_on = timezone.localdate(now, practice.zone)
-    LedgerEntry.objects.bulk_create(
+    ledger_post_many([
         LedgerEntry(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
                     occurred_on=occurred_on, appointment=charge.appointment, charge=charge,
                     memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
-        for charge, attempt in paid)
+        for charge, attempt in paid])
     services = service_descriptions(charges)
     emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
                           receipt_context(charge, practice, services)) for charge in charges],

@@ -11,7 +11,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet, Sum
 
 from billing.models import (
     PENDING_STATUSES,
@@ -20,11 +20,14 @@ from billing.models import (
     Charge,
     ChargeStatus,
     Client,
+    LedgerEntry,
+    LedgerKind,
     PaymentAttempt,
     ReviewItem,
     ReviewKind,
     ReviewStatus,
 )
+from billing.services.ledger import OWED_KINDS
 
 ROWS_SHOWN = 10
 
@@ -111,3 +114,41 @@ def today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dict[str, Queue]:
         "unknown_attempts": unknown_attempts(now=now),
         "stripe_links": stripe_link_items(),
     }
+
+
+COLLECTED_KINDS = (LedgerKind.PAYMENT, LedgerKind.REFUND)
+
+
+@dataclass(frozen=True)
+class Money:
+    charged_week: int
+    collected_week: int
+    charged_month: int
+    collected_month: int
+
+    @staticmethod
+    def rate(collected: int, charged: int) -> str:
+        return f"{100 * collected / charged:.0f}%" if charged > 0 else "-"
+
+    @property
+    def rate_week(self) -> str:
+        return self.rate(self.collected_week, self.charged_week)
+
+    @property
+    def rate_month(self) -> str:
+        return self.rate(self.collected_month, self.charged_month)
+
+
+def money_in_and_out(*, today: dt.date) -> Money:
+    """Charged (what sessions and fees came to, net of re-pricing and cancellations, by date of service) and
+    collected (card payments less refunds, by the day they happened), this week (from Monday) and this
+    month: one query."""
+    week, month = today - dt.timedelta(days=today.weekday()), today.replace(day=1)
+    owed, paid = Q(kind__in=OWED_KINDS), Q(kind__in=COLLECTED_KINDS)
+    row = LedgerEntry.objects.filter(occurred_on__gte=min(week, month), occurred_on__lte=today).aggregate(
+        charged_week=Sum("amount_cents", filter=owed & Q(occurred_on__gte=week), default=0),
+        collected_week=Sum("amount_cents", filter=paid & Q(occurred_on__gte=week), default=0),
+        charged_month=Sum("amount_cents", filter=owed & Q(occurred_on__gte=month), default=0),
+        collected_month=Sum("amount_cents", filter=paid & Q(occurred_on__gte=month), default=0))
+    return Money(int(row["charged_week"]), -int(row["collected_week"]), int(row["charged_month"]),
+                 -int(row["collected_month"]))
