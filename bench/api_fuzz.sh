@@ -3,7 +3,7 @@
 # a fresh API key for source "fuzz", and every check schemathesis has (5xx, documented status codes,
 # response schemas, negative/positive data, auth...). Prints schemathesis' summary with the request count.
 # schemathesis.toml (read from the repository root) says where a documented 400 answers a rule no schema
-# can state. The quick, derandomized run of the same checks is tests/integrations/ehr/test_api_fuzz.py.
+# can state. The quick, derandomized run of the same checks is tests/integrations/ehr/api/test_api_fuzz.py.
 #
 #   bench/api_fuzz.sh [MAX_EXAMPLES_PER_OPERATION=100] [extra schemathesis options...]
 #

@@ -1,5 +1,5 @@
 """schemathesis hooks for the portal's API (loaded through schemathesis.toml, by bench/api_fuzz.sh and by
-tests/integrations/ehr/test_api_fuzz.py)."""
+tests/integrations/ehr/api/test_api_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     than refused: an NPI's last digit is a check digit (nine in ten generated NPIs would fail it), and
     coverage cannot end before it starts. Each change keeps a case exactly as valid or invalid by the schema
     as it was (only a 10-digit NPI, only two dates, are touched). The refusals themselves are tested in
-    tests/integrations/ehr/test_errors.py."""
+    tests/integrations/ehr/api/test_errors.py."""
     operation = context.operation
     body = case.body
     if operation is None or not isinstance(body, dict):

@@ -12,7 +12,7 @@ creates an API key, pushes 10 clinicians and 2,000 clients (not timed), then tim
 N appointments pushed through ``POST /api/v1/events/`` in batches with httpx: each event validated and
 its references looked up, then written with its participant, status event and two audit entries (new,
 merely scheduled sessions are gathered and sent 200 at a time in pipeline mode while the batch reads on;
-see ``QuietCreates`` in integrations/ehr/events.py), all in one transaction per batch.
+see ``QuietCreates`` in integrations/ehr/api/events.py), all in one transaction per batch.
 
 In the same run it inserts the equivalent rows (appointment, participant, status event) with plain
 psycopg ``executemany``, one transaction per batch, from as many connections at once as ``--concurrency``

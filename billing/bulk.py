@@ -18,7 +18,7 @@ number, text, an aware moment; see ``_as_is``) is not prepared at all. No signal
 ``bulk_create``.
 
 ``ids_reserve`` and ``rows_send``: the same INSERT on a cursor in pipeline mode, sent and not waited
-for, the primary keys reserved from the table's sequence beforehand (integrations/ehr/events.py sends
+for, the primary keys reserved from the table's sequence beforehand (integrations/ehr/api/events.py sends
 a batch's new appointments so while it reads the next events).
 
 ``AnyOf``: ``__in`` for a thousand values, as one array parameter.

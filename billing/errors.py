@@ -9,7 +9,7 @@
 - ``PaymentProviderError``: the card processor did not act (unreachable, or it refused the request); the
   gateway raises these, so no view imports the processor's own exception types.
 
-Each way in translates them once: the API to 400/404/409 (integrations/ehr/errors.py), the admin to a
+Each way in translates them once: the API to 400/404/409 (integrations/ehr/api/errors.py), the admin to a
 message, the client pages to a friendly page.
 """
 

@@ -16,7 +16,7 @@ from integrations.ehr.models import ApiKey
 from portal.security import client_ip
 
 ADMIN_PAGE = re.compile(r"^billing_(?P<model>[a-z0-9]+)_(?P<view>change|history|refund)$")
-# The EHR API's read routes (integrations/ehr/urls.py) whose answers carry client data.
+# The EHR API's read routes (integrations/ehr/api/urls.py) whose answers carry client data.
 API_READS = {"clients", "client", "coverage", "balance", "appointments", "appointment", "charges", "charge",
              "insurance-payments", "reconciliation"}
 

@@ -158,9 +158,9 @@ STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Unexpected input gets a 4xx with a message (integrations/ehr/errors.py), never a 500.
-    "EXCEPTION_HANDLER": "integrations.ehr.errors.api_exception_handler",
-    # Per API key (integrations.ehr.auth.ApiKeyThrottle); generous by default so a bulk sync is not slowed.
+    # Unexpected input gets a 4xx with a message (integrations/ehr/api/errors.py), never a 500.
+    "EXCEPTION_HANDLER": "integrations.ehr.api.errors.api_exception_handler",
+    # Per API key (integrations.ehr.api.auth.ApiKeyThrottle); generous by default so a bulk sync is not slowed.
     "DEFAULT_THROTTLE_RATES": {"ehr_api": env.str("EHR_API_RATE", default="6000/min")},
 }
 # The EHR API refuses bodies above this with 413 (a full events batch of 1,000 is well under 1 MB).
@@ -173,14 +173,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["integrations.ehr.schema.only_canonical_paths"],
+    "PREPROCESSING_HOOKS": ["integrations.ehr.api.schema.only_canonical_paths"],
     "ENUM_NAME_OVERRIDES": {
         "AppointmentStatusEnum": "billing.models.AppointmentStatus",
-        "ChargeStatusEnum": "integrations.ehr.serializers.API_CHARGE_STATUSES",
-        "EventResultStatusEnum": "integrations.ehr.serializers.EVENT_RESULT_STATUSES",
+        "ChargeStatusEnum": "integrations.ehr.api.serializers.API_CHARGE_STATUSES",
+        "EventResultStatusEnum": "integrations.ehr.api.serializers.EVENT_RESULT_STATUSES",
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "integrations.ehr.schema.closed_request_bodies"],
+                             "integrations.ehr.api.schema.closed_request_bodies"],
 }
 
 # django-q2 runs billing_tick every minute. It delivers at least once and may cut a task off at

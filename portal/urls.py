@@ -18,7 +18,7 @@ portal_patterns = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/", include("integrations.ehr.urls")),
+    path("api/", include("integrations.ehr.api.urls")),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
     path("", include((portal_patterns, "portal"))),
 ]

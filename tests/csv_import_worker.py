@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from integrations.ehr import csv_jobs
+from integrations.ehr.imports import csv_jobs
 
 
 def pause_after_progress(monkeypatch: pytest.MonkeyPatch, rows: int = 1000) -> tuple[threading.Event,

@@ -20,8 +20,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from billing.admin.common import staff_user
-from integrations.ehr.csv_import import ImportFileError, Report, csv_check, parse_mapping
-from integrations.ehr.csv_jobs import (
+from integrations.ehr.imports.csv_import import ImportFileError, Report, csv_check, parse_mapping
+from integrations.ehr.imports.csv_jobs import (
     ImportBusy,
     job_cancel,
     job_check_stopped,
@@ -31,7 +31,7 @@ from integrations.ehr.csv_jobs import (
     staging_root,
     unstage,
 )
-from integrations.ehr.csv_presets import FIELDS, KINDS, PRESETS
+from integrations.ehr.imports.csv_presets import FIELDS, KINDS, PRESETS
 from integrations.ehr.keys import api_key_create, api_key_revoke
 from integrations.ehr.models import (
     ApiKey,
@@ -44,7 +44,7 @@ from integrations.ehr.models import (
     WebhookEventStatus,
     validate_source,
 )
-from integrations.ehr.webhooks import event_retry_now, events_deliver, secret_create
+from integrations.ehr.writeback.webhooks import event_retry_now, events_deliver, secret_create
 
 
 @admin.register(ApiKey)
@@ -116,7 +116,7 @@ class CsvUploadForm(forms.Form):
 class CsvImportAdmin(admin.ModelAdmin):
     """Upload an EHR export, see the dry run row by row, then apply it all or nothing.
 
-    The dry run and the apply run in the task cluster (integrations/ehr/csv_jobs.py), whatever the file's
+    The dry run and the apply run in the task cluster (integrations/ehr/imports/csv_jobs.py), whatever the file's
     size: while one runs, the import's page shows a progress bar that polls ``<id>/progress/``; once it has
     ended, the same page shows the report. Every POST redirects, so reloading a page never starts a run.
     """

@@ -11,6 +11,6 @@ class EhrConfig(AppConfig):
         # Imported once the apps are loaded (the webhooks module uses the models): the EHR side connects its
         # write-back writer and deliverer to billing's outbox door.
         from billing.services.outbound import Writeback, writeback_connect
-        from integrations.ehr.webhooks import events_deliver, events_enqueue
+        from integrations.ehr.writeback.webhooks import events_deliver, events_enqueue
 
         writeback_connect(Writeback(enqueue=events_enqueue, deliver=events_deliver))

@@ -93,7 +93,7 @@ class CsvImportJobStatus(models.TextChoices):
 
 
 class CsvImportJob(models.Model):
-    """One run of a CSV import in the task cluster (integrations/ehr/csv_jobs.py): the dry run or the apply.
+    """One run of a CSV import in the task cluster (integrations/ehr/imports/csv_jobs.py): the dry run or the apply.
 
     ``rows_done`` and ``progress_at`` are written while the import's transaction is still open, through a
     connection of their own, so the admin's progress bar moves while nothing of the import is visible yet.

@@ -17,12 +17,12 @@ from playwright.sync_api import Page, expect
 from rest_framework.test import APIClient
 
 from billing.models import Appointment, Payer, Practice
-from integrations.ehr import csv_jobs
+from integrations.ehr.imports import csv_jobs
 from integrations.ehr.keys import api_key_create
 from integrations.ehr.models import CsvImport, CsvImportJob, CsvImportJobStatus
 from tests.csv_import_worker import pause_after_progress
 from tests.integrations.ehr.conftest import client_body, clinician_body
-from tests.integrations.ehr.test_csv_import import SP_HEADER, sp_rows
+from tests.integrations.ehr.imports.test_csv_import import SP_HEADER, sp_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

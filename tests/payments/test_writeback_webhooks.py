@@ -20,7 +20,7 @@ from billing.models import Appointment, Charge, ChargeKind, ChargeStatus, Client
 from billing.services.outbound import CHARGE_REFUNDED, CHARGE_SUCCEEDED, charge_event_emit
 from billing.services.refunds import charge_refund
 from integrations.ehr.models import WebhookEndpoint, WebhookEvent, WebhookEventStatus
-from integrations.ehr.webhooks import backoff, verify
+from integrations.ehr.writeback.webhooks import backoff, verify
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM

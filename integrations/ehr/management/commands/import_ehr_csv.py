@@ -11,8 +11,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.ehr.csv_import import MAX_PROBLEMS, ImportFileError, csv_import, parse_mapping
-from integrations.ehr.csv_presets import KINDS, PRESETS
+from integrations.ehr.imports.csv_import import MAX_PROBLEMS, ImportFileError, csv_import, parse_mapping
+from integrations.ehr.imports.csv_presets import KINDS, PRESETS
 from integrations.ehr.models import validate_source
 
 

@@ -44,10 +44,10 @@ from billing.services.intake import (
     policy_acknowledgment_record,
 )
 from billing.services.schedule import status_is_billable
-from integrations.ehr import serializers as api
-from integrations.ehr.errors import Conflict, InvalidInput, NotFound
-from integrations.ehr.fields import ExternalId
-from integrations.ehr.validation import BatchValidator
+from integrations.ehr.api import serializers as api
+from integrations.ehr.api.errors import Conflict, InvalidInput, NotFound
+from integrations.ehr.api.fields import ExternalId
+from integrations.ehr.api.validation import BatchValidator
 
 log = logging.getLogger(__name__)
 

@@ -42,11 +42,11 @@ from billing.selectors import client_aging, client_balance, clients_with_balance
 from billing.services import intake
 from billing.services.cards import enrollment_link_send
 from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
-from integrations.ehr import events as ehr_events
-from integrations.ehr import serializers as api
-from integrations.ehr.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
-from integrations.ehr.errors import InvalidInput, NotFound
-from integrations.ehr.fields import (
+from integrations.ehr.api import events as ehr_events
+from integrations.ehr.api import serializers as api
+from integrations.ehr.api.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
+from integrations.ehr.api.errors import InvalidInput, NotFound
+from integrations.ehr.api.fields import (
     EXTERNAL_ID_PATTERN,
     ExternalId,
     FilterDateTime,
@@ -54,9 +54,9 @@ from integrations.ehr.fields import (
     external_id_validator,
     iso_week_pattern,
 )
+from integrations.ehr.api.pagination import CURSOR_PATTERN, IdCursorPagination
+from integrations.ehr.api.parsers import LimitedJSONParser
 from integrations.ehr.models import ApiKey
-from integrations.ehr.pagination import CURSOR_PATTERN, IdCursorPagination
-from integrations.ehr.parsers import LimitedJSONParser
 
 
 class AsciiJSONRenderer(JSONRenderer):

@@ -22,9 +22,9 @@ from django_q.models import OrmQ
 
 from billing.models import Appointment
 from billing.roles import ADMINISTRATOR, AUDITOR, FRONT_DESK
-from integrations.ehr import csv_jobs
-from integrations.ehr.csv_import import Report
-from integrations.ehr.csv_jobs import (
+from integrations.ehr.imports import csv_jobs
+from integrations.ehr.imports.csv_import import Report
+from integrations.ehr.imports.csv_jobs import (
     csv_import_job_run,
     job_check_stopped,
     job_progress,
@@ -39,7 +39,7 @@ from integrations.ehr.models import (
     CsvImportStatus,
 )
 from tests.csv_import_worker import pause_after_progress
-from tests.integrations.ehr.test_csv_import import SP_HEADER, people, sp_rows, upload, write
+from tests.integrations.ehr.imports.test_csv_import import SP_HEADER, people, sp_rows, upload, write
 from tests.security.staff import staff_member
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from integrations.ehr.errors import PayloadTooLarge
+from integrations.ehr.api.errors import PayloadTooLarge
 
 # No body the API takes nests deeper than a handful of levels ({"events": [{"data": {"participants": [...]}}]}).
 MAX_JSON_DEPTH = 32

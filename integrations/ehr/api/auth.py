@@ -68,7 +68,7 @@ class ApiKeyThrottle(SimpleRateThrottle):
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "integrations.ehr.auth.ApiKeyAuthentication"
+    target_class = "integrations.ehr.api.auth.ApiKeyAuthentication"
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

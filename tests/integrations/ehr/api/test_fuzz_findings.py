@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing.models import Practice
-from integrations.ehr.pagination import CURSOR_PATTERN
+from integrations.ehr.api.pagination import CURSOR_PATTERN
 from tests.integrations.ehr.conftest import Call, appointment_body, client_body, clinician_body
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +49,7 @@ def test_the_date_patterns_admit_exactly_the_dates_the_api_takes() -> None:
     import datetime as dt
     import re
 
-    from integrations.ehr.fields import DATE_PATTERN, EARLIEST, LATEST
+    from integrations.ehr.api.fields import DATE_PATTERN, EARLIEST, LATEST
 
     pattern = re.compile(DATE_PATTERN)
     for year in [1899, 1900, 1904, 2000, 2024, 2100, 2199, 2200]:
@@ -66,7 +66,7 @@ def test_the_week_pattern_admits_exactly_the_weeks_that_exist() -> None:
     import re
 
     from billing.services.reconciliation import WeekInvalid, iso_week_monday
-    from integrations.ehr.fields import iso_week_pattern
+    from integrations.ehr.api.fields import iso_week_pattern
 
     pattern = re.compile(iso_week_pattern())
     for year in [1899, 1900, 2020, 2021, 2026, 2027, 2199, 2200, 9999]:

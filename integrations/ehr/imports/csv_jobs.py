@@ -44,7 +44,7 @@ from django.utils import timezone
 from django_q.exceptions import TimeoutException
 from django_q.tasks import async_task
 
-from integrations.ehr.csv_import import ImportFileError, Report, count_rows, csv_import, parse_mapping
+from integrations.ehr.imports.csv_import import ImportFileError, Report, count_rows, csv_import, parse_mapping
 from integrations.ehr.models import CsvImport, CsvImportJob, CsvImportJobAction, CsvImportJobStatus, CsvImportStatus
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def job_start(*, csv_import: CsvImport, action: str, requested_by: User | None,
         job = CsvImportJob.objects.create(csv_import=csv_import, action=action, queued_at=now,
                                           requested_by=requested_by)
     try:
-        task_id = async_task("integrations.ehr.csv_jobs.csv_import_job_run", job.pk, q_options={
+        task_id = async_task("integrations.ehr.imports.csv_jobs.csv_import_job_run", job.pk, q_options={
             "task_name": f"csv-import-{job.pk}-{action}",
             # Longer than Q_CLUSTER's 240 s: a large apply is one long transaction that cannot be split.
             "timeout": int(getattr(settings, "EHR_CSV_IMPORT_TIMEOUT", DEFAULT_TIMEOUT))})

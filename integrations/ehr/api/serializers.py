@@ -25,7 +25,7 @@ from billing.models import (
 )
 from billing.selectors import FINDING_KINDS
 from billing.validators import ICD10_RE, validate_cpt, validate_npi
-from integrations.ehr.fields import (
+from integrations.ehr.api.fields import (
     AwareDateTime,
     BoundedDate,
     Cents,

@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import Client as HttpClient
 
 from billing.models import Appointment, AppointmentStatus, Charge, Client, InsurancePayment, Practice
-from integrations.ehr.csv_import import ImportFileError, csv_import
+from integrations.ehr.imports.csv_import import ImportFileError, csv_import
 from integrations.ehr.models import CsvImport, CsvImportStatus
 from tests.integrations.ehr.conftest import SOURCE, Call, client_body, clinician_body
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.urls import include, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from integrations.ehr import views
+from integrations.ehr.api import views
 
 ID = r"(?P<external_id>[^/]+)"
 

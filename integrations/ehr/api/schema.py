@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from integrations.ehr.serializers import EVENT_TYPES
+from integrations.ehr.api.serializers import EVENT_TYPES
 
 Endpoint = tuple[str, str, str, Any]
 
@@ -23,7 +23,7 @@ def only_canonical_paths(endpoints: list[Endpoint], **kwargs: Any) -> list[Endpo
 
 
 def closed_request_bodies(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Input serializers refuse unknown fields (integrations.ehr.serializers.Strict): say so in the schema,
+    """Input serializers refuse unknown fields (integrations.ehr.api.serializers.Strict): say so in the schema,
     so generated clients and fuzzers know that an extra property is an error, not ignored."""
     schemas = result.get("components", {}).get("schemas", {})
     for name, component in schemas.items():

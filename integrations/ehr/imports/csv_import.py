@@ -42,8 +42,9 @@ from billing.audit.access import auditlog_context_restored
 from billing.local_time import practice_zone_active
 from billing.models import Appointment, AppointmentStatus, Client, Clinician, Practice
 from billing.services import intake
-from integrations.ehr import events as ehr_events
-from integrations.ehr.csv_presets import (
+from integrations.ehr.api import events as ehr_events
+from integrations.ehr.api.fields import MAX_CENTS
+from integrations.ehr.imports.csv_presets import (
     BILLING_TYPES,
     FALSE_WORDS,
     FIELDS,
@@ -52,7 +53,6 @@ from integrations.ehr.csv_presets import (
     TRUE_WORDS,
     Preset,
 )
-from integrations.ehr.fields import MAX_CENTS
 
 CHUNK = 500  # rows applied per events_apply call
 MAX_COLUMNS = 200

@@ -1,4 +1,4 @@
-"""A batch's new, quiet appointments are written together (QuietCreates, integrations/ehr/events.py) and its
+"""A batch's new, quiet appointments are written together (QuietCreates, integrations/ehr/api/events.py) and its
 bodies checked by BatchValidator: the outcome must be exactly that of applying each event on its own."""
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from billing.models import (
     Service,
 )
 from billing.services import intake
-from integrations.ehr import events as ehr_events
-from integrations.ehr import serializers as api
-from integrations.ehr.fields import AwareDateTime, ExternalId
-from integrations.ehr.validation import BatchValidator
+from integrations.ehr.api import events as ehr_events
+from integrations.ehr.api import serializers as api
+from integrations.ehr.api.fields import AwareDateTime, ExternalId
+from integrations.ehr.api.validation import BatchValidator
 from tests.integrations.ehr.conftest import SOURCE, Call, appointment_body, client_body, clinician_body
 
 pytestmark = pytest.mark.django_db

@@ -36,7 +36,7 @@ from tests.integrations.ehr.conftest import SOURCE, Call, appointment_body, clie
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 # Generated requests per operation, on top of the boundary cases: with the 24 operations the run makes
 # over 1,000 requests (MINIMUM_REQUESTS) in about a minute on a 2-core machine.
 EXAMPLES = 22

@@ -1,0 +1,1 @@
+"""CSV imports of EHR exports: presets per EHR, the importer, and its jobs in the task cluster."""
