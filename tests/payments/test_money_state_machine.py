@@ -17,10 +17,11 @@ A client is never charged twice:
 A client is told before every off-session charge:
 - when the practice's timing has a lead time (``pre_charge_notice_hours`` > 0, not "immediately"), each
   off-session attempt on a session charge was announced by an email sent at least the lead time before it:
-  a ``pre_charge_notice`` for this charge and at least this amount, or the decline email of its previous
-  attempt (which says when the card is tried again, and that saving a new card pays at once). The notice
-  must be fresh: sent after the charge's previous attempt and after the charge was held for want of a
-  card. The tick runs every minute, so a notice may go out up to a minute after its moment.
+  a ``pre_charge_notice`` for this charge and at least this amount, the notice listing charges that waited
+  for a card when they are released, or the decline email of its previous attempt (which says when the card
+  is tried again, and that saving a new card pays at once). The notice must be fresh: sent after the
+  charge's previous attempt and after the charge was held for want of a card. The tick runs every minute,
+  so a notice may go out up to a minute after its moment.
 
 The steps check what they can see at once: no page or webhook answers 500 (nor raises); a refused portal
 payment changes nothing; of two portal payments posted at once from the same link, at most one goes through
@@ -33,7 +34,8 @@ minute: here at each minute where something is due, and at the end); portal paym
 the portal's page (pay everything, chosen items, an amount), and two at once from the same link (the second
 request does its database work while the first payment is with Stripe, the same way every time); cards
 saved (one that pays, one that declines when charged, one that needs authentication), with or without the
-browser reporting back; the client authenticating a payment on the bank's page; Stripe's webhooks
+browser reporting back; what waited for a card decided (by the client on the page, or released by staff); the
+client authenticating a payment on the bank's page; Stripe's webhooks
 delivered in any order and repeated; staff refunds; and a tick killed after its attempts were committed,
 with or without reaching Stripe.
 
@@ -86,6 +88,7 @@ from billing.models import (
     BalanceAllocation,
     BillingType,
     Charge,
+    ChargeEvent,
     ChargeKind,
     ChargeStatus,
     ChargeTiming,
@@ -102,6 +105,8 @@ from billing.models import (
     Payer,
     PaymentAttempt,
     Practice,
+    ReviewItem,
+    ReviewKind,
     Service,
 )
 from billing.services.balance import ABANDONED_AFTER, client_balance_cents, payable_charges
@@ -113,6 +118,7 @@ from billing.services.payments import UNKNOWN_AFTER, _ask_stripe, _claim_batch
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import appointment_set_status, appointment_sync_charges
 from billing.services.tick import charges_mark_due, notices_send, tick_run
+from billing.services.waiting import CHOICE_HOLD, waiting_charges_release
 from integrations.stripe.gateway import get_gateway
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_NEEDS_AUTHENTICATION, CARD_OK
@@ -131,8 +137,9 @@ CLIENTS: dict[str, dict[str, Any]] = {
 }
 CARDS = (CARD_OK, CARD_DECLINES_WHEN_CHARGED, CARD_NEEDS_AUTHENTICATION)
 PAY_MODES = ("all", "items", "amount")
-# Emails that announce an off-session charge (see _told_amount for the amount each one announced).
-NOTICE_TEMPLATES = ("pre_charge_notice", "payment_failed")
+# Emails that announce an off-session charge (see _announces for the charges each is about, _told_amount for
+# the amount it announced).
+NOTICE_TEMPLATES = ("pre_charge_notice", "payment_failed", "waiting_charges_notice")
 PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
 PAYMENT_INTENT = re.compile(r"\bpi_\w+")
 # Stripe's webhook for each PaymentIntent status the portal may need to hear about.
@@ -303,6 +310,21 @@ class MoneyMachine(RuleBasedStateMachine):
         """The enrollment page: agree, Stripe.js confirms the SetupIntent, the page tells the portal (or the
         browser closes first and only Stripe's webhook tells it)."""
         self._save_card(client, card, browser_reports_back)
+
+    @precondition(lambda self: Charge.objects.filter(hold_reason=CHOICE_HOLD).exists())
+    @rule(data=st.data(), choice=st.sampled_from(["automatic", "practice", "staff release"]))
+    def what_waited_for_a_card_is_decided(self, data: st.DataObject, choice: str) -> None:
+        """The client chooses on the page (charge it after a notice, or leave it to the practice), or staff
+        release it from the admin."""
+        waiting = sorted(set(Charge.objects.filter(hold_reason=CHOICE_HOLD).values_list("client_id", flat=True)))
+        client = Client.objects.get(pk=data.draw(st.sampled_from(waiting), label="client"))
+        if choice == "staff release":
+            waiting_charges_release(client=client, now=self.clock, actor=f"staff:{self.staff.username}",
+                                    user=self.staff)
+        else:
+            response = HttpClient().post(self._pay_link_for(client) + "balance/waiting/", {"choice": choice})
+            assert response.status_code == 200, (response.status_code, response.content)
+        self._step_done()
 
     # Paying on the portal ---------------------------------------------------------------------------
 
@@ -488,8 +510,9 @@ class MoneyMachine(RuleBasedStateMachine):
     def _check_announced(self, attempt: PaymentAttempt) -> None:
         charge = attempt.charge
         before = PaymentAttempt.objects.filter(charge=charge, number__lt=attempt.number).order_by("-number").first()
-        held_for_a_card = OutboundEmail.objects.filter(key=f"card-needed:charge:{charge.pk}",
-                                                       created_at__lte=attempt.started_at).first()
+        # When the charge was (last) held for want of a card: the hold opens a review item for it.
+        held_for_a_card = ReviewItem.objects.filter(kind=ReviewKind.NO_CARD, charge=charge,
+                                                    created_at__lte=attempt.started_at).order_by("created_at").last()
         since = max([moment for moment in (before.started_at if before else None,
                                            held_for_a_card.created_at if held_for_a_card else None) if moment],
                     default=None)
@@ -499,9 +522,9 @@ class MoneyMachine(RuleBasedStateMachine):
             client=charge.client, template__in=NOTICE_TEMPLATES, status=EmailStatus.SENT,
             sent_at__lte=attempt.started_at).order_by("sent_at") if _announces(email, attempt)]
         assert about_it, f"{what}: no notice of it was ever sent"
-        notices = [email for email in about_it if _told_amount(email) >= attempt.amount_cents]
+        notices = [email for email in about_it if _told_amount(email, charge) >= attempt.amount_cents]
         assert notices, (f"{what}: the notices told less "
-                         f"({[(n.key, _told_amount(n), f'{n.sent_at:%a %d %H:%M}') for n in about_it]})")
+                         f"({[(n.key, _told_amount(n, charge), f'{n.sent_at:%a %d %H:%M}') for n in about_it]})")
         fresh = [email for email in notices if since is None or (email.sent_at and email.sent_at >= since)]
         assert fresh, (f"{what}: the only notices ({[(n.key, f'{n.sent_at:%a %d %H:%M}') for n in notices]}) "
                        f"went before the charge {'waited for a card' if held_for_a_card else 'was last tried'} "
@@ -632,19 +655,29 @@ class MoneyMachine(RuleBasedStateMachine):
 
 def _announces(email: OutboundEmail, attempt: PaymentAttempt) -> bool:
     """Is the email a notice about this attempt's charge, sent for an earlier moment (a decline email
-    announces the retries after its own attempt)?"""
-    if f":charge:{attempt.charge_id}:" not in f":{email.key}:":
-        return False
-    return email.template != "payment_failed" or int(email.key.split(":")[4]) < attempt.number
+    announces the retries after its own attempt)?
 
-
-def _told_amount(email: OutboundEmail) -> int:
-    """The amount a notice announced: in a pre-charge notice's key, or the declined attempt's amount."""
+    Keys: ``notice:charge:<pk>:<amount>``, ``declined:charge:<pk>:attempt:<n>``, and for charges that waited
+    for a card and were released, ``waiting-release:client:<pk>:charges:<pk>-<pk>...:<total>``."""
     parts = email.key.split(":")
-    if email.template == "pre_charge_notice":  # notice:charge:<pk>:<amount>
+    if email.template == "waiting_charges_notice":
+        return str(attempt.charge_id) in parts[4].split("-")
+    if parts[1:3] != ["charge", str(attempt.charge_id)]:
+        return False
+    return email.template != "payment_failed" or int(parts[4]) < attempt.number
+
+
+def _told_amount(email: OutboundEmail, charge: Charge) -> int:
+    """The amount a notice announced for the charge: in a pre-charge notice's key, the declined attempt's
+    amount, or (a notice listing several charges) the charge's amount when the notice was written."""
+    parts = email.key.split(":")
+    if email.template == "pre_charge_notice":
         return int(parts[3])
-    declined = PaymentAttempt.objects.filter(charge_id=int(parts[2]), number=int(parts[4])).first()
-    return declined.amount_cents if declined else 0  # declined:charge:<pk>:attempt:<n>
+    if email.template == "payment_failed":
+        declined = PaymentAttempt.objects.filter(charge=charge, number=int(parts[4])).first()
+        return declined.amount_cents if declined else 0
+    event = ChargeEvent.objects.filter(charge=charge, at__lte=email.created_at).order_by("at", "pk").last()
+    return event.amount_cents if event else 0
 
 
 def _minute_at_or_after(moment: dt.datetime) -> dt.datetime:
