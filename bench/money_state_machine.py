@@ -7,13 +7,14 @@ The machine and its invariants are ``tests/payments/test_money_state_machine.py`
 the suite runs it derandomized with a small budget, this runs ``--rounds`` rounds of ``--examples``
 examples of up to ``--steps`` steps each, each round with its own random seed (printed, so a failure can be
 replayed with ``--seed``), and shrinks each failure to a minimal example (unless ``--no-shrink``). A round
-stops at its first failure; ``--without NAME`` leaves a rule or an invariant out, to look past a failure
-already known.
+stops generating at its first failure (shrinking it may turn up a few distinct ones); ``--without NAME``
+leaves a rule or an invariant out, to look past a failure already known.
 
-It uses its own PostgreSQL database (``portal_bench_money`` on ``DATABASE_URL``'s server, created and
-migrated if missing; the machine empties the billing tables before each example) and its own fake Stripe
-server. At the end it prints the examples run (including those run while shrinking), the steps, the
-failures found (each with its minimal example) and the time taken.
+It uses its own PostgreSQL database (``portal_bench_money`` on ``BENCH_PG_SERVER``, by default
+postgres://postgres@127.0.0.1:5432; created and migrated if missing; the machine empties the billing tables
+before each example) and its own fake Stripe server. After each round it prints the round's failures, each
+with its minimal example; at the end, the examples run (including those run while shrinking), the steps,
+the failures found and the time taken.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def failures_in(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+def report(round_seed: int, failure: BaseException) -> None:
+    print(f"\n--- failure (seed {round_seed}) " + "-" * 60)
+    if not isinstance(failure, AssertionError):  # where the portal itself raised
+        print("".join(traceback.format_tb(failure.__traceback__, limit=-4)).rstrip())
+    print("".join(traceback.format_exception_only(failure)).rstrip() + "\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
@@ -108,20 +116,16 @@ def main() -> None:
             round_started, examples, steps = time.monotonic(), Stats.examples, Stats.steps
             try:
                 seed(round_seed)(get_state_machine_test(machine, settings=run_settings))()
-                outcome = "no failure"
+                failures: list[BaseException] = []
             except Exception as error:  # each failure is reported below; the other rounds still run
                 failures = failures_in(error)
-                found += [(round_seed, failure) for failure in failures]
-                outcome = f"{len(failures)} failure(s)"
             print(f"round seed {round_seed}: {Stats.examples - examples} examples, {Stats.steps - steps} steps, "
-                  f"{outcome}, {time.monotonic() - round_started:.0f} s", flush=True)
+                  f"{len(failures)} failure(s), {time.monotonic() - round_started:.0f} s", flush=True)
+            for failure in failures:
+                report(round_seed, failure)
+            found += [(round_seed, failure) for failure in failures]
         took = time.monotonic() - started
 
-    for round_seed, failure in found:
-        print(f"\n--- failure (seed {round_seed}) " + "-" * 60)
-        if not isinstance(failure, AssertionError):  # where the portal itself raised
-            print("".join(traceback.format_tb(failure.__traceback__, limit=-4)).rstrip())
-        print("".join(traceback.format_exception_only(failure)).rstrip())
     print(f"\nexamples run: {Stats.examples} (including those run while shrinking)")
     print(f"steps: {Stats.steps}")
     print(f"failures found: {len(found)}")
