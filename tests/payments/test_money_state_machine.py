@@ -352,12 +352,12 @@ class MoneyMachine(RuleBasedStateMachine):
         assert len(went_through) <= 1, f"two payments from the same link at once both went through: {answers}"
         self._step_done()
 
-    @precondition(lambda self: any(status == "requires_action" for status in self.intent_seen.values()))
+    @precondition(lambda self: bool(self._shown_for_authentication()))
     @rule(data=st.data(), passes=st.booleans(), page_reports_back=st.booleans())
     def client_authenticates(self, data: st.DataObject, passes: bool, page_reports_back: bool) -> None:
-        """The client completes (or fails) the bank's check for a payment that needs it; the page then tells
-        the portal, or the browser closes first and only Stripe's webhook tells it."""
-        waiting = [i for i, status in self.intent_seen.items() if status == "requires_action"]
+        """The client completes (or fails) the bank's check for a payment the portal asked them to confirm;
+        the page then tells the portal, or the browser closes first and only Stripe's webhook tells it."""
+        waiting = self._shown_for_authentication()
         intent_id = data.draw(st.sampled_from(waiting), label="payment_intent")
         intent = self.stripe.payment_intent(intent_id)
         self.stripe.authenticate(intent_id, intent["client_secret"], success=passes)
@@ -370,7 +370,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 issued = link_create(client=charge.client, purpose=LinkPurpose.AUTHENTICATE_PAYMENT, now=self.clock,
                                      actor="machine", charge=charge)
                 response = HttpClient().post(_path(issued.url) + "payment/confirmed/")
-            assert response.status_code in (200, 402, 404, 410), (response.status_code, response.content)
+            assert response.status_code in (200, 402, 404, 410, 503), (response.status_code, response.content)
         self._step_done()
 
     # Stripe's webhooks ------------------------------------------------------------------------------
@@ -541,6 +541,13 @@ class MoneyMachine(RuleBasedStateMachine):
         return email.template == "payment_failed" and OutboundEmail.objects.filter(
             client=attempt.charge.client, template="card_saved", created_at__gte=email.sent_at,
             created_at__lte=attempt.started_at).exists()
+
+    def _shown_for_authentication(self) -> list[str]:
+        """PaymentIntents waiting for the client's check that the portal put in front of them: a charge
+        waiting for authentication (its link was emailed) or a portal payment (the page shows the check)."""
+        asked = set(Charge.objects.filter(status=ChargeStatus.REQUIRES_ACTION).values_list("payment_reference",
+                                                                                            flat=True))
+        return [i for i, status in self.intent_seen.items() if status == "requires_action" and i in asked]
 
     def _on_its_way(self, intent: dict[str, Any]) -> bool:
         """Money Stripe took that the portal may not know of yet, and will learn of by itself."""
