@@ -27,6 +27,7 @@ from django.utils import timezone
 from billing.bulk import rows_update
 from billing.models import (
     AWAITING_PAYMENT_STATUSES,
+    OPEN_STATUSES,
     STUCK_STATUSES,
     AttemptStatus,
     Charge,
@@ -234,6 +235,7 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         return  # not final yet: the janitor or a webhook will look again
     with transaction.atomic():
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        after_authentication = attempt.status == AttemptStatus.REQUIRES_ACTION
         if attempt.status == AttemptStatus.FAILED and payment.status == "succeeded":
             # With real Stripe a client can still complete a PaymentIntent we had recorded as failed
             # (they retried on the bank's page): the money moved, so it must be recorded.
@@ -277,7 +279,9 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
             if on_portal:
                 _portal_payment_failed(charge, attempt, now)
             elif payment.status != "canceled":
-                _charge_failed(charge, attempt, payment, practice, now)
+                # A payment the client's bank asked them to confirm, and which then failed, is never retried
+                # off-session: the client pays it on the page or with a new card.
+                _charge_failed(charge, attempt, payment, practice, now, retry=not after_authentication)
             elif charge.status == ChargeStatus.REQUIRES_ACTION:
                 # Withdrawn at Stripe because the client pays it another way: it waits, not retried.
                 charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
@@ -387,7 +391,20 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
     for allocation in payment_charge.allocations.select_related("charge").select_for_update(of=("self",)):
         charge = Charge.objects.select_for_update().get(pk=allocation.charge_id)
         reason = f"paid on the portal (balance payment #{payment_charge.pk})"
-        if allocation.amount_cents >= charge.amount_cents:
+        if charge.status not in OPEN_STATUSES:
+            # Canceled while the client confirmed the payment (the session was corrected): the money stays
+            # on the ledger as the client's credit, and staff decide whether to refund it.
+            Charge.objects.filter(pk=charge.pk, hold_reason=PORTAL_HOLD).update(hold_reason="", updated_at=now)
+            charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
+                                reason=f"{format_cents(allocation.amount_cents)} {reason} after it was "
+                                       f"{charge.get_status_display().lower()}: kept as credit")
+            review_open(kind=ReviewKind.PAID_SESSION_CHANGED, client=charge.client, appointment=charge.appointment,
+                        charge=charge, now=now,
+                        reason=f"Balance payment #{payment_charge.pk} paid {format_cents(allocation.amount_cents)} "
+                               f"toward charge #{charge.pk}, which was {charge.get_status_display().lower()} "
+                               "meanwhile. The client has that much credit: refund it, or leave it for what they "
+                               "owe next.")
+        elif allocation.amount_cents >= charge.amount_cents:
             charge_transition(charge=charge, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM, reason=reason,
                               payment_reference=payment_intent_id, hold_reason="", next_retry_at=None)
             charge_event_emit(charge=charge, type=CHARGE_SUCCEEDED, now=now)
@@ -428,14 +445,14 @@ def _charge_needs_authentication(charge: Charge, attempt: PaymentAttempt, now: d
 
 
 def _charge_failed(charge: Charge, attempt: PaymentAttempt, payment: Payment, practice: Practice,
-                   now: dt.datetime) -> None:
+                   now: dt.datetime, *, retry: bool = True) -> None:
     failures = PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.FAILED).exclude(
         failure_code="canceled").order_by("number")
     first_failure = failures.first()
     count = failures.count()
     retry_days = practice.retry_day_list
     next_retry = None
-    if not payment.hard_decline and count <= len(retry_days) and first_failure is not None:
+    if retry and not payment.hard_decline and count <= len(retry_days) and first_failure is not None:
         next_retry = first_failure.started_at + dt.timedelta(days=retry_days[count - 1])
     code = payment.decline_code or payment.failure_code
     charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,

@@ -37,6 +37,7 @@ from billing.services.notify import email_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
 from billing.services.payments import payment_withdraw_after_commit
 from billing.services.pricing import NeedsReview, Share, share_compute
+from billing.services.receipts import receipt_context
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
 
@@ -326,11 +327,33 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
         if charge.status == ChargeStatus.SCHEDULED:
             charge.scheduled_for = max(charge.scheduled_for, earliest_charge_at(practice, now))
             update.append("scheduled_for")
+    if old_amount != charge.amount_cents and charge.status == ChargeStatus.FAILED:
+        # A declined charge the client was told of at another amount: tell them the new one before any retry
+        # (with no retry planned, the notice waits for one: a new card, see cards.card_save_from_setup_intent).
+        if charge.next_retry_at is not None:
+            failed_charge_renotify(charge=charge, practice=practice, now=now)
+        else:
+            charge.notice_sent_at = None
+        update += ["notice_sent_at", "notice_due_at", "next_retry_at"]
     charge.save(update_fields=update)
     charge_event_record(charge=charge, from_status=charge.status, now=now, actor=actor, user=user,
                         reason=f"re-priced from {format_cents(old_amount)}")
     ledger_follow_charge(charge, appointment, share.amount_cents, practice, now, actor, user,
                    f"re-priced from {format_cents(old_amount)}")
+
+
+def failed_charge_renotify(*, charge: Charge, practice: Practice, now: dt.datetime) -> None:
+    """Email a declined charge's amount now, before it is retried; the retry waits the notice's lead time
+    from now. The caller saves ``notice_sent_at``, ``notice_due_at`` and ``next_retry_at``."""
+    earliest = earliest_charge_at(practice, now)
+    charge.next_retry_at = max(charge.next_retry_at or earliest, earliest)
+    if earliest == now:
+        return  # the practice sends no notices (immediate timing, or no lead time)
+    charge.notice_sent_at = now
+    charge.notice_due_at = now
+    email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}", client=charge.client,
+                  template="pre_charge_notice", now=now, practice=practice,
+                  context={**receipt_context(charge, practice), "charge_at": charge.next_retry_at})
 
 
 def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practice, now: dt.datetime,

@@ -1,0 +1,114 @@
+"""Edges the money state machine found (tests/payments/test_money_state_machine.py), each pinned down here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from django.test import Client as HttpClient
+
+from billing.models import (
+    AppointmentStatus,
+    BillingType,
+    Charge,
+    ChargeStatus,
+    Client,
+    LinkPurpose,
+    Practice,
+    ReviewItem,
+    ReviewKind,
+)
+from billing.services.balance import client_balance_cents
+from billing.services.links import link_create
+from billing.services.schedule import appointment_set_status, appointment_sync_charges
+from tests.conftest import FakeStripe
+from tests.payment_fixtures import (
+    CARD_DECLINES_WHEN_CHARGED,
+    CARD_NEEDS_AUTHENTICATION,
+    CARD_OK,
+    outbox,
+    save_card,
+    tick,
+)
+from tests.practice_fixtures import FRIDAY_10AM
+
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+
+
+def _local(url: str) -> str:
+    return url.split("127.0.0.1:8000", 1)[1]
+
+
+def test_a_portal_payment_confirmed_after_its_session_was_canceled_is_kept_as_credit(
+        practice: Practice, make_client: Callable[..., Client], completed_session: Callable[..., Any],
+        stripe_server: FakeStripe, client: HttpClient) -> None:
+    practice.charge_timing = "weekly"
+    practice.save()
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    appointment = completed_session(person)
+    save_card(person, CARD_NEEDS_AUTHENTICATION, stripe_server)
+    path = _local(link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC),
+                              actor="test").url)
+    started = client.post(path + "balance/pay/", {"mode": "all"}).json()
+    assert started["status"] == "requires_action"
+    # The EHR corrects the session while the client is at their bank's check.
+    appointment_set_status(appointment=appointment, status=AppointmentStatus.SCHEDULED, now=FRIDAY_10AM + HOUR,
+                           actor="test")
+    charge = Charge.objects.get(appointment=appointment)
+    assert charge.status == ChargeStatus.CANCELED
+    payment = Charge.objects.get(pk=started["payment"])
+    stripe_server.authenticate(payment.payment_reference, started["client_secret"])
+    confirmed = client.post(path + "balance/confirmed/", {"payment": payment.pk})
+    assert confirmed.json()["status"] == "succeeded"
+
+    charge.refresh_from_db()
+    assert charge.status == ChargeStatus.CANCELED
+    assert client_balance_cents(person) == -14000  # the money is the client's credit
+    [item] = ReviewItem.objects.filter(kind=ReviewKind.PAID_SESSION_CHANGED, status="open")
+    assert "has that much credit" in item.reason
+    tick(FRIDAY_10AM + 2 * HOUR)  # billing goes on
+    tick(FRIDAY_10AM + 7 * DAY)
+
+
+def test_a_payment_whose_authentication_failed_is_never_retried_off_session(
+        immediate: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        completed_session: Callable[..., Any], client: HttpClient) -> None:
+    save_card(self_pay_client, CARD_NEEDS_AUTHENTICATION, stripe_server)
+    appointment = completed_session(self_pay_client)
+    tick(FRIDAY_10AM)
+    [email] = outbox("authentication_required")
+    link = _local(next(line for line in email.body.splitlines() if "/p/" in line).strip())
+    page = client.get(link)
+    charge = Charge.objects.get(appointment=appointment)
+    stripe_server.authenticate(charge.payment_reference, page.context["client_secret"], success=False)
+    assert client.post(link + "payment/confirmed/").status_code == 402
+
+    charge.refresh_from_db()
+    assert (charge.status, charge.next_retry_at) == (ChargeStatus.FAILED, None)
+    for days in (0, 1, 3, 4, 7, 8, 14):
+        tick(FRIDAY_10AM + days * DAY + HOUR)
+    assert charge.payment_attempts.count() == 1
+
+
+def test_a_declined_charge_re_priced_is_told_the_new_amount_before_it_is_retried(
+        practice: Practice, stripe_server: FakeStripe, self_pay_client: Client,
+        completed_session: Callable[..., Any]) -> None:
+    save_card(self_pay_client, CARD_DECLINES_WHEN_CHARGED, stripe_server)
+    appointment = completed_session(self_pay_client)
+    tick(FRIDAY_10AM + 22 * HOUR)  # the notice: $140.00
+    tick(FRIDAY_10AM + 24 * HOUR)  # declined; retried in 3 days
+    charge = Charge.objects.get(appointment=appointment)
+    assert charge.status == ChargeStatus.FAILED
+
+    appointment.fee_cents = 20000
+    appointment.save()
+    changed = FRIDAY_10AM + 4 * DAY - HOUR  # an hour before the planned retry
+    appointment_sync_charges(appointment=appointment, now=changed, actor="test")
+    save_card(self_pay_client, CARD_OK, stripe_server, now=changed)
+    tick(changed + HOUR)  # the retry's old time, and the new card: but the new amount was told an hour ago
+    assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == []
+    assert any("$200.00" in notice.body for notice in outbox("pre_charge_notice"))
+    tick(changed + 2 * HOUR)
+    assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [20000]
