@@ -94,3 +94,30 @@ def test_not_ticking_the_authorisation_box_saves_nothing(
     assert not any("/setup_intents" in r["path"] or "/payment_methods" in r["path"]
                    for r in portal.stripe.requests())
     assert emails("card_saved") == []
+
+
+def test_a_card_saved_after_charges_waited_asks_the_client_and_pays_them_only_when_told(
+        portal: Portal, page: Page, self_pay_client: Client,
+        complete_session: Callable[..., Appointment]) -> None:
+    """Two sessions waited for a card: the card page says so, leads to the choice, and paying them there
+    is one on-session payment of their total. Nothing is taken by the billing run on its own."""
+    now = timezone.now()
+    for minutes in (10, 5):
+        complete_session(self_pay_client, at=now - dt.timedelta(minutes=minutes))
+    tick(now)
+    assert Charge.objects.filter(client=self_pay_client, hold_reason="no card on file").count() == 2
+
+    issued = enrollment_link_send(client=self_pay_client, now=now, actor="staff:test", send_email=False)
+    enroll_card(page, issued.url, CARD_OK)
+    expect(page.locator("#message")).to_contain_text("$280.00 from earlier sessions waited for a card")
+    tick(now + dt.timedelta(minutes=1))
+    assert portal.stripe.charges() == []
+
+    page.locator("#choose-waiting").click()
+    expect(page.get_by_role("heading", name="Waiting since before you saved your card")).to_be_visible()
+    expect(page.locator("#waiting-total")).to_have_text("$280.00")
+    page.get_by_role("button", name="Pay $280.00 now").click()
+    expect(page.locator("#waiting-pay-form .message")).to_contain_text("We received your payment of $280.00")
+    assert [c["amount"] for c in portal.stripe.charges() if c["status"] == "succeeded"] == [28000]
+    assert set(Charge.objects.filter(client=self_pay_client).exclude(kind="balance_payment")
+               .values_list("status", flat=True)) == {ChargeStatus.SUCCEEDED}
