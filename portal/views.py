@@ -23,6 +23,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from billing.errors import PaymentProviderError
 from billing.models import PAID_STATUSES, Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
 from billing.money import format_cents
 from billing.services.balance import (
@@ -40,7 +41,7 @@ from billing.services.cards import (
 )
 from billing.services.documents import PeriodNotAllowed, superbill_pdf
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
-from billing.services.payments import payment_refresh
+from billing.services.payments import payment_client_secret, payment_refresh
 from billing.services.receipts import receipt_context
 from billing.services.waiting import (
     NothingWaiting,
@@ -50,8 +51,7 @@ from billing.services.waiting import (
     waiting_choice_link,
     waiting_lines,
 )
-from billing.services.webhooks import stripe_event_receive
-from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
+from billing.services.webhooks import stripe_event_receive, stripe_event_verify
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
         return JsonResponse({"error": "That payment is not part of this account."}, status=404)
     try:
         payment_refresh(payment_intent_id=payment.payment_reference, now=timezone.now())
-    except (OutcomeUnknown, GatewayRefused):
+    except PaymentProviderError:
         return JsonResponse({"error": "We could not confirm the payment yet. Please refresh in a minute."},
                             status=503)
     payment.refresh_from_db()
@@ -303,11 +303,11 @@ def _authenticate_page(request: HttpRequest, client_link: ClientLink, token: str
             "charge": charge, "not_paid": _not_paid_text(charge) if charge and charge.status == ChargeStatus.FAILED
             else ""})
     try:
-        payment = get_gateway().payment_get(charge.payment_reference)
-    except (OutcomeUnknown, GatewayRefused):
+        client_secret = payment_client_secret(charge=charge)
+    except PaymentProviderError:
         return _page(request, "portal/try_again.html", {}, status=503)
     return _page(request, "portal/authenticate.html", {
-        "token": token, "client_secret": payment.client_secret, "charge": charge,
+        "token": token, "client_secret": client_secret, "charge": charge,
         "payment_method_id": client_link.client.card_payment_method_id, **receipt_context(charge),
         **_stripe_js()})
 
@@ -325,7 +325,7 @@ def enrollment_start(request: HttpRequest, client_link: ClientLink, token: str) 
     try:
         client_secret = enrollment_begin(link=client_link, ip_address=_client_ip(request),
                                          user_agent=request.META.get("HTTP_USER_AGENT", ""), now=timezone.now())
-    except (OutcomeUnknown, GatewayRefused):
+    except PaymentProviderError:
         return JsonResponse({"error": "We could not reach our card processor. Please try again in a minute."},
                             status=503)
     return JsonResponse({"client_secret": client_secret})
@@ -345,7 +345,7 @@ def enrollment_finish(request: HttpRequest, token: str) -> JsonResponse:
         return JsonResponse({"error": "This card setup does not belong to this link."}, status=400)
     try:
         client = card_save_from_setup_intent(setup_intent_id=setup_intent_id, now=timezone.now())
-    except (OutcomeUnknown, GatewayRefused):
+    except PaymentProviderError:
         return JsonResponse({"error": "We could not confirm the card yet. Please try again in a minute."},
                             status=503)
     if client is None:
@@ -371,7 +371,7 @@ def payment_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
         return JsonResponse({"error": _problem_text("unknown")}, status=404)
     try:
         payment_refresh(payment_intent_id=charge.payment_reference, now=timezone.now())
-    except (OutcomeUnknown, GatewayRefused):
+    except PaymentProviderError:
         return JsonResponse({"error": "We could not confirm the payment yet. Please refresh in a minute."},
                             status=503)
     charge.refresh_from_db()
@@ -404,11 +404,11 @@ def _problem_text(reason: str) -> str:
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Stripe's events: verified, stored once by id, applied by re-reading the object."""
     try:
-        event = get_gateway().webhook_event(request.body, request.headers.get("Stripe-Signature", ""))
+        event = stripe_event_verify(body=request.body, signature=request.headers.get("Stripe-Signature", ""))
     except ValueError as refused:  # a bad signature or time, or a body that is not an event: the reason
         return JsonResponse({"error": str(refused)}, status=400)
     try:
         outcome = stripe_event_receive(event=event, now=timezone.now())
-    except (OutcomeUnknown, GatewayRefused):
+    except PaymentProviderError:
         return JsonResponse({"error": "try again later"}, status=503)  # Stripe delivers it again
     return JsonResponse({"received": True, "outcome": outcome})

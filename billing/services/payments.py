@@ -512,6 +512,11 @@ def attempts_settle_unknown(*, now: dt.datetime) -> int:
     return settled
 
 
+def payment_client_secret(*, charge: Charge) -> str:
+    """What Stripe.js needs to let the client confirm the charge's payment with their bank."""
+    return get_gateway().payment_get(charge.payment_reference).client_secret
+
+
 def payment_refresh(*, payment_intent_id: str, now: dt.datetime) -> bool:
     """Re-read a PaymentIntent from Stripe and settle the attempt it belongs to (webhooks, the portal).
 

@@ -13,9 +13,15 @@ import datetime as dt
 from billing.models import StripeEvent
 from billing.services.cards import card_save_from_setup_intent
 from billing.services.payments import payment_refresh
-from integrations.stripe.gateway import GatewayRefused, WebhookEvent
+from integrations.stripe.gateway import GatewayRefused, WebhookEvent, get_gateway
 
 UNKNOWN_PAYMENT = "unknown payment intent: kept for reconciliation"
+
+
+def stripe_event_verify(*, body: bytes, signature: str) -> WebhookEvent:
+    """The event a webhook request carries, if its signature and time are good and it is an event;
+    raises ValueError with the reason otherwise."""
+    return get_gateway().webhook_event(body, signature)
 
 
 def stripe_event_receive(*, event: WebhookEvent, now: dt.datetime) -> str:
