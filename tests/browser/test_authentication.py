@@ -88,10 +88,9 @@ def test_failed_authentication_charges_nothing_and_says_so(
     expect(message).to_have_class("message error")
     charge = Charge.objects.get()
     assert charge.status == ChargeStatus.FAILED
-    assert charge.next_retry_at is not None
-    retry = timezone.localtime(charge.next_retry_at, portal.practice.zone).date()
-    expect(message).to_have_text(f"Your bank did not confirm the payment, so nothing was charged. We'll try your card "
-                                 f"again on {retry:%B} {retry.day}. To use a different card, use the link in the email "
-                                 "we just sent you.")
+    # The bank asked for the client and did not get a yes: the card is never tried again off-session.
+    assert charge.next_retry_at is None
+    expect(message).to_have_text("Your bank did not confirm the payment, so nothing was charged. To use a different "
+                                 "card, use the link in the email we just sent you.")
     assert not [c for c in portal.stripe.charges() if c["status"] == "succeeded"]
     assert emails("receipt") == []
