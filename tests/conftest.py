@@ -44,6 +44,39 @@ def _fresh_audit_context() -> Iterator[None]:
     auditlog_value.reset(token)
 
 
+# Staff personas, one per role (billing/roles.py), each a staff account with its role's group.
+@pytest.fixture
+def front_desk(db: None) -> Any:
+    from billing.roles import FRONT_DESK
+    from tests.security.staff import staff_member
+
+    return staff_member("desk", FRONT_DESK)
+
+
+@pytest.fixture
+def billing_manager(db: None) -> Any:
+    from billing.roles import BILLING_MANAGER
+    from tests.security.staff import staff_member
+
+    return staff_member("manager", BILLING_MANAGER)
+
+
+@pytest.fixture
+def auditor(db: None) -> Any:
+    from billing.roles import AUDITOR
+    from tests.security.staff import staff_member
+
+    return staff_member("auditor", AUDITOR)
+
+
+@pytest.fixture
+def administrator(db: None) -> Any:
+    from billing.roles import ADMINISTRATOR
+    from tests.security.staff import staff_member
+
+    return staff_member("head", ADMINISTRATOR)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     """Rate limits and throttles count in the cache: each test starts from zero."""

@@ -1,4 +1,7 @@
-"""A small practice for billing tests: two services, one payer with a fee schedule, one clinician."""
+"""A small practice for billing tests: two services, one payer with a fee schedule, one clinician.
+
+Built with the factories (tests/factories.py), the one way the suite makes test data; these fixtures name
+the practice's fixed cast."""
 
 from __future__ import annotations
 
@@ -13,13 +16,10 @@ from billing.models import (
     BillingType,
     Client,
     Clinician,
-    Coverage,
-    FeeScheduleEntry,
-    Participant,
     Payer,
     Practice,
-    Service,
 )
+from tests import factories
 
 # Friday 27 November 2026, 10:00 in New York.
 FRIDAY_10AM = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.UTC)
@@ -33,19 +33,20 @@ def practice(db: None) -> Practice:
 
 @pytest.fixture
 def aetna(db: None) -> Payer:
-    payer = Payer.objects.create(name="Aetna", payer_id="60054")
-    individual = Service.objects.create(cpt_code="90837", description="Individual therapy, 60 minutes",
-                                        fee_cents=20000)
-    group = Service.objects.create(cpt_code="90853", description="Group therapy", fee_cents=8000, is_group=True)
-    Service.objects.create(cpt_code="90791", description="Intake assessment", fee_cents=25000)
-    FeeScheduleEntry.objects.create(payer=payer, service=individual, allowed_cents=12000)
-    FeeScheduleEntry.objects.create(payer=payer, service=group, allowed_cents=5000)
+    payer = factories.PayerFactory.create(name="Aetna", payer_id="60054")
+    individual = factories.ServiceFactory.create(cpt_code="90837", description="Individual therapy, 60 minutes",
+                                                 fee_cents=20000)
+    group = factories.ServiceFactory.create(cpt_code="90853", description="Group therapy", fee_cents=8000,
+                                            is_group=True)
+    factories.ServiceFactory.create(cpt_code="90791", description="Intake assessment", fee_cents=25000)
+    factories.FeeScheduleEntryFactory.create(payer=payer, service=individual, allowed_cents=12000)
+    factories.FeeScheduleEntryFactory.create(payer=payer, service=group, allowed_cents=5000)
     return payer
 
 
 @pytest.fixture
 def clinician(db: None) -> Clinician:
-    return Clinician.objects.create(name="Dana Reyes", npi="1234567893", credentials="LCSW")
+    return factories.ClinicianFactory.create(name="Dana Reyes", npi="1234567893", credentials="LCSW", email="")
 
 
 @pytest.fixture
@@ -56,11 +57,12 @@ def make_client(db: None, aetna: Payer) -> Callable[..., Client]:
     def make(billing_type: str = BillingType.INSURANCE, benefits: dict[str, Any] | None = None,
              **fields: Any) -> Client:
         n = next(counter)
-        client = Client.objects.create(first_name=f"Client{n}", last_name="Example", billing_type=billing_type,
-                                       email=f"client{n}@example.com", **fields)
+        client = factories.ClientFactory.create(
+            first_name=f"Client{n}", last_name="Example", billing_type=billing_type, email=f"client{n}@example.com",
+            **{"phone": "", "session_rate_cents": None, **fields})
         if benefits is not None:
-            Coverage.objects.create(client=client, payer=aetna, payer_name="Aetna", member_id=f"W{n:08d}",
-                                    **benefits)
+            factories.CoverageFactory.create(client=client, payer=aetna, payer_name="Aetna", member_id=f"W{n:08d}",
+                                             **{"copay_cents": None, **benefits})
         return client
 
     return make
@@ -71,10 +73,7 @@ def make_appointment(db: None, clinician: Clinician) -> Callable[..., Appointmen
     def make(*clients: Client, service_code: str = "90837", starts_at: dt.datetime = FRIDAY_10AM,
              **fields: Any) -> Appointment:
         fields.setdefault("diagnosis_codes", ["F41.1"])
-        appointment = Appointment.objects.create(clinician=clinician, service_code=service_code,
-                                                 starts_at=starts_at, **fields)
-        for client in clients:
-            Participant.objects.create(appointment=appointment, client=client)
-        return appointment
+        return factories.AppointmentFactory.create(clinician=clinician, service_code=service_code,
+                                                   starts_at=starts_at, clients=list(clients), **fields)
 
     return make

@@ -30,6 +30,7 @@ from billing.models import (
     OPEN_STATUSES,
     STUCK_STATUSES,
     AttemptStatus,
+    BalanceAllocation,
     Charge,
     ChargeKind,
     ChargeStatus,
@@ -367,6 +368,8 @@ def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
         pk=attempt.charge_id)
     if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
         _charge_succeeded(charge, attempt, now)
+        if charge.kind == ChargeKind.BALANCE_PAYMENT:  # what it was for is paid now, if still open
+            _allocations_paid(charge, attempt.payment_intent_id, now)
         return
     # The charge was already paid another way: this is a second payment. Record it and ask for a refund.
     ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
@@ -392,9 +395,11 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
         charge = Charge.objects.select_for_update().get(pk=allocation.charge_id)
         reason = f"paid on the portal (balance payment #{payment_charge.pk})"
         if charge.status not in OPEN_STATUSES:
-            # Canceled while the client confirmed the payment (the session was corrected): the money stays
-            # on the ledger as the client's credit, and staff decide whether to refund it.
+            # Canceled while the client confirmed the payment (the session was corrected), or paid otherwise
+            # before a late confirmation: the money stays on the ledger as the client's credit, the
+            # allocation records that it paid nothing, and staff decide whether to refund it.
             Charge.objects.filter(pk=charge.pk, hold_reason=PORTAL_HOLD).update(hold_reason="", updated_at=now)
+            BalanceAllocation.objects.filter(pk=allocation.pk).update(amount_cents=0)
             charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
                                 reason=f"{format_cents(allocation.amount_cents)} {reason} after it was "
                                        f"{charge.get_status_display().lower()}: kept as credit")

@@ -351,8 +351,9 @@ def failed_charge_renotify(*, charge: Charge, practice: Practice, now: dt.dateti
         return  # the practice sends no notices (immediate timing, or no lead time)
     charge.notice_sent_at = now
     charge.notice_due_at = now
-    email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}", client=charge.client,
-                  template="pre_charge_notice", now=now, practice=practice,
+    # Keyed by the moment too: the same amount may be announced again before another retry.
+    email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}:at:{int(now.timestamp())}",
+                  client=charge.client, template="pre_charge_notice", now=now, practice=practice,
                   context={**receipt_context(charge, practice), "charge_at": charge.next_retry_at})
 
 

@@ -21,7 +21,6 @@ from django_q.exceptions import TimeoutException
 from django_q.models import OrmQ
 
 from billing.models import Appointment
-from billing.roles import ADMINISTRATOR, AUDITOR, FRONT_DESK
 from integrations.ehr.imports import csv_jobs
 from integrations.ehr.imports.csv_import import Report
 from integrations.ehr.imports.csv_jobs import (
@@ -40,7 +39,6 @@ from integrations.ehr.models import (
 )
 from tests.csv_import_worker import pause_after_progress
 from tests.integrations.ehr.imports.test_csv_import import SP_HEADER, people, sp_rows, upload, write
-from tests.security.staff import staff_member
 
 pytestmark = pytest.mark.django_db
 
@@ -316,7 +314,7 @@ def signed_in(user: User) -> HttpClient:
 
 
 def test_only_staff_who_may_see_imports_get_the_progress_and_only_administrators_act(
-        people: None, tmp_path: Path) -> None:
+        people: None, tmp_path: Path, front_desk: User, auditor: User, administrator: User) -> None:
     record = staged_import(tmp_path, sp_rows(5), status=CsvImportStatus.PREVIEWED,
                            report=previewed(5))
     CsvImportJob.objects.create(csv_import=record, action=CsvImportJobAction.PREVIEW, queued_at=timezone.now(),
@@ -329,19 +327,19 @@ def test_only_staff_who_may_see_imports_get_the_progress_and_only_administrators
     not_staff = signed_in(client_user).get(url)
     assert not_staff.status_code == 302 and "/login/" in not_staff["Location"]
 
-    front_desk = signed_in(staff_member("desk", FRONT_DESK))
-    assert front_desk.get(url).status_code == 403
-    assert front_desk.get(page_url(record)).status_code == 403
-    assert front_desk.post(page_url(record), {"action": "apply"}).status_code == 403
+    desk = signed_in(front_desk)
+    assert desk.get(url).status_code == 403
+    assert desk.get(page_url(record)).status_code == 403
+    assert desk.post(page_url(record), {"action": "apply"}).status_code == 403
 
-    auditor = signed_in(staff_member("auditor", AUDITOR))
-    assert auditor.get(url).status_code == 200 and auditor.get(url).json()["status"] == "done"
-    assert auditor.post(page_url(record), {"action": "apply"}).status_code == 403
-    assert auditor.get(reverse("admin:ehr_csvimport_add")).status_code == 403
+    reader = signed_in(auditor)
+    assert reader.get(url).status_code == 200 and reader.get(url).json()["status"] == "done"
+    assert reader.post(page_url(record), {"action": "apply"}).status_code == 403
+    assert reader.get(reverse("admin:ehr_csvimport_add")).status_code == 403
 
-    administrator = signed_in(staff_member("head", ADMINISTRATOR))
-    assert administrator.get(url).status_code == 200
-    assert administrator.post(page_url(record), {"action": "apply"}).status_code == 302
+    head = signed_in(administrator)
+    assert head.get(url).status_code == 200
+    assert head.post(page_url(record), {"action": "apply"}).status_code == 302
     assert CsvImportJob.objects.filter(action=CsvImportJobAction.APPLY).count() == 1
     assert not Appointment.objects.exists()  # queued, not run: no cluster in the tests
 
