@@ -277,6 +277,10 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
             attempt.decline_code = payment.decline_code[:60]
             attempt.failure_message = payment.message[:300]
             attempt.save()
+            if (on_portal or after_authentication) and payment.status != "canceled" and attempt.payment_intent_id:
+                # A payment that failed at the client's bank can still be completed there later (Stripe lets a
+                # PaymentIntent be confirmed again); the portal moves on without it, so it is closed at Stripe.
+                transaction.on_commit(functools.partial(_cancel_now, attempt.payment_intent_id))
             if on_portal:
                 _portal_payment_failed(charge, attempt, now)
             elif payment.status != "canceled":
@@ -316,6 +320,14 @@ def payment_withdraw_after_commit(charge: Charge) -> None:
         return
     for attempt in PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.REQUIRES_ACTION):
         transaction.on_commit(functools.partial(_withdraw_now, attempt))
+
+
+def _cancel_now(payment_intent_id: str) -> None:
+    """Cancel a PaymentIntent the portal recorded as failed; Stripe refusing (already final) is fine."""
+    try:
+        get_gateway().payment_cancel(payment_intent_id)
+    except (GatewayRefused, OutcomeUnknown) as error:
+        log.info("payment intent not canceled: %s", type(error).__name__)
 
 
 def _withdraw_now(attempt: PaymentAttempt) -> None:

@@ -112,3 +112,25 @@ def test_a_declined_charge_re_priced_is_told_the_new_amount_before_it_is_retried
     assert any("$200.00" in notice.body for notice in outbox("pre_charge_notice"))
     tick(changed + 2 * HOUR)
     assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [20000]
+
+
+def test_a_portal_payment_that_failed_at_the_bank_is_closed_at_stripe(
+        practice: Practice, make_client: Callable[..., Client], completed_session: Callable[..., Any],
+        stripe_server: FakeStripe, client: HttpClient, django_capture_on_commit_callbacks: Any) -> None:
+    """Otherwise the client could still complete it on the bank's page after the charges it was for were
+    paid another way, and pay twice."""
+    practice.charge_timing = "weekly"
+    practice.save()
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    completed_session(person)
+    save_card(person, CARD_NEEDS_AUTHENTICATION, stripe_server)
+    path = _local(link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC),
+                              actor="test").url)
+    started = client.post(path + "balance/pay/", {"mode": "all"}).json()
+    payment = Charge.objects.get(pk=started["payment"])
+    stripe_server.authenticate(payment.payment_reference, started["client_secret"], success=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(path + "balance/confirmed/", {"payment": payment.pk})
+    assert answer.status_code == 402
+    assert stripe_server.payment_intent(payment.payment_reference)["status"] == "canceled"
+    assert Charge.objects.get(appointment__isnull=False, client=person).hold_reason == ""
