@@ -226,6 +226,8 @@ def attempt_refused(*, attempt: PaymentAttempt, message: str, code: str, now: dt
                           last_failure_code=attempt.failure_code, next_retry_at=None)
         review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment,
                     charge=charge, now=now, reason=f"Stripe refused charge #{charge.pk}: {message[:200]}")
+        if charge.kind == ChargeKind.BALANCE_PAYMENT:
+            _allocations_released(charge, now)
 
 
 def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetime) -> None:
@@ -442,6 +444,11 @@ def _portal_payment_failed(payment_charge: Charge, attempt: PaymentAttempt, now:
     code = attempt.decline_code or attempt.failure_code
     charge_transition(charge=payment_charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
                       reason=f"portal payment not completed ({code})", last_failure_code=code[:60], next_retry_at=None)
+    _allocations_released(payment_charge, now)
+
+
+def _allocations_released(payment_charge: Charge, now: dt.datetime) -> None:
+    """A portal payment that took nothing: the charges it would have paid go back as they were."""
     for allocation in payment_charge.allocations.all():
         Charge.objects.filter(pk=allocation.charge_id, hold_reason=PORTAL_HOLD).update(
             hold_reason=allocation.previous_hold_reason, next_retry_at=allocation.previous_next_retry_at,
@@ -509,7 +516,10 @@ def attempts_settle_unknown(*, now: dt.datetime) -> int:
                 payment = gateway.payment_get(attempt.payment_intent_id)
             elif attempt.started_at >= now - IDEMPOTENCY_WINDOW:
                 # The very same request with the same key: Stripe answers with what it did the first time.
-                payment = gateway.payment_off_session(
+                # (A portal payment was an on-session request: the same parameters, or Stripe refuses the key.)
+                repeat = (gateway.payment_on_session if attempt.charge.kind == ChargeKind.BALANCE_PAYMENT
+                          else gateway.payment_off_session)
+                payment = repeat(
                     amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
                     payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
                     reference=str(attempt.charge_id))

@@ -134,3 +134,31 @@ def test_a_portal_payment_that_failed_at_the_bank_is_closed_at_stripe(
     assert answer.status_code == 402
     assert stripe_server.payment_intent(payment.payment_reference)["status"] == "canceled"
     assert Charge.objects.get(appointment__isnull=False, client=person).hold_reason == ""
+
+
+def test_a_portal_payment_whose_answer_was_lost_is_settled_by_the_janitor_once(
+        practice: Practice, make_client: Callable[..., Client], completed_session: Callable[..., Any],
+        stripe_server: FakeStripe) -> None:
+    """The page's request reached Stripe and the answer was lost (a timeout, a crash): the janitor asks again
+    with the very same on-session request and key, and records the one payment Stripe made."""
+    from django.db import transaction
+
+    from billing.services.balance import _payment_claim
+    from integrations.stripe.gateway import get_gateway
+
+    practice.charge_timing = "weekly"
+    practice.save()
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    appointment = completed_session(person)
+    save_card(person, CARD_OK, stripe_server)
+    with transaction.atomic():
+        payment, attempt = _payment_claim(person, None, None, FRIDAY_10AM, "")
+    get_gateway().payment_on_session(amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+                                     payment_method_id=attempt.payment_method_id,
+                                     idempotency_key=attempt.idempotency_key, reference=str(payment.pk))
+    tick(FRIDAY_10AM + 5 * dt.timedelta(minutes=1))
+    payment.refresh_from_db()
+    assert payment.status == ChargeStatus.SUCCEEDED
+    assert Charge.objects.get(appointment=appointment).status == ChargeStatus.SUCCEEDED
+    assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [14000]
+    assert client_balance_cents(person) == 0
