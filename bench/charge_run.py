@@ -105,6 +105,9 @@ def configure_django(database_url: str, stripe_url: str) -> None:
         "STRIPE_API_BASE": stripe_url, "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
         "STRIPE_WEBHOOK_SECRET": "whsec_bench", "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
         "EMAIL_URL": "memorymail://", "LOG_LEVEL": "WARNING", "SECURE_SSL_REDIRECT": "false",
+        # DEBUG off starts only with a production's settings (portal/checks.py): the bench's own.
+        "SECRET_KEY": "bench-only-0123456789abcdefghijklmnopqrstuvwxyz-0123456789",
+        "PORTAL_BASE_URL": "https://portal.example",
         "STRIPE_PARALLEL_CHARGES": os.environ.get("STRIPE_PARALLEL_CHARGES", "4"),
     })
     sys.path.insert(0, str(ROOT))

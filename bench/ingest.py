@@ -202,7 +202,11 @@ def main() -> None:
     # keeps its one connection, rather than opening one per batch.
     env = {**os.environ, "DATABASE_URL": f"{url}?conn_max_age=600", "DEBUG": "false", "SECURE_SSL_REDIRECT": "false",
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "EHR_API_RATE": "1000000/min", "LOG_LEVEL": "WARNING",
-           "Q_WORKERS": "1"}
+           "Q_WORKERS": "1",
+           # DEBUG off starts only with a production's settings (portal/checks.py): the bench's own.
+           "SECRET_KEY": "bench-only-0123456789abcdefghijklmnopqrstuvwxyz-0123456789",
+           "STRIPE_SECRET_KEY": "sk_test_bench", "STRIPE_PUBLISHABLE_KEY": "pk_test_bench",
+           "STRIPE_WEBHOOK_SECRET": "whsec_bench", "PORTAL_BASE_URL": "https://portal.example"}
     key = prepare(env)
     port = free_port()
     server = start_server(env, port, args.server, args.workers)
