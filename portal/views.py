@@ -44,6 +44,7 @@ from billing.services.links import LinkProblem, link_mark_used, link_resolve
 from billing.services.payments import payment_client_secret, payment_refresh
 from billing.services.receipts import receipt_context
 from billing.services.waiting import (
+    CHOICE_HOLD,
     NothingWaiting,
     waiting_charges,
     waiting_charges_leave,
@@ -122,7 +123,7 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
     # money behind them, receipted by email when made.
     paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind=ChargeKind.BALANCE_PAYMENT)
             .select_related("appointment__clinician").order_by("-updated_at")[:24])
-    waiting = waiting_charges(client)
+    waiting = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD]
     return _page(request, "portal/balance.html", {
         "waiting": waiting_lines(waiting), "waiting_total": format_cents(sum(c.amount_cents for c in waiting)),
         "notice_hours": Practice.load().pre_charge_notice_hours,

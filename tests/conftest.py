@@ -50,36 +50,31 @@ def _fresh_audit_context() -> Iterator[None]:
 
 
 # Staff personas, one per role (billing/roles.py), each a staff account with its role's group.
-@pytest.fixture
-def front_desk(db: None) -> Any:
-    from billing.roles import FRONT_DESK
+def _persona(username: str, role_name: str) -> Any:
+    from billing import roles
     from tests.security.staff import staff_member
 
-    return staff_member("desk", FRONT_DESK)
+    return staff_member(username, getattr(roles, role_name))
+
+
+@pytest.fixture
+def front_desk(db: None) -> Any:
+    return _persona("desk", "FRONT_DESK")
 
 
 @pytest.fixture
 def billing_manager(db: None) -> Any:
-    from billing.roles import BILLING_MANAGER
-    from tests.security.staff import staff_member
-
-    return staff_member("manager", BILLING_MANAGER)
+    return _persona("manager", "BILLING_MANAGER")
 
 
 @pytest.fixture
 def auditor(db: None) -> Any:
-    from billing.roles import AUDITOR
-    from tests.security.staff import staff_member
-
-    return staff_member("auditor", AUDITOR)
+    return _persona("auditor", "AUDITOR")
 
 
 @pytest.fixture
 def administrator(db: None) -> Any:
-    from billing.roles import ADMINISTRATOR
-    from tests.security.staff import staff_member
-
-    return staff_member("head", ADMINISTRATOR)
+    return _persona("head", "ADMINISTRATOR")
 
 
 @pytest.fixture(autouse=True)

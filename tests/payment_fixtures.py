@@ -11,9 +11,9 @@ import pytest
 from django.core import mail
 from django.core.management import call_command
 
-from billing.models import Appointment, AppointmentStatus, BillingType, Client, Practice
+from billing.models import Appointment, AppointmentStatus, BillingType, Client, LinkPurpose, Practice
 from billing.services.cards import card_save_from_setup_intent, enrollment_begin, enrollment_link_send
-from billing.services.links import link_resolve
+from billing.services.links import link_create, link_resolve
 from billing.services.schedule import appointment_set_status
 from tests.conftest import FakeStripe
 from tests.practice_fixtures import FRIDAY_10AM
@@ -40,6 +40,12 @@ def save_card(client: Client, number: str, stripe_server: FakeStripe, now: dt.da
     saved = card_save_from_setup_intent(setup_intent_id=confirmed["id"], now=now)
     assert saved is not None
     return saved
+
+
+def pay_link(person: Client) -> str:
+    """The path of a fresh pay-balance link for the client, as the balance page's own calls use it."""
+    issued = link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC), actor="test")
+    return issued.url.split("127.0.0.1:8000", 1)[1]
 
 
 def outbox(template: str) -> list[Any]:

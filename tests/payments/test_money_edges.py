@@ -14,13 +14,11 @@ from billing.models import (
     Charge,
     ChargeStatus,
     Client,
-    LinkPurpose,
     Practice,
     ReviewItem,
     ReviewKind,
 )
 from billing.services.balance import client_balance_cents
-from billing.services.links import link_create
 from billing.services.schedule import appointment_set_status, appointment_sync_charges
 from tests.conftest import FakeStripe
 from tests.payment_fixtures import (
@@ -28,6 +26,7 @@ from tests.payment_fixtures import (
     CARD_NEEDS_AUTHENTICATION,
     CARD_OK,
     outbox,
+    pay_link,
     save_card,
     tick,
 )
@@ -49,8 +48,7 @@ def test_a_portal_payment_confirmed_after_its_session_was_canceled_is_kept_as_cr
     person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
     appointment = completed_session(person)
     save_card(person, CARD_NEEDS_AUTHENTICATION, stripe_server)
-    path = _local(link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC),
-                              actor="test").url)
+    path = pay_link(person)
     started = client.post(path + "balance/pay/", {"mode": "all"}).json()
     assert started["status"] == "requires_action"
     # The EHR corrects the session while the client is at their bank's check.
@@ -124,8 +122,7 @@ def test_a_portal_payment_that_failed_at_the_bank_is_closed_at_stripe(
     person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
     completed_session(person)
     save_card(person, CARD_NEEDS_AUTHENTICATION, stripe_server)
-    path = _local(link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC),
-                              actor="test").url)
+    path = pay_link(person)
     started = client.post(path + "balance/pay/", {"mode": "all"}).json()
     payment = Charge.objects.get(pk=started["payment"])
     stripe_server.authenticate(payment.payment_reference, started["client_secret"], success=False)

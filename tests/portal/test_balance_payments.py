@@ -8,11 +8,10 @@ from collections.abc import Callable
 import pytest
 from django.test import Client as HttpClient
 
-from billing.models import Appointment, BillingType, Charge, ChargeStatus, Client, LinkPurpose, Practice
+from billing.models import Appointment, BillingType, Charge, ChargeStatus, Client, Practice
 from billing.services.balance import client_balance_cents
-from billing.services.links import link_create
 from tests.conftest import FakeStripe
-from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, outbox, save_card, tick
+from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, outbox, pay_link, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 DAY = dt.timedelta(days=1)
@@ -29,10 +28,6 @@ def owing(practice: Practice, make_client: Callable[..., Client],
         completed_session(person, at=FRIDAY_10AM - days_ago * DAY, fee_cents=fee)
     return person
 
-
-def pay_link(person: Client) -> str:
-    issued = link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC), actor="test")
-    return issued.url.split("127.0.0.1:8000", 1)[1]
 
 
 def test_pay_chosen_sessions_then_the_rest_and_the_scheduler_charges_nothing_more(

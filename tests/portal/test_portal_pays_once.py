@@ -21,24 +21,18 @@ from billing.models import (
     Client,
     LedgerEntry,
     LedgerKind,
-    LinkPurpose,
     PaymentAttempt,
     Practice,
 )
 from billing.services.balance import client_balance_cents
 from billing.services.holds import charge_cancel
-from billing.services.links import link_create
 from billing.services.payments import _claim_batch
 from tests.conftest import FakeStripe
-from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, save_card, tick
+from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, pay_link, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 DAY = dt.timedelta(days=1)
 
-
-def pay_link(person: Client) -> str:
-    issued = link_create(client=person, purpose=LinkPurpose.PAY_BALANCE, now=dt.datetime.now(dt.UTC), actor="test")
-    return issued.url.split("127.0.0.1:8000", 1)[1]
 
 
 def succeeded(stripe_server: FakeStripe) -> list[int]:
