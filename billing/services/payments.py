@@ -71,7 +71,10 @@ CAP_HOLD_PREFIX = "above the practice's cap"
 
 
 def _collectable(now: dt.datetime) -> Q:
-    return Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now)
+    # A portal payment that did not go through is over: the client paid (or will pay) its charges another
+    # way, so it is never tried again off-session.
+    retry = Q(status=ChargeStatus.FAILED, next_retry_at__lte=now) & ~Q(kind=ChargeKind.BALANCE_PAYMENT)
+    return Q(status=ChargeStatus.DUE, hold_reason="") | retry
 
 
 def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:

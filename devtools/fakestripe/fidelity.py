@@ -2,7 +2,8 @@
 
 Measured differences it closes (see docs/fake-stripe.md):
 - Idempotency-Key: Stripe replays the first response for the same key (with ``Idempotent-Replayed:
-  true``); localstripe ignored it and charged twice.
+  true``), and refuses the key with other parameters or on another endpoint (400 ``idempotency_error``);
+  localstripe ignored it and charged twice.
 - Off-session payment needing authentication: Stripe answers 402 ``authentication_required`` with the
   PaymentIntent in the error; localstripe answered 200 ``requires_action``.
 - Card declines: Stripe's error has ``type=card_error``, a ``decline_code`` and the PaymentIntent.
@@ -129,7 +130,7 @@ def build_app() -> Any:
     from aiohttp import web
     from localstripe import server
 
-    replies: dict[tuple[str, str], tuple[int, bytes]] = {}
+    replies: dict[tuple[str, str], tuple[str, bytes, int, bytes]] = {}
     locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @web.middleware
@@ -139,15 +140,22 @@ def build_app() -> Any:
             return await stripe_errors(request, handler)
         slot = (request.headers.get("Authorization", ""), key)
         lock = locks.setdefault(slot, asyncio.Lock())
+        sent = await request.read()
         async with lock:
             if slot in replies:
-                status, body = replies[slot]
+                path, first_sent, status, body = replies[slot]
+                if (path, first_sent) != (request.path, sent):
+                    return web.json_response({"error": {
+                        "type": "idempotency_error",
+                        "message": "Keys for idempotent requests can only be used with the same parameters "
+                                   f"they were first used with. Try using a key other than '{key}' if you "
+                                   "meant to execute a different request."}}, status=400)
                 return web.Response(status=status, body=body, content_type="application/json",
                                     headers={"Idempotent-Replayed": "true", "Idempotency-Key": key})
             response = await stripe_errors(request, handler)
             answer = response.body if isinstance(response, web.Response) else None
             if response.status < 500 and isinstance(answer, bytes | bytearray):
-                replies[slot] = (response.status, bytes(answer))
+                replies[slot] = (request.path, sent, response.status, bytes(answer))
             response.headers["Idempotency-Key"] = key
             return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -296,3 +297,23 @@ def test_staff_list_the_kept_events_about_payments_the_portal_did_not_make(
                                received_at=FRIDAY_10AM, processed_at=FRIDAY_10AM, outcome="ignored")
     page = admin_client.get("/admin/billing/stripeevent/", {"payment": "unknown"}).content.decode()
     assert "pi_nobody_made" in page and "cus_other" not in page
+
+
+def test_an_idempotency_key_sent_again_with_other_parameters_is_refused_not_replayed(
+        stripe_server: FakeStripe, self_pay_client: Client) -> None:
+    """As Stripe does: the same key replays the first answer only for the same request, so a bug that
+    reused a key for another amount would show here instead of charging the first amount again."""
+    from integrations.stripe.gateway import GatewayRefused, get_gateway
+
+    save_card(self_pay_client, CARD_OK, stripe_server)
+    self_pay_client.refresh_from_db()
+    ask = functools.partial(get_gateway().payment_off_session, customer_id=self_pay_client.stripe_customer_id,
+                            payment_method_id=self_pay_client.card_payment_method_id,
+                            idempotency_key="charge-test-attempt-1", reference="1")
+    first = ask(amount_cents=14000)
+    assert (first.status, first.replayed) == ("succeeded", False)
+    again = ask(amount_cents=14000)
+    assert (again.payment_intent_id, again.replayed) == (first.payment_intent_id, True)
+    with pytest.raises(GatewayRefused, match="same parameters"):
+        ask(amount_cents=9000)
+    assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [14000]

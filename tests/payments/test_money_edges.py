@@ -159,3 +159,36 @@ def test_a_portal_payment_whose_answer_was_lost_is_settled_by_the_janitor_once(
     assert Charge.objects.get(appointment=appointment).status == ChargeStatus.SUCCEEDED
     assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [14000]
     assert client_balance_cents(person) == 0
+
+
+def test_a_portal_payment_that_failed_is_not_tried_again_when_a_new_card_is_saved(
+        practice: Practice, make_client: Callable[..., Client], completed_session: Callable[..., Any],
+        stripe_server: FakeStripe, client: HttpClient) -> None:
+    """A declined session charge; the client saves a card that needs their bank's check, starts paying
+    everything on the portal and fails the check; later they save a card that works. The session is then
+    charged once, and the failed portal payment (whose charge went back to its own schedule) is never
+    taken as well."""
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    appointment = completed_session(person)
+    save_card(person, CARD_DECLINES_WHEN_CHARGED, stripe_server)
+    tick(FRIDAY_10AM + 22 * HOUR)
+    tick(FRIDAY_10AM + 24 * HOUR)
+    session_charge = Charge.objects.get(appointment=appointment)
+    assert session_charge.status == ChargeStatus.FAILED
+
+    save_card(person, CARD_NEEDS_AUTHENTICATION, stripe_server, now=FRIDAY_10AM + 25 * HOUR)
+    path = pay_link(person)
+    started = client.post(path + "balance/pay/", {"mode": "all"}).json()
+    assert started["status"] == "requires_action"
+    portal_payment = Charge.objects.get(pk=started["payment"])
+    stripe_server.authenticate(portal_payment.payment_reference, started["client_secret"], success=False)
+    assert client.post(path + "balance/confirmed/", {"payment": portal_payment.pk}).status_code == 402
+
+    saved = FRIDAY_10AM + 26 * HOUR
+    save_card(person, CARD_OK, stripe_server, now=saved)
+    for hours in (1, 3, 25, 72, 24 * 8):
+        tick(saved + hours * HOUR)
+    assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [14000]
+    assert Charge.objects.get(pk=session_charge.pk).status == ChargeStatus.SUCCEEDED
+    assert Charge.objects.get(pk=portal_payment.pk).payment_attempts.count() == 1
+    assert client_balance_cents(person) == 0
