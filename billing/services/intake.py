@@ -339,7 +339,7 @@ def policy_acknowledgment_record(*, push: Push, client_external_id: str,
 # --- Appointments ----------------------------------------------------------------------------------------
 
 APPOINTMENT_FIELDS = ("service_code", "diagnosis_codes", "starts_at", "duration_minutes", "note_signed_at",
-                      "fee_cents")
+                      "fee_cents", "place_of_service")
 PRICE_FIELDS = {"service_code", "fee_cents"}
 # A new appointment in one of these statuses that has not reached the billing trigger has nothing to bill.
 QUIET_STATUSES = (AppointmentStatus.SCHEDULED, AppointmentStatus.CANCELED)

@@ -125,6 +125,15 @@ class QueryBoolean(serializers.BooleanField):
         return bool(data == "true")
 
 
+class TextChoice(serializers.ChoiceField):
+    """One of the choices, as JSON text: DRF also takes the number 10 for "10", which the schema does not."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class StrictDecimal(serializers.DecimalField):
     """A JSON number: DRF also takes the number as a string, which the schema (number) does not allow."""
 
