@@ -32,8 +32,8 @@ from integrations.ehr.api.fields import (
     Cents,
     DistinctList,
     ExternalId,
+    Percent,
     StrictBoolean,
-    StrictDecimal,
     Text,
     TextChoice,
 )
@@ -168,9 +168,8 @@ class CoverageIn(Strict):
     plan_category = Text(max_length=50, required=False, default="",
                          help_text="Matches a fixed client amount by insurance category, e.g. EAP.")
     copay_cents = Cents(required=False, allow_null=True, default=None)
-    coinsurance_percent = StrictDecimal(max_digits=5, decimal_places=2, min_value=0, max_value=100,
-                                                   coerce_to_string=False, required=False, allow_null=True,
-                                                   default=None)
+    coinsurance_percent = Percent(required=False, allow_null=True, default=None,
+                                  help_text='0 to 100, at most two decimals: 20, 12.5 or "20".')
     deductible_cents = Cents(required=False, allow_null=True, default=None)
     deductible_met_cents = Cents(required=False, allow_null=True, default=None)
     effective_from = BoundedDate(required=False, allow_null=True, default=None)
