@@ -529,6 +529,7 @@ class Converter:
         return Pending([number], "appointment", external_id, data, set(data), raw)
 
     def _place_of_service(self, row: list[str]) -> str:
+        # A cell may give the code with its words ("10 - Telehealth in patient's home"): the code decides.
         text = self.cell(row, "place_of_service")
         code = text.strip().split(" ", 1)[0].zfill(2) if text.strip()[:1].isdigit() else _norm(text)
         place = PLACES_OF_SERVICE.get(code)
