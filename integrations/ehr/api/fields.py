@@ -143,7 +143,7 @@ class Percent(serializers.DecimalField):
     """0 to 100 with at most two decimals: a JSON number (20, 12.5) or the same number as text ("20")."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_digits=5, decimal_places=2, min_value=Decimal(0), max_value=Decimal(100),
+        super().__init__(max_digits=5, decimal_places=2, min_value=0, max_value=100,
                          coerce_to_string=False, **kwargs)
 
     def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
