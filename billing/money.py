@@ -21,3 +21,10 @@ def format_cents(amount_cents: int) -> str:
     sign = "-" if amount_cents < 0 else ""
     dollars, cents = divmod(abs(amount_cents), 100)
     return f"{sign}${dollars:,}.{cents:02d}"
+
+
+def cents_as_dollars(amount_cents: int) -> str:
+    """1234.56 (and -12.00): dollars as a plain number, for CSV columns a spreadsheet adds up."""
+    sign = "-" if amount_cents < 0 else ""
+    dollars, cents = divmod(abs(amount_cents), 100)
+    return f"{sign}{dollars}.{cents:02d}"

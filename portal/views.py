@@ -320,9 +320,9 @@ def _client_ip(request: HttpRequest) -> str | None:
 @require_POST
 @_with_link(LinkPurpose.ENROLL_CARD, answer_json=True)
 def enrollment_start(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
-    """The client agreed to the authorisation text: record the consent and start a SetupIntent."""
+    """The client agreed to the authorization text: record the consent and start a SetupIntent."""
     if request.POST.get("agree") != "yes":
-        return JsonResponse({"error": "Please read the authorisation and tick the box to agree."}, status=400)
+        return JsonResponse({"error": "Please read the authorization and tick the box to agree."}, status=400)
     try:
         client_secret = enrollment_begin(link=client_link, ip_address=_client_ip(request),
                                          user_agent=request.META.get("HTTP_USER_AGENT", ""), now=timezone.now())

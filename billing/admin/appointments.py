@@ -76,8 +76,8 @@ class AppointmentAdmin(DollarsMixin, admin.ModelAdmin):
     ordering = ("-starts_at",)
     readonly_fields = ("source", "external_id", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("clinician", "starts_at", "duration_minutes", "service_code", "diagnosis_codes",
-                           "status", "note_signed_at", "fee_cents")}),
+        (None, {"fields": ("clinician", "starts_at", "duration_minutes", "service_code", "place_of_service",
+                           "diagnosis_codes", "status", "note_signed_at", "fee_cents")}),
         ("From the EHR", {"fields": ("source", "external_id", "created_at", "updated_at")}),
     )
     inlines = (ParticipantInline, AppointmentChargeInline, AppointmentEventInline)

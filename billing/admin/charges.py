@@ -199,7 +199,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                           initial={"amount": left, "refunds_seen": refunds})
         if request.method != "POST" and not left:
             self.message_user(request, f"Nothing on charge #{charge.pk} can be refunded "
-                                       f"({charge.get_status_display().lower()}).", messages.WARNING)
+                                       f"(it is {charge.status_phrase}).", messages.WARNING)
             return HttpResponseRedirect(change_url)
         if form.is_valid():
             amount, reason = form.cleaned_data["amount"], form.cleaned_data["reason"]
@@ -311,7 +311,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                 self, request, action="cancel_charge", title="Cancel charges", form=form,
                 submit=f"Cancel {plural(len(cancelable), 'charge')}",
                 intro="These charges will not be taken, and what they were for comes off the client's balance:",
-                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}, {c.get_status_display().lower()}"
+                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}, {c.status_phrase}"
                       f"{' (' + c.hold_reason + ')' if c.hold_reason else ''}" for c in cancelable],
                 warnings=[f"Cannot be canceled, left alone: "
                           f"{', '.join(f'#{c.pk} ({c.get_status_display()})' for c in others)}."] if others else [])

@@ -16,7 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from billing.models import EmailTemplate, Practice
-from billing.services.email_catalogue import CATALOGUE, NAMES, sample_context
+from billing.services.email_catalogue import CATALOGUE, NAMES, email_title, sample_context
 from billing.services.notify import render_email
 
 # The HTML version is escaped as it renders (client names are data); these would turn that off.
@@ -32,7 +32,8 @@ def _disk_text(name: str) -> tuple[str, str]:
 
 
 class EmailTemplateForm(forms.ModelForm):
-    name = forms.ChoiceField(choices=[(k.name, f"{k.name}: {k.purpose}") for k in CATALOGUE])
+    name = forms.ChoiceField(label="Email",
+                             choices=[(k.name, f"{email_title(k.name)}: {k.purpose}") for k in CATALOGUE])
 
     class Meta:
         model = EmailTemplate
@@ -67,9 +68,13 @@ def _render_candidate(candidate: EmailTemplate) -> tuple[str, str, str]:
 
 class EmailTemplateAdmin(admin.ModelAdmin):
     form = EmailTemplateForm
-    list_display = ["name", "purpose", "subject", "updated_at", "updated_by", "preview_link"]
+    list_display = ["email", "purpose", "subject", "updated_at", "updated_by", "preview_link"]
     readonly_fields = ["updated_at", "updated_by"]
     change_list_template = "admin/billing/emailtemplate/change_list.html"
+
+    @admin.display(description="email", ordering="name")
+    def email(self, obj: EmailTemplate) -> str:
+        return email_title(obj.name)
 
     @admin.display(description="what it is for")
     def purpose(self, obj: EmailTemplate) -> str:
@@ -97,7 +102,8 @@ class EmailTemplateAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         own = set(EmailTemplate.objects.values_list("name", flat=True))
-        catalogue = [{"name": k.name, "purpose": k.purpose, "own": k.name in own} for k in CATALOGUE]
+        catalogue = [{"name": k.name, "title": email_title(k.name), "purpose": k.purpose, "own": k.name in own}
+                     for k in CATALOGUE]
         return super().changelist_view(request, {"catalogue": catalogue, **(extra_context or {})})
 
     def preview(self, request: HttpRequest, name: str) -> HttpResponse:
@@ -106,8 +112,8 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         tone = request.GET.get("tone", "neutral")
         subject, text, html = render_email(name, {"practice": Practice.load(), **sample_context(name, tone=tone)})
         return TemplateResponse(request, "admin/billing/emailtemplate/preview.html", {
-            **self.admin_site.each_context(request), "title": f"Preview: {name}", "name": name, "subject": subject,
-            "text": text, "html": html, "opts": self.model._meta, "tones": ["gentle", "neutral", "firm"],
-            "tone": tone, "is_payment_failed": name == "payment_failed",
+            **self.admin_site.each_context(request), "title": f"Preview: {email_title(name)}", "name": name,
+            "subject": subject, "text": text, "html": html, "opts": self.model._meta,
+            "tones": ["gentle", "neutral", "firm"], "tone": tone, "is_payment_failed": name == "payment_failed",
             "own": EmailTemplate.objects.filter(name=name).first(),
             "wrapper": render_to_string("emails/_wrapper.html", {"practice": Practice.load(), "text": ""})})

@@ -47,7 +47,7 @@ from billing.models import (
     ReconciliationFinding,
     ReconciliationRun,
 )
-from billing.money import format_cents
+from billing.money import cents_as_dollars, format_cents
 from billing.selectors import BUCKETS, Aging, ar_aging_by_client, ar_aging_summary
 from billing.services.documents import PeriodNotAllowed, superbill_pdf
 from billing.services.insurance import insurance_payment_record
@@ -61,6 +61,7 @@ from billing.services.reconciliation import (
 
 BUCKET_LABELS = {"current": "0-30 days", "days_31_60": "31-60 days", "days_61_90": "61-90 days",
                  "days_over_90": "Over 90 days"}
+BILLING_TYPE_LABELS = dict(BillingType.choices)
 
 
 def _today() -> dt.date:
@@ -165,8 +166,9 @@ class WeekFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         monday = week_monday(_today())
-        weeks = [monday - dt.timedelta(days=7 * n) for n in range(1, 9)]
-        return [(f"{w:%G-W%V}", f"{w:%G-W%V} ({w:%b %-d})") for w in weeks]
+        # This week first: a run on demand finds what is already missing from it.
+        weeks = [monday - dt.timedelta(days=7 * n) for n in range(0, 9)]
+        return [(f"{w:%G-W%V}", f"{w:%G-W%V} ({w:%b %-d}{', this week' if w == monday else ''})") for w in weeks]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if not self.value():
@@ -207,8 +209,13 @@ class RunForm(forms.Form):
 
 
 FINDING_CSV_HEADER = ("week", "kind", "status", "service_date", "client", "client_external_id", "appointment",
-                      "appointment_external_id", "charge", "stripe", "expected_cents", "actual_cents", "detail",
+                      "appointment_external_id", "charge", "stripe", "expected_dollars", "actual_dollars", "detail",
                       "status_reason", "status_by", "status_at")
+
+
+def _csv_dollars(cents: int | None) -> str:
+    """Dollars as a plain number (12.50, -12.50) that a spreadsheet adds up; empty for no amount."""
+    return "" if cents is None else cents_as_dollars(cents)
 
 
 def findings_csv_rows(findings: Iterable[ReconciliationFinding], zone: zoneinfo.ZoneInfo) -> Iterable[list[Any]]:
@@ -217,7 +224,7 @@ def findings_csv_rows(findings: Iterable[ReconciliationFinding], zone: zoneinfo.
         yield [f.iso_week, f.kind, f.status, f.service_date or "", str(f.client) if f.client else "",
                f.client.external_id if f.client else "", f.appointment_id or "",
                f.appointment.external_id if f.appointment else "", f.charge_id or "", f.stripe_reference,
-               "" if f.expected_cents is None else f.expected_cents, "" if f.actual_cents is None else f.actual_cents,
+               _csv_dollars(f.expected_cents), _csv_dollars(f.actual_cents),
                f.detail, f.status_reason, f.status_by.get_username() if f.status_by else "",
                iso_local(f.status_at, zone)]
 
@@ -423,8 +430,10 @@ class ClientAdmin(people.ClientAdmin):
         if request.GET.get("format") == "csv":
             rows = ar_aging_by_client(today, order=order, limit=None, **filters)
             return _csv_response(f"ar-aging-{today:%Y%m%d}.csv",
-                                 ("client_id", "client", "billing_type", *BUCKETS, "total"),
-                                 ([r.client_id, r.name, r.billing_type, *r.aging.as_dict().values(), r.aging.total]
+                                 ("Client ID", "Client", "Billing type", *(f"{BUCKET_LABELS[b]} ($)" for b in BUCKETS),
+                                  "Total ($)"),
+                                 ([r.client_id, r.name, BILLING_TYPE_LABELS.get(r.billing_type, r.billing_type),
+                                   *(cents_as_dollars(v) for v in (*r.aging.as_dict().values(), r.aging.total))]
                                   for r in rows))
         count, total = ar_aging_summary(today, **filters)
         last_page = max((count + PAGE - 1) // PAGE, 1)
@@ -439,7 +448,8 @@ class ClientAdmin(people.ClientAdmin):
             **self.admin_site.each_context(request), "title": "AR aging", "opts": self.model._meta, "form": form,
             "today": today, "count": count, "total": _aging_display(total), "buckets": BUCKET_LABELS,
             "chart": aging_chart(total),
-            "rows": [{"row": r, "cells": _aging_display(r.aging)} for r in rows],
+            "rows": [{"row": r, "cells": _aging_display(r.aging),
+                      "billing_type": BILLING_TYPE_LABELS.get(r.billing_type, r.billing_type)} for r in rows],
             "page": page, "has_next": page * PAGE < count, "has_previous": page > 1, "query": query.urlencode(),
         }
         return TemplateResponse(request, "admin/billing/client/aging.html", context)

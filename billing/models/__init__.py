@@ -1,4 +1,10 @@
-from billing.models.appointments import Appointment, AppointmentEvent, AppointmentStatus, Participant
+from billing.models.appointments import (
+    Appointment,
+    AppointmentEvent,
+    AppointmentStatus,
+    Participant,
+    PlaceOfService,
+)
 from billing.models.audit import AuditSeal
 from billing.models.charges import (
     AWAITING_PAYMENT_STATUSES,
@@ -90,6 +96,7 @@ __all__ = [
     "Participant",
     "Payer",
     "PaymentAttempt",
+    "PlaceOfService",
     "PolicyAcknowledgment",
     "Practice",
     "ReconciliationFinding",

@@ -16,6 +16,19 @@ class AppointmentStatus(models.TextChoices):
     CANCELED = "canceled", "Canceled"
 
 
+class PlaceOfService(models.TextChoices):
+    """The CMS place-of-service codes a therapy session uses (CMS-1500 box 24B)."""
+
+    TELEHEALTH = "02", "02 Telehealth (not in the client's home)"
+    TELEHEALTH_HOME = "10", "10 Telehealth in the client's home"
+    OFFICE = "11", "11 Office"
+
+
+TELEHEALTH_PLACES = (PlaceOfService.TELEHEALTH, PlaceOfService.TELEHEALTH_HOME)
+# CPT modifier 95: a synchronous audio-video telehealth service.
+TELEHEALTH_MODIFIER = "95"
+
+
 class Appointment(ExternalRecord):
     clinician = models.ForeignKey(Clinician, on_delete=models.PROTECT, related_name="appointments")
     clients = models.ManyToManyField(Client, through="Participant", related_name="appointments")
@@ -29,6 +42,9 @@ class Appointment(ExternalRecord):
     note_signed_at = models.DateTimeField(null=True, blank=True)
     fee_cents = models.PositiveIntegerField(null=True, blank=True,
                                             help_text="Overrides the practice's fee for this session.")
+    place_of_service = models.CharField(
+        max_length=2, choices=PlaceOfService.choices, blank=True, default="",
+        help_text="Printed on superbills (telehealth adds modifier 95). Empty: not recorded.")
 
     class Meta:
         ordering = ["-starts_at"]
@@ -38,6 +54,14 @@ class Appointment(ExternalRecord):
             models.Index(fields=["status", "-starts_at"], name="appointment_status_starts"),
             models.Index(fields=["clinician", "-starts_at"], name="appointment_clinician_starts"),
         ]
+
+    @property
+    def is_telehealth(self) -> bool:
+        return self.place_of_service in TELEHEALTH_PLACES
+
+    @property
+    def cpt_modifiers(self) -> list[str]:
+        return [TELEHEALTH_MODIFIER] if self.is_telehealth else []
 
     def __str__(self) -> str:
         # In the current zone: the practice's in a request, the tick and commands (billing/local_time.py).

@@ -27,6 +27,21 @@ class ChargeStatus(models.TextChoices):
     PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
 
 
+# Each status as it reads after "the charge is" or "was": the labels above are column headings
+# ("Needs the client to authenticate", "Succeeded") and make no sentence there.
+CHARGE_STATUS_PHRASES: dict[str, str] = {
+    ChargeStatus.SCHEDULED: "scheduled",
+    ChargeStatus.DUE: "due",
+    ChargeStatus.PROCESSING: "being charged",
+    ChargeStatus.SUCCEEDED: "paid",
+    ChargeStatus.FAILED: "declined",
+    ChargeStatus.REQUIRES_ACTION: "waiting for the client to authenticate",
+    ChargeStatus.CANCELED: "canceled",
+    ChargeStatus.REFUNDED: "refunded",
+    ChargeStatus.PARTIALLY_REFUNDED: "partly refunded",
+}
+
+
 # The status sets the money rules use, defined once.
 # Not charged yet: the charge still follows its appointment (re-priced or canceled).
 PENDING_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
@@ -105,6 +120,11 @@ class Charge(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status in PENDING_STATUSES
+
+    @property
+    def status_phrase(self) -> str:
+        """The status for a sentence: "The charge is waiting for the client to authenticate."."""
+        return CHARGE_STATUS_PHRASES.get(self.status, self.status)
 
 
 class ChargeEvent(StatusEvent):

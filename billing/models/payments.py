@@ -57,7 +57,7 @@ class CardConsent(models.Model):
         ordering = ["-agreed_at"]
 
     def __str__(self) -> str:
-        return f"Card authorisation by {self.client} at {timezone.localtime(self.agreed_at):%Y-%m-%d %H:%M}"
+        return f"Card authorization by {self.client} at {timezone.localtime(self.agreed_at):%Y-%m-%d %H:%M}"
 
 
 class RefundStatus(models.TextChoices):
@@ -179,6 +179,23 @@ class BalanceAllocation(models.Model):
         return f"{self.amount_cents} of {self.charge} by {self.payment}"
 
 
+# What staff call each email (its name is the template file's, templates/emails/<name>.txt).
+EMAIL_TITLES = {
+    "card_enrollment": "Card enrollment link",
+    "card_saved": "Card saved",
+    "card_needed": "A card is needed",
+    "waiting_charges_notice": "Notice before charging what waited for a card",
+    "pre_charge_notice": "Pre-charge notice",
+    "receipt": "Receipt",
+    "payment_failed": "Card declined",
+    "authentication_required": "Payment needs the client to confirm it",
+    "fee_notice": "No-show or late-cancel fee notice",
+    "balance_reminder": "Balance reminder",
+    "balance_second_reminder": "Second balance reminder",
+    "balance_paid": "Thanks for paying the balance",
+}
+
+
 class EmailTemplate(models.Model):
     """The practice's own wording for one of the portal's emails, replacing the template on disk.
 
@@ -198,4 +215,9 @@ class EmailTemplate(models.Model):
         ordering = ["name"]
 
     def __str__(self) -> str:
-        return self.name
+        return self.title_for(self.name)
+
+    @staticmethod
+    def title_for(name: str) -> str:
+        """The email's human name; one not listed reads from its file name ("new_thing" is "New thing")."""
+        return EMAIL_TITLES.get(name) or name.replace("_", " ").capitalize()

@@ -46,10 +46,8 @@ def client_link_stripe(*, client: Client, now: dt.datetime) -> str:
     if not email:
         return _link_set(client, StripeLinkStatus.UNMATCHED, "", now,
                          "The client has no email address to match a Stripe customer by.")
-    gateway = get_gateway()
-    found = {c.id: c for c in gateway.customers_by_email(email)}
-    if client.email.strip() != email:  # Stripe's email filter is case-sensitive
-        found.update({c.id: c for c in gateway.customers_by_email(client.email.strip())})
+    # Matched whatever the case of either email: Dup.Person@Example.com is dup.person@example.com.
+    found = {c.id: c for c in get_gateway().customers_by_email(client.email)}
     if len(found) > 1:
         return _link_set(client, StripeLinkStatus.AMBIGUOUS, "", now,
                          f"{len(found)} Stripe customers share {email}: choose one, create a new one, or ignore.")
@@ -115,7 +113,7 @@ def standard_authorization_text(practice: Practice) -> str:
     notice = (f" You will get an email {practice.pre_charge_notice_hours} hours before each charge, and"
               if practice.pre_charge_notice_hours else " You will get")
     return (
-        f"I authorise {practice.name} to keep this card on file and to charge it, without my being present, "
+        f"I authorize {practice.name} to keep this card on file and to charge it, without my being present, "
         f"for what I owe for my sessions: the copay, coinsurance or deductible my insurance sets, or the "
         f"session fee or sliding-scale rate agreed with me; no-show and late-cancellation fees under the "
         f"cancellation policy I have acknowledged; and balances I have not paid otherwise. Charges are made "
@@ -134,7 +132,7 @@ def authorization_text(practice: Practice) -> str:
 
 def enrollment_begin(*, link: ClientLink, ip_address: str | None, user_agent: str,
                      now: dt.datetime) -> str:
-    """The client agreed to the authorisation: record it and return a SetupIntent client secret."""
+    """The client agreed to the authorization: record it and return a SetupIntent client secret."""
     client = link.client
     if not client.stripe_customer_id:
         status = client_link_stripe(client=client, now=now)

@@ -11,7 +11,16 @@ from typing import Any
 
 from django.utils import timezone
 
-from billing.models import Appointment, Charge, ChargeKind, ChargeStatus, Client, Clinician, NoticeTone
+from billing.models import (
+    Appointment,
+    Charge,
+    ChargeKind,
+    ChargeStatus,
+    Client,
+    Clinician,
+    EmailTemplate,
+    NoticeTone,
+)
 
 PREVIEW_LINK = "https://portal.example/p/sample-link/"
 
@@ -37,6 +46,10 @@ CATALOGUE = [
     EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
+
+def email_title(name: str) -> str:
+    """What staff call the email (in the admin's lists and pages)."""
+    return EmailTemplate.title_for(name)
 
 
 def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, Any]:

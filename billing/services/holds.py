@@ -48,7 +48,7 @@ def charge_release(*, charge: Charge, now: dt.datetime, actor: str, user: User |
         charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment").get(
             pk=charge.pk)
         if charge.status != ChargeStatus.DUE or not charge.hold_reason:
-            raise HoldNotChanged(f"Charge #{charge.pk} is not on hold ({charge.get_status_display().lower()}).")
+            raise HoldNotChanged(f"Charge #{charge.pk} is not on hold (it is {charge.status_phrase}).")
         if not is_cap_hold(charge):
             raise HoldNotChanged(f"Charge #{charge.pk} is not held above the cap but {charge.hold_reason}: it "
                                  "goes ahead by itself once that is settled.")
@@ -73,7 +73,7 @@ def charge_cancel(*, charge: Charge, now: dt.datetime, actor: str, user: User | 
         charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment").get(
             pk=charge.pk)
         if charge.status not in CANCELABLE_STATUSES:
-            raise HoldNotChanged(f"Charge #{charge.pk} is {charge.get_status_display().lower()}: only a "
+            raise HoldNotChanged(f"Charge #{charge.pk} is {charge.status_phrase}: only a "
                                  "scheduled, due or failed charge can be canceled.")
         if charge.hold_reason == PORTAL_HOLD:
             raise HoldNotChanged(f"Charge #{charge.pk} is being paid by the client on the portal right now.")

@@ -339,7 +339,7 @@ def policy_acknowledgment_record(*, push: Push, client_external_id: str,
 # --- Appointments ----------------------------------------------------------------------------------------
 
 APPOINTMENT_FIELDS = ("service_code", "diagnosis_codes", "starts_at", "duration_minutes", "note_signed_at",
-                      "fee_cents")
+                      "fee_cents", "place_of_service")
 PRICE_FIELDS = {"service_code", "fee_cents"}
 # A new appointment in one of these statuses that has not reached the billing trigger has nothing to bill.
 QUIET_STATUSES = (AppointmentStatus.SCHEDULED, AppointmentStatus.CANCELED)
@@ -376,8 +376,8 @@ def _refuse_if_money_moved(appointment: Appointment, price_change: list[str], re
             what = " and ".join(price_change) if price_change else "clients"
             raise Conflict(
                 f"The {charge.get_kind_display().lower()} of {format_cents(charge.amount_cents)} for client "
-                f"{charge.client.external_id or charge.client_id!r} is already {charge.status}: money has moved, "
-                f"so this session's {what} cannot be changed through the API. Record a refund or adjustment "
+                f"{charge.client.external_id or charge.client_id!r} is already {charge.status_phrase}: money has "
+                f"moved, so this session's {what} cannot be changed through the API. Record a refund or adjustment "
                 "in the admin instead; the session was left as it was.")
 
 

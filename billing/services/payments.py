@@ -419,11 +419,11 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
             BalanceAllocation.objects.filter(pk=allocation.pk).update(amount_cents=0)
             charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
                                 reason=f"{format_cents(allocation.amount_cents)} {reason} after it was "
-                                       f"{charge.get_status_display().lower()}: kept as credit")
+                                       f"{charge.status_phrase}: kept as credit")
             review_open(kind=ReviewKind.PAID_SESSION_CHANGED, client=charge.client, appointment=charge.appointment,
                         charge=charge, now=now,
                         reason=f"Balance payment #{payment_charge.pk} paid {format_cents(allocation.amount_cents)} "
-                               f"toward charge #{charge.pk}, which was {charge.get_status_display().lower()} "
+                               f"toward charge #{charge.pk}, which was {charge.status_phrase} "
                                "meanwhile. The client has that much credit: refund it, or leave it for what they "
                                "owe next.")
         elif allocation.amount_cents >= charge.amount_cents:

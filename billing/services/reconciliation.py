@@ -229,7 +229,7 @@ def _unpaid_reason(charge: Charge, now: dt.datetime) -> str:
         return "The charge is overdue."
     if status == ChargeStatus.FAILED:
         return f"The card was declined ({charge.last_failure_code or 'failed'})."[:300]
-    return f"The charge is {charge.get_status_display().lower()}."
+    return f"The charge is {charge.status_phrase}."
 
 
 def _price_mismatch(charge: Charge, appointment: Appointment, client: Client) -> int | None:

@@ -242,7 +242,7 @@ def fee_waive(*, charge: Charge, reason: str, now: dt.datetime, user: User) -> C
         if charge.kind not in FEE_FOR_STATUS.values():
             raise WaiveNotAllowed("Only no-show and late-cancel fees can be waived.")
         if charge.status not in CANCELABLE_STATUSES:
-            raise WaiveNotAllowed(f"This fee is {charge.get_status_display().lower()}: refund it instead.")
+            raise WaiveNotAllowed(f"This fee is {charge.status_phrase}: refund it instead.")
         actor = f"staff:{user.get_username()}"
         payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,
@@ -380,7 +380,7 @@ def _adjust_after_money_moved(charge: Charge, appointment: Appointment, owed_cen
         review_open(kind=ReviewKind.PAID_SESSION_CHANGED, client=charge.client, appointment=appointment,
                     charge=charge, now=now,
                     reason=f"{charge.get_kind_display()} of {format_cents(charge.amount_cents)} is "
-                           f"{charge.get_status_display().lower()}, but the {why}. The balance was adjusted; "
+                           f"{charge.status_phrase}, but the {why}. The balance was adjusted; "
                            "refund or collect the difference if needed.")
 
 

@@ -10,6 +10,8 @@ Measured differences it closes (see docs/fake-stripe.md):
 - SetupIntent success: Stripe attaches the PaymentMethod to the SetupIntent's customer and sends
   ``setup_intent.succeeded``; localstripe did neither.
 - Refunds above what is left of the charge: Stripe refuses them; localstripe accepted them.
+- Customer search (``GET /v1/customers/search?query=email:"..."``), which localstripe lacks: an email
+  matches whatever its case, unlike the list's exact ``email`` filter.
 - The store: in memory (or one chosen file), never the shared file in the temp folder.
 
 GPL-3.0-or-later, like localstripe: see LICENSE-NOTICE.md. Pinned to localstripe 1.15.10.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from localstripe import resources
 from localstripe.errors import UserError
 
 EXPECTED_VERSION = "1.15.10"
+SEARCH_EMAIL = re.compile(r"""email:(?:"([^"]*)"|'([^']*)')""")
 _store_file: Path | None = None
 
 
@@ -212,6 +216,22 @@ def build_app() -> Any:
         resources.store.clear()
         return web.Response()
 
+    @web.middleware
+    async def customer_search(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Before the router, which would read "search" as a customer id.
+        if request.path != "/v1/customers/search":
+            return await handler(request)
+        match = SEARCH_EMAIL.fullmatch(request.query.get("query", "").strip())
+        if match is None:
+            return web.json_response({"error": {"type": "invalid_request_error", "message": (
+                "This fake answers only email:\"...\" searches.")}}, status=400)
+        wanted = (match.group(1) or match.group(2) or "").lower()
+        found = [c._export() for c in resources.store.values()
+                 if isinstance(c, resources.Customer) and (c.email or "").lower() == wanted]
+        return web.json_response({"object": "search_result", "url": "/v1/customers/search", "has_more": False,
+                                  "next_page": None, "data": found})
+
+    server.app.middlewares.insert(0, customer_search)
     # Outermost, so it sees the final answer (errors included) and replays it whole.
     server.app.middlewares.insert(0, idempotency)
     server.app.middlewares.insert(0, record)

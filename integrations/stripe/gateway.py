@@ -159,8 +159,26 @@ class StripeGateway:
 
     # Customers -----------------------------------------------------------------------------------
     def customers_by_email(self, email: str) -> list[Customer]:
-        found = self._call(lambda: self.client.v1.customers.list(params={"email": email, "limit": 10}))
-        return [Customer(c.id, c.email or "", c.name or "") for c in found.data]
+        """The customers whose email is ``email``, whatever its case (``Dup.Person@Example.com`` is
+        ``dup.person@example.com``). Stripe's list filter is exact, case included, and up to date; its
+        search matches regardless of case but may lag a new customer by a minute. Both are asked (the
+        exact spellings as given and in lower case, then search), and only true matches are kept."""
+        wanted = email.strip().lower()
+        found: dict[str, Customer] = {}
+        for spelling in dict.fromkeys([email.strip(), wanted]):
+            found.update({c.id: Customer(c.id, c.email or "", c.name or "") for c in self._customers_listed(spelling)})
+        quoted = wanted.replace("\\", "\\\\").replace('"', '\\"')
+        try:
+            searched = self._call(lambda: self.client.v1.customers.search(
+                params={"query": f'email:"{quoted}"', "limit": 10}))
+        except GatewayRefused:
+            searched = None  # search is not offered everywhere (not in India): the exact spellings stand
+        if searched is not None:
+            found.update({c.id: Customer(c.id, c.email or "", c.name or "") for c in searched.data})
+        return [customer for customer in found.values() if customer.email.strip().lower() == wanted]
+
+    def _customers_listed(self, email: str) -> list[Any]:
+        return list(self._call(lambda: self.client.v1.customers.list(params={"email": email, "limit": 10})).data)
 
     def customer_create(self, *, name: str, email: str, reference: str) -> Customer:
         customer = self._call(lambda: self.client.v1.customers.create(

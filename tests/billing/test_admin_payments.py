@@ -132,6 +132,28 @@ def test_link_to_stripe_shows_the_match_report(
     assert admin_url(Client, "change", twin.pk) in waiting and admin_url(Client, "change", known.pk) not in waiting
 
 
+def test_clients_match_stripe_customers_whatever_the_case_of_either_email(
+        admin_client: HttpClient, stripe_server: FakeStripe, practice: Practice) -> None:
+    """A customer made in the Stripe dashboard as Dup.Person@Example.com is the client dup.person@example.com:
+    linked to it, no second customer created. Two customers differing only by case are two matches."""
+    existing = stripe_customer(stripe_server, "Dup.Person@Example.com")
+    lower = factories.ClientFactory.create(email="dup.person@example.com")
+    shouting = factories.ClientFactory.create(email="DUP.PERSON@EXAMPLE.COM ")
+    stripe_customer(stripe_server, "twin@example.com", "Twin one")
+    stripe_customer(stripe_server, "Twin@Example.com", "Twin two")
+    twin = factories.ClientFactory.create(email="twin@example.com")
+
+    run_action(admin_client, Client, "link_to_stripe", [lower, shouting, twin], note="")
+
+    for client in (lower, shouting, twin):
+        client.refresh_from_db()
+    assert (lower.stripe_link_status, lower.stripe_customer_id) == (StripeLinkStatus.MATCHED, existing)
+    assert (shouting.stripe_link_status, shouting.stripe_customer_id) == (StripeLinkStatus.MATCHED, existing)
+    assert (twin.stripe_link_status, twin.stripe_customer_id) == (StripeLinkStatus.AMBIGUOUS, "")
+    customers = stripe_server.http.get("/v1/customers", params={"limit": 100}).json()["data"]
+    assert len(customers) == 3  # none created
+
+
 @pytest.fixture
 def ambiguous(stripe_server: FakeStripe, practice: Practice) -> tuple[Client, ReviewItem, str]:
     """A client two Stripe customers share an email with, waiting in the review queue; and one of them."""

@@ -172,6 +172,10 @@ def test_the_four_findings_in_the_admin_and_its_csv_export_and_staff_status_surv
     rows = list(csv.DictReader(io.StringIO(export.content.decode())))
     assert sorted(r["kind"] for r in rows) == sorted(FindingKind.values)
     assert {r["status"] for r in rows} == {"open"}
+    # Money in dollars: the $120.00 session never paid, the $45.00 Stripe payment no session matches.
+    by_kind = {r["kind"]: (r["expected_dollars"], r["actual_dollars"]) for r in rows}
+    assert by_kind[FindingKind.UNPAID_SESSION] == ("120.00", "0.00")
+    assert by_kind[FindingKind.UNMATCHED_PAYMENT] == ("0.00", "45.00")
 
     stray = ReconciliationFinding.objects.get(kind=FindingKind.UNMATCHED_PAYMENT)
     wrong = ReconciliationFinding.objects.get(kind=FindingKind.AMOUNT_MISMATCH)
@@ -192,6 +196,37 @@ def test_the_four_findings_in_the_admin_and_its_csv_export_and_staff_status_surv
     assert (wrong.status, wrong.status_reason) == (FindingStatus.RESOLVED, "Refunded the difference")
     assert len(_found()) == 4
     assert ReconciliationFinding.objects.count() == 4
+
+
+def test_the_week_filter_offers_this_week_and_finds_its_findings(practice: Practice,
+                                                                  admin_client: HttpClient) -> None:
+    this_monday = week_monday(timezone.now().astimezone(NY).date())
+    for monday, reference in ((this_monday, "pi_this_week"), (this_monday - 7 * DAY, "pi_last_week")):
+        ReconciliationFinding.objects.create(
+            kind=FindingKind.UNMATCHED_PAYMENT, key=f"stripe:{reference}", week=monday, stripe_reference=reference,
+            expected_cents=0, actual_cents=4500, detail=f"Payment {reference}", first_found_at=timezone.now(),
+            last_found_at=timezone.now())
+    url = reverse("admin:billing_reconciliationfinding_changelist")
+    page = admin_client.get(url).text
+    assert f"?week={this_monday:%G-W%V}" in page and f"{this_monday:%G-W%V} ({this_monday:%b %-d}, this week)" in page
+    this_week = admin_client.get(url, {"week": f"{this_monday:%G-W%V}"}).text
+    assert "Payment pi_this_week" in this_week and "Payment pi_last_week" not in this_week
+
+
+def test_a_session_waiting_for_the_clients_bank_is_told_in_a_sentence(
+        immediate: Practice, stripe_server: FakeStripe, make_client: Callable[..., Client],
+        completed_session: Callable[..., Appointment]) -> None:
+    from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION
+
+    person = save_card(make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000),
+                       CARD_NEEDS_AUTHENTICATION, stripe_server)
+    at = dt.datetime(2026, 11, 24, 11, tzinfo=NY)
+    completed_session(person, at=at)
+    tick(at)
+    assert Charge.objects.get(client=person).status == ChargeStatus.REQUIRES_ACTION
+    reconciliation_run(week=week_monday(at.date()), now=at + 7 * DAY)
+    finding = ReconciliationFinding.objects.get(kind=FindingKind.UNPAID_SESSION, client=person)
+    assert finding.detail == "The charge is waiting for the client to authenticate."
 
 
 def test_a_finding_that_goes_away_is_closed_by_the_system_and_reopens_if_it_comes_back(
@@ -316,9 +351,12 @@ def test_the_aging_report_page_and_its_csv(admin_client: HttpClient) -> None:
     url = reverse("admin:billing_ar_aging")
     page = admin_client.get(url).text
     assert "Able, Ana" in page and "$123.45" in page and "<svg" in page and "31-60 days" in page
+    # Labels, not the stored values: the billing type as staff know it.
+    assert "<td>Self-pay</td>" in page and "self_pay" not in page.split('id="aging-table"')[1]
     rows = list(csv.DictReader(io.StringIO(admin_client.get(url, {"format": "csv"}).content.decode())))
-    assert rows == [{"client_id": str(ana.pk), "client": "Able, Ana", "billing_type": "self_pay", "current": "0",
-                     "days_31_60": "12345", "days_61_90": "0", "days_over_90": "0", "total": "12345"}]
+    assert rows == [{"Client ID": str(ana.pk), "Client": "Able, Ana", "Billing type": "Self-pay",
+                     "0-30 days ($)": "0.00", "31-60 days ($)": "123.45", "61-90 days ($)": "0.00",
+                     "Over 90 days ($)": "0.00", "Total ($)": "123.45"}]
     assert admin_client.get(url, {"billing_type": "insurance"}).text.count("Able, Ana") == 0
 
 
@@ -339,7 +377,7 @@ def test_superbill_action_gives_a_pdf_for_one_client_and_a_zip_for_several(
     assert one["Content-Type"] == "application/pdf"
     page = pypdfium2.PdfDocument(io.BytesIO(one.content))[0]
     text = page.get_textpage().get_text_range()
-    assert "90837" in text and "$200.00" in text and "F41.1" in text
+    assert "90837" in text and "$150.00" in text and "F41.1" in text  # the client's rate, as billed
     many = admin_client.post(url, {"action": "superbill_pdf", ACTION_CHECKBOX_NAME: [ana.pk, bo.pk], **period})
     assert many["Content-Type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(many.content)).namelist()

@@ -225,7 +225,7 @@ def test_change_after_payment_is_an_adjustment_not_an_edit(
     assert (charge.status, charge.amount_cents) == (ChargeStatus.SUCCEEDED, 15000)
     assert balance(self_pay) == -15000  # a credit the practice can refund
     review = ReviewItem.objects.get(kind=ReviewKind.PAID_SESSION_CHANGED)
-    assert "is succeeded, but the session is now canceled" in review.reason
+    assert "Session fee of $150.00 is paid, but the session is now canceled." in review.reason
 
 
 def test_missing_benefits_go_to_review_then_charge_once_fixed(

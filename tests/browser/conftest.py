@@ -204,7 +204,7 @@ def enroll_card(page: Page, link: str, number: str, *, three_d_secure: bool = Fa
     """Open an enrollment link, agree, type a card and save it; waits for "Card saved"."""
     open_link(page, link)
     expect(page.locator("#authorization")).to_contain_text("By saving this card you authorize")
-    page.get_by_label("I have read this and authorise").check()
+    page.get_by_label("I have read this and authorize").check()
     type_card(page, number)
     page.get_by_role("button", name="Save card").click()
     if three_d_secure:

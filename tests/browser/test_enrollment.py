@@ -67,7 +67,7 @@ def test_card_saved_from_the_emailed_link_pays_the_next_session_with_a_receipt(
     expect(page.get_by_role("heading", name="This link has already been used")).to_be_visible()
 
 
-def test_not_ticking_the_authorisation_box_saves_nothing(
+def test_not_ticking_the_authorization_box_saves_nothing(
         portal: Portal, page: Page, self_pay_client: Client) -> None:
     issued = enrollment_link_send(client=self_pay_client, now=timezone.now(), actor="staff:test", send_email=False)
     open_link(page, issued.url)
@@ -75,7 +75,7 @@ def test_not_ticking_the_authorisation_box_saves_nothing(
     page.get_by_role("button", name="Save card").click()
 
     message = page.locator("#message")
-    expect(message).to_have_text("Please read the authorisation and tick the box to agree.")
+    expect(message).to_have_text("Please read the authorization and tick the box to agree.")
     expect(message).to_have_class("message error")
     expect(page.get_by_role("button", name="Save card")).to_be_enabled()
 
@@ -86,7 +86,7 @@ def test_not_ticking_the_authorisation_box_saves_nothing(
           headers: {"X-CSRFToken": csrf, "Content-Type": "application/x-www-form-urlencoded"}, body: ""});
         return {status: response.status, body: await response.json()};
     }""")
-    assert answer == {"status": 400, "body": {"error": "Please read the authorisation and tick the box to agree."}}
+    assert answer == {"status": 400, "body": {"error": "Please read the authorization and tick the box to agree."}}
 
     self_pay_client.refresh_from_db()
     assert not self_pay_client.has_card

@@ -135,6 +135,6 @@ def test_agree_checkbox_is_a_comfortable_tap_target(portal: Portal, page: Page, 
     page.set_viewport_size(VIEWPORTS["phone"])  # type: ignore[arg-type]
     open_link(page, enrollment_link_send(client=self_pay_client, now=timezone.now(), actor="staff:test",
                                          send_email=False).url)
-    box = page.get_by_label("I have read this and authorise").bounding_box()
+    box = page.get_by_label("I have read this and authorize").bounding_box()
     assert box is not None
     assert min(box["width"], box["height"]) >= 20, box

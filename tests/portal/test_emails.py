@@ -65,6 +65,26 @@ def test_practice_rewords_an_email_in_the_admin_after_previewing_it(
     assert message.body == "Dear Ada, you owe $200.00. Pay here: https://x/p/t/"
 
 
+def test_emails_are_listed_by_their_human_names_in_the_admin(practice: Practice, admin_client: HttpClient) -> None:
+    import re
+
+    from billing.services.email_catalogue import NAMES, email_title
+
+    EmailTemplate.objects.create(name="pre_charge_notice", subject="Soon", body_text="Soon.")
+    page = admin_client.get("/admin/billing/emailtemplate/").text
+    cells = re.findall(r"<t[dh][^>]*>(?:<a [^>]*>)?([^<]*)", page)
+    for name in NAMES:
+        assert email_title(name) in page, name
+        assert name not in cells, name  # the file name only in links, never shown as the email's name
+    assert "Pre-charge notice" in cells and "Card declined" in cells
+    change = admin_client.get(f"/admin/billing/emailtemplate/{EmailTemplate.objects.get().pk}/change/").text
+    assert "Pre-charge notice" in change
+    preview = admin_client.get("/admin/billing/emailtemplate/preview/payment_failed/").text
+    assert "Preview: Card declined" in preview
+    add = admin_client.get("/admin/billing/emailtemplate/add/").text
+    assert "Receipt: After a successful charge" in add
+
+
 SCRIPT = "<script>alert(1)</script>"
 
 

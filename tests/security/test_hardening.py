@@ -191,8 +191,8 @@ def test_the_admin_csv_exports_write_a_formula_name_as_text_and_keep_negative_am
     quoted_name = f"'{formula} {formula}"
 
     [aging] = _csv_rows(admin_client.get(reverse("admin:billing_ar_aging"), {"format": "csv"}))
-    assert aging["client"] == f"'{formula}, {formula}"
-    assert (aging["current"], aging["total"]) == ("-1250", "-1250")  # money stays a number
+    assert aging["Client"] == f"'{formula}, {formula}"
+    assert (aging["0-30 days ($)"], aging["Total ($)"]) == ("-12.50", "-12.50")  # dollars, still a number
 
     finding = ReconciliationFinding.objects.create(
         kind=FindingKind.UNMATCHED_PAYMENT, key="stripe:ch_formula", week=dt.date(2026, 11, 23), client=person,
@@ -203,7 +203,7 @@ def test_the_admin_csv_exports_write_a_formula_name_as_text_and_keep_negative_am
     chosen = _csv_rows(admin_client.post(url, {"action": "export_csv", ACTION_CHECKBOX_NAME: [finding.pk]}))
     for [row] in (whole_list, chosen):
         assert (row["client"], row["stripe"], row["detail"]) == (quoted_name, f"'{formula}", f"'{formula}")
-        assert (row["expected_cents"], row["actual_cents"]) == ("0", "-1250")
+        assert (row["expected_dollars"], row["actual_dollars"]) == ("0.00", "-12.50")
 
 
 @pytest.mark.django_db

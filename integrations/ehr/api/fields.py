@@ -125,25 +125,53 @@ class QueryBoolean(serializers.BooleanField):
         return bool(data == "true")
 
 
-class StrictDecimal(serializers.DecimalField):
-    """A JSON number: DRF also takes the number as a string, which the schema (number) does not allow."""
+class TextChoice(serializers.ChoiceField):
+    """One of the choices, as JSON text: DRF also takes the number 10 for "10", which the schema does not."""
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, bool) or not isinstance(data, int | float | Decimal):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+# A percent as text, as some EHRs send it: 0 to 100 with at most two decimals, nothing else (no sign,
+# exponent, spaces or NaN), so the schema admits exactly what the field takes.
+PERCENT_TEXT = r"^(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)$"
+
+
+class Percent(serializers.DecimalField):
+    """0 to 100 with at most two decimals: a JSON number (20, 12.5) or the same number as text ("20")."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=5, decimal_places=2, min_value=0, max_value=100,
+                         coerce_to_string=False, **kwargs)
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data == "":  # DRF reads it as null; the schema does not admit it
+            self.fail("invalid")
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | float | Decimal | str):
+            self.fail("invalid")
+        if isinstance(data, str) and not re.fullmatch(PERCENT_TEXT, data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
-class StrictDecimalSchema(OpenApiSerializerFieldExtension):
-    """multipleOf states the decimal places (0.01 for two): without it the schema admits 79.7458, refused."""
+class PercentSchema(OpenApiSerializerFieldExtension):
+    """A number (multipleOf 0.01 states the two decimal places: without it the schema admits 79.7458,
+    refused) or that number as text."""
 
-    target_class = StrictDecimal
+    target_class = Percent
 
     def map_serializer_field(self, auto_schema: Any, direction: Any) -> Any:
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        if self.target.decimal_places is not None:
-            schema["multipleOf"] = float(Decimal(1).scaleb(-self.target.decimal_places))
-        return schema
+        if direction == "response":
+            return schema
+        outer = {key: schema.pop(key) for key in ("nullable", "description") if key in schema}
+        number = {**schema, "multipleOf": 0.01}
+        return {"oneOf": [number, {"type": "string", "pattern": PERCENT_TEXT}], **outer}
 
 
 class DistinctList(serializers.ListField):

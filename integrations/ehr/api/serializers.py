@@ -21,6 +21,7 @@ from billing.models import (
     ChargeKind,
     ChargeStatus,
     Client,
+    PlaceOfService,
     StripeLinkStatus,
 )
 from billing.selectors import FINDING_KINDS
@@ -31,9 +32,10 @@ from integrations.ehr.api.fields import (
     Cents,
     DistinctList,
     ExternalId,
+    Percent,
     StrictBoolean,
-    StrictDecimal,
     Text,
+    TextChoice,
 )
 
 # [0-9], not \d: Python's \d also takes Arabic-Indic or full-width digits, the schema's regex engines do not.
@@ -166,9 +168,8 @@ class CoverageIn(Strict):
     plan_category = Text(max_length=50, required=False, default="",
                          help_text="Matches a fixed client amount by insurance category, e.g. EAP.")
     copay_cents = Cents(required=False, allow_null=True, default=None)
-    coinsurance_percent = StrictDecimal(max_digits=5, decimal_places=2, min_value=0, max_value=100,
-                                                   coerce_to_string=False, required=False, allow_null=True,
-                                                   default=None)
+    coinsurance_percent = Percent(required=False, allow_null=True, default=None,
+                                  help_text='0 to 100, at most two decimals: 20, 12.5 or "20".')
     deductible_cents = Cents(required=False, allow_null=True, default=None)
     deductible_met_cents = Cents(required=False, allow_null=True, default=None)
     effective_from = BoundedDate(required=False, allow_null=True, default=None)
@@ -283,6 +284,10 @@ class AppointmentIn(Strict):
     note_signed_at = AwareDateTime(required=False, allow_null=True, default=None)
     fee_cents = Cents(required=False, allow_null=True, default=None,
                       help_text="Overrides the practice's fee schedule for this session.")
+    place_of_service = TextChoice(
+        choices=PlaceOfService.choices, required=False, allow_blank=True, default="",
+        help_text="CMS place of service: 11 office, 02 telehealth, 10 telehealth in the client's home (both "
+                  "telehealth codes put modifier 95 on the superbill); empty when not recorded.")
 
     def validate_diagnosis_codes(self, value: list[str]) -> list[str]:
         # Stored upper-case, so "f41.1" and "F41.1" are the same body and a repeat changes nothing.
@@ -303,6 +308,7 @@ class AppointmentOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=AppointmentStatus.choices)
     note_signed_at = serializers.DateTimeField(allow_null=True)
     fee_cents = serializers.IntegerField(allow_null=True)
+    place_of_service = serializers.ChoiceField(choices=[("", "not recorded"), *PlaceOfService.choices])
     charges = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

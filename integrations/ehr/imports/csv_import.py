@@ -49,6 +49,7 @@ from integrations.ehr.imports.csv_presets import (
     FALSE_WORDS,
     FIELDS,
     KINDS,
+    PLACES_OF_SERVICE,
     PRESETS,
     TRUE_WORDS,
     Preset,
@@ -513,6 +514,8 @@ class Converter:
             data["duration_minutes"] = int(text)
         if "fee" in self.columns:
             data["fee_cents"] = self.value(row, "fee", parse_cents)
+        if "place_of_service" in self.columns:
+            data["place_of_service"] = self._place_of_service(row)
         if "note_signed_at" in self.columns:
             text = self.cell(row, "note_signed_at")
             data["note_signed_at"] = self.value(row, "note_signed_at",
@@ -521,8 +524,19 @@ class Converter:
         external_id = self.cell(row, "external_id") or f"{client}@{starts_at.astimezone(self.zone):%Y-%m-%dT%H:%M}"
         raw = self._raw(row, {"clinician": "clinician", "clients": "client", "service_code": "service_code",
                               "starts_at": "date", "status": "status", "duration_minutes": "duration_minutes",
-                              "fee_cents": "fee", "note_signed_at": "note_signed_at", "external_id": "external_id"})
+                              "fee_cents": "fee", "note_signed_at": "note_signed_at", "external_id": "external_id",
+                              "place_of_service": "place_of_service"})
         return Pending([number], "appointment", external_id, data, set(data), raw)
+
+    def _place_of_service(self, row: list[str]) -> str:
+        # A cell may give the code with its words ("10 - Telehealth in patient's home"): the code decides.
+        text = self.cell(row, "place_of_service")
+        code = text.strip().split(" ", 1)[0].zfill(2) if text.strip()[:1].isdigit() else _norm(text)
+        place = PLACES_OF_SERVICE.get(code)
+        if place is None:
+            raise RowError(f"{self.label('place_of_service')}: {text!r} is not a place of service (11 office, 02 "
+                           "telehealth, 10 telehealth in the client's home)")
+        return place
 
     def _insurance_payment(self, number: int, row: list[str]) -> Pending:
         client = self.cell(row, "client")
@@ -563,7 +577,8 @@ CLIENT_DEFAULTS: dict[str, Any] = {"email": "", "phone": "", "date_of_birth": No
                                    "session_rate_cents": None, "active": True}
 CLIENT_STORED = ("first_name", "last_name", *CLIENT_DEFAULTS)
 APPOINTMENT_DEFAULTS: dict[str, Any] = {"status": AppointmentStatus.SCHEDULED, "duration_minutes": 50,
-                                        "diagnosis_codes": [], "fee_cents": None, "note_signed_at": None}
+                                        "diagnosis_codes": [], "fee_cents": None, "note_signed_at": None,
+                                        "place_of_service": ""}
 
 
 class CsvPush(intake.Push):

@@ -74,6 +74,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("status", "appointment status"),
         Field("duration_minutes", "duration in minutes"),
         Field("fee", "the session's fee in dollars (overrides the fee schedule)"),
+        Field("place_of_service", "place of service: 11 (office), 02 (telehealth), 10 (telehealth in the "
+                                  "client's home)"),
         Field("charge_fee", "TherapyNotes' \"Charge Fee\" flag (yes/no)"),
         Field("note_signed_at", "when the note was signed (date and time)"),
     ),
@@ -135,6 +137,7 @@ SIMPLEPRACTICE = Preset(
             "status": ("Status", "Appointment Status", "Attendance"),
             "duration_minutes": ("Duration", "Duration (min)", "Minutes"),
             "fee": ("Rate", "Fee", "Appointment Fee"),
+            "place_of_service": ("Place of Service", "POS", "Place of Service Code"),
         },
         "insurance-payments": {
             "appointment": ("Appointment ID",),
@@ -187,6 +190,7 @@ THERAPYNOTES = Preset(
             "duration_minutes": ("Duration", "Minutes"),
             "charge_fee": ("Charge Fee", "Fee Charged"),
             "fee": ("Fee", "Charge Amount"),
+            "place_of_service": ("Place of Service", "POS", "Place of Service Code"),
         },
         "insurance-payments": {
             "appointment": ("Appointment ID",),
@@ -227,5 +231,8 @@ BILLING_TYPES = {
     "selfpay": "self_pay", "cash": "self_pay", "private pay": "self_pay", "sliding scale": "sliding_scale",
     "sliding_scale": "sliding_scale", "sliding-scale": "sliding_scale",
 }
+# A place-of-service cell: the CMS code (a spreadsheet drops the 0 of 02) or the word office; empty is
+# not recorded. "Telehealth" alone is not taken: 02 and 10 are billed differently.
+PLACES_OF_SERVICE = {"": "", "02": "02", "10": "10", "11": "11", "office": "11"}
 TRUE_WORDS = {"yes", "y", "true", "1", "x", "active", "charge", "charged"}
 FALSE_WORDS = {"no", "n", "false", "0", "", "inactive", "archived", "discharged"}

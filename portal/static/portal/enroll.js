@@ -26,7 +26,7 @@
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     if (!document.getElementById("agree").checked) {
-      show("Please read the authorisation and tick the box to agree.", "error");
+      show("Please read the authorization and tick the box to agree.", "error");
       return;
     }
     button.disabled = true;

@@ -181,6 +181,8 @@ def test_changing_what_was_paid_for_is_409_and_says_what_to_do(paid_session: Cha
     response = api.patch("/api/v1/appointments/a-1/", change, format="json")
     assert response.status_code == 409
     assert "refund or adjustment in the admin" in response.json()["detail"]
+    # A sentence, not a status code put in one ("is already succeeded").
+    assert "for client 'c-1' is already paid: money has moved" in response.json()["detail"]
     after = Appointment.objects.get(external_id="a-1")
     assert (after.fee_cents, after.service_code, after.participants.count()) == (
         before.fee_cents, before.service_code, 2)

@@ -33,8 +33,22 @@ def test_json_types_are_the_schemas(practice: Practice, put: Call, field: str, v
 
 def test_coverage_numbers_are_numbers(practice: Practice, put: Call) -> None:
     put("clients/c-1/", client_body("Ana", "insurance"))
-    assert "coinsurance_percent" in put("clients/c-1/coverage/", {"coinsurance_percent": "20"}, expect=400)
     assert "plan_category" in put("clients/c-1/coverage/", {"plan_category": 0}, expect=400)
+
+
+def test_a_coinsurance_sent_as_text_is_taken_like_the_number(practice: Practice, put: Call) -> None:
+    """Some EHRs send the percent as a string: "20" is taken as 20."""
+    from billing.models import Coverage
+
+    put("clients/c-1/", client_body("Ana", "insurance"))
+    assert put("clients/c-1/coverage/", {"coinsurance_percent": "20"})["coinsurance_percent"] == 20
+    assert str(Coverage.objects.get().coinsurance_percent) == "20.00"
+    assert put("clients/c-1/coverage/", {"coinsurance_percent": 20})["coinsurance_percent"] == 20
+    assert put("clients/c-1/coverage/", {"coinsurance_percent": "12.5"})["coinsurance_percent"] == 12.5
+    # Only the number itself as text: no sign, exponent, spaces, NaN, or more than two decimals or 100.
+    for text in ("1e1", " 20", "20 ", "-5", "+5", "NaN", "20%", "12.345", "100.01", "101", "", "twenty"):
+        assert "coinsurance_percent" in put("clients/c-1/coverage/", {"coinsurance_percent": text}, expect=400), text
+    assert put("clients/c-1/coverage/", {"coinsurance_percent": None})["coinsurance_percent"] is None
 
 
 def test_lists_answer_the_documented_page_and_take_far_dates_as_no_bound(practice: Practice, get: Call) -> None:
