@@ -366,6 +366,9 @@ def finding_settle(*, finding: ReconciliationFinding, choice: str, amount_cents:
     if finding.client is None:
         raise StaffActionRefused("This finding names no client (a Stripe payment the portal did not make): "
                                  "settle it in Stripe, then mark it resolved.")
+    if finding.status != FindingStatus.OPEN:
+        raise StaffActionRefused(f"This finding is already {finding.get_status_display().lower()}: open it again "
+                                 "first if something is still to settle.")
     if choice not in SETTLE_CHOICES:
         raise StaffActionRefused("Choose a refund, an adjustment or a write-off.")
     reason = _reason_required(reason, "refund" if choice == "refund" else "adjustment")

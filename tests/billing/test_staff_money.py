@@ -415,6 +415,10 @@ def test_a_billing_manager_settles_an_overcharge_finding_with_a_refund_once(
     assert finding.status == FindingStatus.RESOLVED
     assert finding.status_reason == "Refund of $20.00: EOB says $120"
     assert finding.status_by == billing_manager
+    settled_again = http.post(settle, {"form_key": form_key(http, settle), "choice": "refund", "amount": "20",
+                                       "reason": "again"})
+    assert "already resolved" in errors(settled_again)
+    assert Refund.objects.count() == 1
 
 
 def test_an_unpaid_session_finding_is_written_off_from_its_page(
