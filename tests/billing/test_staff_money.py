@@ -436,3 +436,21 @@ def test_an_unpaid_session_finding_is_written_off_from_its_page(
     assert (finding.status, finding.status_reason) == (FindingStatus.RESOLVED,
                                                        "Write-off of $140.00: client moved away")
     assert "Finding #" in StaffAction.objects.get().reason
+
+
+# --- Who may open which page ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("role", "allowed"), [
+    ("front_desk", {"charge-card", "record-payment", "send-link"}),
+    ("billing_manager", {"charge-card", "record-payment", "adjust", "send-link"}),
+    ("administrator", {"charge-card", "record-payment", "adjust", "send-link"}),
+    ("auditor", set()),
+])
+def test_each_role_opens_the_money_pages_its_role_allows(
+        owes_280: Client, request: pytest.FixtureRequest, role: str, allowed: set[str]) -> None:
+    http = signed_in(request.getfixturevalue(role))
+    client_page = http.get(reverse("admin:billing_client_change", args=[owes_280.pk])).content.decode()
+    for what in ("charge-card", "record-payment", "adjust", "send-link"):
+        status = http.get(page(owes_280, what)).status_code
+        assert status == (200 if what in allowed else 403), (role, what)
+        assert (page(owes_280, what) in client_page) == (what in allowed), (role, what)
