@@ -1,8 +1,9 @@
 """The staff roles, as Django groups with permissions (SECURITY.md, "Access control").
 
 - Front desk: clients, coverage, policy acknowledgments, sessions and who attended, the review queue;
-  sends card links and links clients to Stripe; sees charges, the ledger and the rest. No refunds,
-  waivers, write-offs, holds, cancellations, practice or policy settings, email wording, users, audit trail.
+  sends card links and links clients to Stripe; takes card payments by phone and records payments taken
+  outside Stripe; sees charges, the ledger and the rest. No refunds, waivers, adjustments, write-offs,
+  holds, cancellations, practice or policy settings, email wording, users, audit trail.
 - Billing manager: everything in billing: refunds, waivers, write-offs and cancellations, releasing holds,
   practice and billing policy, fee schedules, email templates, reports. Not users, API keys, audit trail.
 - Auditor (read only): sees everything, the audit trail and sign-in history included; changes nothing.
@@ -31,7 +32,7 @@ ROLES = (FRONT_DESK, BILLING_MANAGER, AUDITOR, ADMINISTRATOR)
 # Rows front desk staff keep up to date (billing app model names).
 FRONT_DESK_EDITS = {"client", "coverage", "policyacknowledgment", "appointment", "participant", "reviewitem"}
 FRONT_DESK_DELETES = {"coverage", "participant"}
-FRONT_DESK_ACTIONS = {"send_card_link", "link_stripe_customer"}
+FRONT_DESK_ACTIONS = {"send_card_link", "link_stripe_customer", "take_payment"}
 # Practice configuration a billing manager may remove rows of; money and history rows are never deleted.
 BILLING_MANAGER_DELETES = {"coverage", "participant", "service", "payer", "feescheduleentry", "categoryrate",
                            "emailtemplate"}

@@ -55,6 +55,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.ReviewItem, review.ReviewItemAdmin)
         self.register(models.Refund, records.RefundAdmin)
         self.register(models.ClientLink, records.ClientLinkAdmin)
+        self.register(models.StaffAction, records.StaffActionAdmin)
         self.register(models.CardConsent, records.CardConsentAdmin)
         self.register(models.OutboundEmail, records.OutboundEmailAdmin)
         self.register(models.StripeEvent, records.StripeEventAdmin)

@@ -7,10 +7,11 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
-from billing.admin import linking
+from billing.admin import linking, money
 from billing.admin.common import (
     DollarsMixin,
     IdCheckedAutocompleteMixin,
@@ -27,6 +28,7 @@ from billing.models import (
     LedgerEntry,
     PolicyAcknowledgment,
     Service,
+    StaffAction,
     StripeLinkStatus,
 )
 
@@ -151,6 +153,21 @@ class LedgerEntryInline(ReadOnlyInline):
         return dollars(entry.amount_cents)
 
 
+class StaffActionInline(ReadOnlyInline):
+    model = StaffAction
+    verbose_name_plural = "money taken, recorded or sent by staff"
+    fields = ("created_at", "kind", "amount", "method", "reference", "reason", "payment", "user")
+    ordering = ("-created_at", "-id")
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StaffAction]:
+        return super().get_queryset(request).select_related("payment", "user")
+
+    @admin.display(description="Amount")
+    def amount(self, action: StaffAction) -> str:
+        return dollars(action.amount_cents) if action.amount_cents else ""
+
+
 class ClientAdmin(DollarsMixin, admin.ModelAdmin):
     list_display = ("name", "email", "billing_type", "balance", "card", "flagged_for_outreach", "active")
     list_filter = ("billing_type", "flagged_for_outreach", BalanceFilter, CardFilter, StripeLinkFilter, "active")
@@ -167,9 +184,27 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         ("Outreach", {"fields": ("flagged_for_outreach", "flagged_reason", "flagged_at")}),
         ("From the EHR", {"fields": ("source", "external_id", "created_at", "updated_at")}),
     )
-    inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientChargeInline, LedgerEntryInline)
+    inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientChargeInline, LedgerEntryInline, StaffActionInline)
     actions = ("link_to_stripe", "create_stripe_customer", "link_chosen_customer", "ignore_stripe_link",
                "send_card_link")
+    change_form_template = "admin/billing/client/change_form.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        # Taking and recording money from the client's page (billing/admin/money.py).
+        page = path("<path:object_id>/money/<slug:what>/", self.admin_site.admin_view(self.money_view),
+                    name="billing_client_money")
+        return [page, *super().get_urls()]
+
+    def money_view(self, request: HttpRequest, object_id: str, what: str) -> HttpResponse:
+        return money.client_money_view(self, request, object_id, what)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        client = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if client is not None:
+            extra_context["money_tools"] = money.client_money_tools(request, client)
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
         return with_balance(super().get_queryset(request))

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from billing.admin.common import ViewOnlyMixin, dollars
 from billing.admin.people import CLIENT_SEARCH
-from billing.models import BalanceAllocation, Refund, StripeEvent
+from billing.models import BalanceAllocation, Refund, StaffAction, StripeEvent
 from billing.services.webhooks import UNKNOWN_PAYMENT
 
 
@@ -101,3 +101,17 @@ class AuditSealAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_filter = ("table",)
     search_fields = ("=row_id",)
     show_full_result_count = False
+
+
+class StaffActionAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """What staff took, recorded or sent from clients' pages (billing/admin/money.py), with who and why."""
+
+    list_display = ("created_at", "client", "kind", "amount", "method", "reference", "reason", "user")
+    list_filter = ("kind", "method")
+    list_select_related = ("client", "user")
+    search_fields = (*CLIENT_SEARCH, "=reference")
+    show_full_result_count = False
+
+    @admin.display(description="Amount", ordering="amount_cents")
+    def amount(self, action: StaffAction) -> str:
+        return dollars(action.amount_cents)

@@ -22,7 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from billing.admin import people
+from billing.admin import money, people
 from billing.admin.charts import bar_chart
 from billing.admin.common import (
     ActionsOnlyMixin,
@@ -246,9 +246,26 @@ class ReconciliationFindingAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         ("Runs", {"fields": ("key", "first_found_at", "last_found_at", "gone_at")}),
     )
 
+    change_form_template = "admin/billing/reconciliationfinding/change_form.html"
+
     def get_urls(self) -> list[URLPattern]:
-        return [path("run/", self.admin_site.admin_view(self.run_view), name="billing_reconciliation_run"),
+        settle = path("<path:object_id>/settle/", self.admin_site.admin_view(self.settle_view),
+                      name="billing_reconciliationfinding_settle")
+        return [path("run/", self.admin_site.admin_view(self.run_view), name="billing_reconciliation_run"), settle,
                 *super().get_urls()]
+
+    def settle_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Settle the finding with a refund, an adjustment or a write-off (billing/admin/money.py)."""
+        return money.finding_settle_view(self, request, object_id)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        finding = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if finding is not None and finding.client_id and finding.status == FindingStatus.OPEN \
+                and money.may_settle(request):
+            extra_context["settle_url"] = reverse("admin:billing_reconciliationfinding_settle", args=[finding.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def run_view(self, request: HttpRequest) -> HttpResponse:
         """Reconcile any week now (the schedule does the week before, each Monday)."""

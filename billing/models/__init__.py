@@ -23,7 +23,17 @@ from billing.models.charges import (
     PaymentAttempt,
 )
 from billing.models.insurance import InsurancePayment
-from billing.models.ledger import AppendOnlyError, LedgerEntry, LedgerKind, ReviewItem, ReviewKind, ReviewStatus
+from billing.models.ledger import (
+    AppendOnlyError,
+    LedgerEntry,
+    LedgerKind,
+    OutsideMethod,
+    ReviewItem,
+    ReviewKind,
+    ReviewStatus,
+    StaffAction,
+    StaffActionKind,
+)
 from billing.models.payments import (
     BalanceAllocation,
     BalanceEpisode,
@@ -93,6 +103,7 @@ __all__ = [
     "LinkPurpose",
     "NoticeTone",
     "OutboundEmail",
+    "OutsideMethod",
     "Participant",
     "Payer",
     "PaymentAttempt",
@@ -107,6 +118,8 @@ __all__ = [
     "ReviewKind",
     "ReviewStatus",
     "Service",
+    "StaffAction",
+    "StaffActionKind",
     "StripeEvent",
     "StripeLinkStatus",
     "Weekday",

@@ -112,3 +112,56 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.client}"
+
+
+class OutsideMethod(models.TextChoices):
+    """How a payment taken outside Stripe came in (its charge's ``payment_reference`` starts ``<method>:``)."""
+
+    CASH = "cash", "Cash"
+    CHECK = "check", "Check"
+    OTHER = "other", "Other"
+
+
+class StaffActionKind(models.TextChoices):
+    CARD_PAYMENT = "card_payment", "Card payment taken by phone"
+    OUTSIDE_PAYMENT = "outside_payment", "Payment taken outside Stripe"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    WRITE_OFF = "write_off", "Write-off"
+    REFUND = "refund", "Refund"
+    LINK_SENT = "link_sent", "Link or statement emailed"
+
+
+class StaffAction(models.Model):
+    """One thing a staff member did about a client's money from the admin (workflow 15), once per form.
+
+    ``form_key`` comes from the form the staff member filled in: the same form sent twice (a double click,
+    the browser's retry) finds its key taken and does nothing more. The money itself is in the ledger and
+    the charges; this row says who did it, why, and with what reference, and is in the audit trail.
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="staff_actions")
+    kind = models.CharField(max_length=20, choices=StaffActionKind.choices)
+    form_key = models.CharField(max_length=64, unique=True)
+    amount_cents = models.IntegerField(default=0, help_text="As posted to the ledger: negative reduces the balance.")
+    method = models.CharField(max_length=20, blank=True, help_text="Cash, check, other; or the link sent.")
+    reference = models.CharField(max_length=100, blank=True, help_text="Check number, receipt number...")
+    reason = models.CharField(max_length=300, blank=True)
+    payment = models.ForeignKey(Charge, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                help_text="The payment this action took or recorded.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("take_payment", "Can take a card payment by phone or record a payment taken outside Stripe"),
+                       ("adjust_balance", "Can post an adjustment or a write-off")]
+        indexes = [models.Index(fields=["client", "-created_at"], name="staff_action_client")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.client}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("Staff actions are never changed.")
+        super().save(*args, **kwargs)

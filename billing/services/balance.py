@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum, Window
 from django.db.models.functions import Coalesce
@@ -109,7 +110,8 @@ IN_PROGRESS = ("A payment is already being taken from your card. Please wait a m
 
 
 def balance_payment_start(*, client: Client, amount_cents: int | None, charge_ids: list[int] | None,
-                          now: dt.datetime, pay_key: str = "") -> PortalPayment:
+                          now: dt.datetime, pay_key: str = "", staff: User | None = None,
+                          why: str = "paid on the portal") -> PortalPayment:
     """Pay with the saved card, the client present: everything payable now (``amount_cents`` None),
     the chosen charges, or an amount up to what is payable now.
 
@@ -117,7 +119,8 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     portal payment still being taken refuses the next (``PaymentInProgress``); the same form sent
     again (``pay_key``) is refused too. The charges it pays are locked and put on hold first (so the
     scheduler cannot charge them too), then Stripe is called outside the transaction, and the outcome
-    settled as for any charge.
+    settled as for any charge. ``staff`` takes it for the client on the phone (the admin), ``why`` is
+    kept in the payment's history.
     """
     if not client.card_payment_method_id or not client.stripe_customer_id:
         raise PaymentNotAllowed("Please add a card first.")
@@ -129,7 +132,7 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     _withdraw_before_paying(client, charge_ids or [], now)
     try:
         with transaction.atomic():
-            payment, attempt = _payment_claim(client, amount_cents, charge_ids, now, pay_key)
+            payment, attempt = _payment_claim(client, amount_cents, charge_ids, now, pay_key, staff, why)
     except IntegrityError:  # the same form, sent twice at once: the other request has it
         raise PaymentInProgress(IN_PROGRESS) from None
     try:
@@ -168,11 +171,34 @@ def _withdraw_before_paying(client: Client, charge_ids: list[int], now: dt.datet
 
 
 def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[int] | None, now: dt.datetime,
-                   pay_key: str) -> tuple[Charge, PaymentAttempt]:
+                   pay_key: str, staff: User | None = None, why: str = "paid on the portal"
+                   ) -> tuple[Charge, PaymentAttempt]:
     """Inside the transaction: lock, check what may be paid now, and write the payment and its attempt."""
     client = Client.objects.select_for_update().get(pk=client.pk)
     if Charge.objects.filter(client=client, kind=ChargeKind.BALANCE_PAYMENT, status__in=IN_FLIGHT_STATUSES).exists():
         raise PaymentInProgress(IN_PROGRESS)
+    open_charges, amount_cents = payable_lock(client, amount_cents, charge_ids, staff=staff is not None)
+    payment = Charge.objects.create(
+        client=client, kind=ChargeKind.BALANCE_PAYMENT, amount_cents=amount_cents, status=ChargeStatus.PROCESSING,
+        scheduled_for=now, attempts=1, breakdown=[{"label": "Balance payment", "amount_cents": amount_cents}])
+    charge_event_record(charge=payment, from_status="", now=now, user=staff, reason=why,
+                        actor=f"staff:{staff.get_username()}" if staff else f"client:{client.pk}")
+    allocations_write(payment, open_charges, now)
+    attempt = PaymentAttempt.objects.create(
+        charge=payment, number=1,
+        idempotency_key=_portal_key(client, pay_key) if pay_key else f"portal-charge-{payment.pk}-attempt-1",
+        amount_cents=amount_cents, customer_id=client.stripe_customer_id,
+        payment_method_id=client.card_payment_method_id, started_at=now)
+    return payment, attempt
+
+
+def payable_lock(client: Client, amount_cents: int | None, charge_ids: list[int] | None, *,
+                 staff: bool = False) -> tuple[list[Charge], int]:
+    """Inside a transaction, the client's row locked by the caller: lock the open charges a payment may pay
+    and check it against what is payable now. Returns the charges it pays (oldest first) and its amount:
+    the chosen charges' total, everything payable now (``amount_cents`` None), or the amount asked for.
+    ``staff`` words the refusals for staff paying for the client rather than the client."""
+    you, your = ("The client", "the client's") if staff else ("You", "your")
     # Locked with their status re-checked, so a charge a billing run claimed meanwhile drops out.
     open_charges = list(Charge.objects.select_for_update(of=("self",)).filter(
         pk__in=[c.pk for c in payable_charges(client)], status__in=OPEN_STATUSES, amount_cents__gt=0,
@@ -182,25 +208,25 @@ def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[in
         chosen = [c for c in open_charges if c.pk in set(charge_ids)]
         if not charge_ids or len(chosen) != len(set(charge_ids)):
             raise PaymentNotAllowed("Some of the chosen items can no longer be paid here. Please reload.")
-        open_charges = chosen
-        amount_cents = sum(c.amount_cents for c in chosen)
-    elif amount_cents is None:
+        return chosen, sum(c.amount_cents for c in chosen)
+    if amount_cents is None:
         amount_cents = payable.now_cents
         if amount_cents <= 0:
             raise PaymentNotAllowed("There is nothing to pay right now." + (
                 f" {format_cents(payable.in_flight_cents)} is already being paid." if payable.in_flight_cents
                 else ""))
     elif amount_cents > payable.now_cents:
-        raise PaymentNotAllowed(f"You can pay at most {format_cents(payable.now_cents)} now" + (
-            f" ({format_cents(payable.in_flight_cents)} of your balance is already being paid)."
+        raise PaymentNotAllowed(f"{you} can pay at most {format_cents(payable.now_cents)} now" + (
+            f" ({format_cents(payable.in_flight_cents)} of {your} balance is already being paid)."
             if payable.in_flight_cents else "."))
-    payment = Charge.objects.create(
-        client=client, kind=ChargeKind.BALANCE_PAYMENT, amount_cents=amount_cents, status=ChargeStatus.PROCESSING,
-        scheduled_for=now, attempts=1, breakdown=[{"label": "Balance payment", "amount_cents": amount_cents}])
-    charge_event_record(charge=payment, from_status="", now=now, actor=f"client:{client.pk}",
-                        reason="paid on the portal")
-    left = amount_cents
-    for charge in open_charges:  # oldest first
+    return open_charges, amount_cents
+
+
+def allocations_write(payment: Charge, charges: list[Charge], now: dt.datetime) -> None:
+    """Which of the (locked) open charges the payment pays, oldest first, as far as its amount goes; each
+    is put on hold until the payment settles, so the scheduler does not charge it too."""
+    left = payment.amount_cents
+    for charge in charges:  # oldest first
         if left <= 0:
             break
         part = min(left, charge.amount_cents)
@@ -209,12 +235,6 @@ def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[in
                                          previous_hold_reason=charge.hold_reason)
         Charge.objects.filter(pk=charge.pk).update(hold_reason=PORTAL_HOLD, next_retry_at=None, updated_at=now)
         left -= part
-    attempt = PaymentAttempt.objects.create(
-        charge=payment, number=1,
-        idempotency_key=_portal_key(client, pay_key) if pay_key else f"portal-charge-{payment.pk}-attempt-1",
-        amount_cents=amount_cents, customer_id=client.stripe_customer_id,
-        payment_method_id=client.card_payment_method_id, started_at=now)
-    return payment, attempt
 
 
 def portal_payments_abandon(*, now: dt.datetime) -> int:

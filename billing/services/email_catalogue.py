@@ -44,6 +44,8 @@ CATALOGUE = [
     EmailKind("balance_reminder", "First reminder of an unpaid balance, with a pay link."),
     EmailKind("balance_second_reminder", "Second reminder, with the practice's phone."),
     EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
+    EmailKind("pay_balance_link", "Staff send a link to see and pay the balance (from the client's page)."),
+    EmailKind("statement", "Staff send a statement: the balance, what is open, recent activity, a receipts link."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
@@ -75,4 +77,9 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                      "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
         "total": "$30.00",
+        "in_credit": False, "since": (when - dt.timedelta(days=90)).date(),
+        "open_items": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
+                        "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "status": "Scheduled"}],
+        "entries": [{"date": appointment.starts_at.date(), "what": "Session charge", "memo": "Copay (Aetna)",
+                     "amount": "$30.00"}],
     }

@@ -442,6 +442,12 @@ def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.da
     waiting_review_close_if_settled(client=payment_charge.client, now=now)
 
 
+def allocations_paid(*, payment: Charge, reference: str, now: dt.datetime) -> None:
+    """A balance payment recorded as paid by other means (cash or a check staff took): the charges it
+    covers are paid, or paid in part, exactly as when a portal payment goes through."""
+    _allocations_paid(payment, reference, now)
+
+
 def _portal_payment_failed(payment_charge: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
     """The client saw the decline on the page; the charges it would have paid go back to their schedule."""
     code = attempt.decline_code or attempt.failure_code

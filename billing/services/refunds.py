@@ -9,7 +9,16 @@ from django.db import transaction
 from django.db.models import Sum
 
 from billing.errors import Refused
-from billing.models import Charge, ChargeStatus, LedgerEntry, LedgerKind, Practice, Refund, RefundStatus
+from billing.models import (
+    Charge,
+    ChargeStatus,
+    LedgerEntry,
+    LedgerKind,
+    OutsideMethod,
+    Practice,
+    Refund,
+    RefundStatus,
+)
 from billing.money import format_cents
 from billing.services.charges import charge_transition
 from billing.services.ledger import ledger_post
@@ -22,6 +31,10 @@ class RefundNotAllowed(Refused):
 
 
 def refundable_cents(charge: Charge) -> int:
+    """What may still go back to the card. Money taken outside Stripe (cash, a check) goes back the same way,
+    outside the portal: staff record it as an adjustment."""
+    if charge.payment_reference.partition(":")[0] in OutsideMethod.values:
+        return 0
     return charge.amount_cents - charge.refunded_cents if charge.status in (
         ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED) else 0
 

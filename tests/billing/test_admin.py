@@ -27,6 +27,8 @@ from billing.models import (
     ReviewItem,
     ReviewStatus,
     Service,
+    StaffAction,
+    StaffActionKind,
 )
 from tests import factories
 
@@ -57,6 +59,8 @@ def one_of_everything() -> list[Model]:
         factories.ChargeEventFactory.create(charge=charge),
         factories.PaymentAttemptFactory.create(charge=charge),
         factories.ReviewItemFactory.create(client=client, appointment=appointment),
+        StaffAction.objects.create(client=client, kind=StaffActionKind.OUTSIDE_PAYMENT, form_key="k" * 24,
+                                   amount_cents=-1000, method="cash", created_at=timezone.now()),
     ]
 
 
