@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0013_card_waiting_and_portal_holds'),
+        ('billing', '0014_appointment_place_of_service'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
