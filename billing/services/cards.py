@@ -24,7 +24,7 @@ from billing.services.links import IssuedLink, link_create, link_mark_used
 from billing.services.notify import email_enqueue
 from billing.services.payments import PORTAL_HOLD
 from billing.services.review import review_close_stale, review_open
-from billing.services.schedule import failed_charge_renotify
+from billing.services.schedule import failed_charges_renotify
 from billing.services.waiting import waiting_charges_hold, waiting_choice_link, waiting_lines
 from integrations.stripe.gateway import get_gateway
 
@@ -184,12 +184,14 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         waiting = waiting_charges_hold(client=client, now=now)
         # A retry never comes sooner than the lead time after the charge's last notice.
         practice = Practice.load()
-        for failed in Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
-                hold_reason=PORTAL_HOLD).select_related("appointment__clinician", "client"):
-            # A new card: what failed is announced again (the amount, and when), then tried after the lead.
-            failed.next_retry_at = None
-            failed_charge_renotify(charge=failed, practice=practice, now=now)
-            failed.save(update_fields=["next_retry_at", "notice_sent_at", "notice_due_at", "updated_at"])
+        failed = list(Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
+            hold_reason=PORTAL_HOLD).select_related("appointment__clinician", "client").order_by("pk"))
+        # A new card: what failed is announced again (the amounts, and when: one notice), then tried after the lead.
+        for charge in failed:
+            charge.next_retry_at = None
+        failed_charges_renotify(charges=failed, practice=practice, now=now)
+        for charge in failed:
+            charge.save(update_fields=["next_retry_at", "notice_sent_at", "notice_due_at", "updated_at"])
         review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=None, now=now,
                            note="The client saved a card.")
         for item in client.review_items.filter(kind=ReviewKind.NO_CARD, status="open"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -48,9 +49,9 @@ from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition, charges_transition
 from billing.services.ledger import ledger_post, ledger_post_many
 from billing.services.links import link_create
-from billing.services.notify import Email, email_enqueue, emails_enqueue
+from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
-from billing.services.receipts import receipt_context, service_descriptions
+from billing.services.receipts import charges_email, service_descriptions
 from billing.services.review import review_open
 from billing.services.waiting import NO_CARD_HOLD, card_needed_ask, waiting_review_close_if_settled
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
@@ -139,10 +140,16 @@ def _claim_batch(now: dt.datetime, client: Client | None,
     practice = Practice.load()
     with transaction.atomic():
         charges = (Charge.objects.select_for_update(skip_locked=True, of=("self",)).select_related("client")
-                   .filter(_collectable(now)).order_by("scheduled_for", "pk"))
+                   .filter(_collectable(now)))
         if client is not None:
             charges = charges.filter(client=client)
-        selected = list(charges[:CLAIM_BATCH])
+        selected = list(charges.order_by("scheduled_for", "client_id", "pk")[:CLAIM_BATCH])
+        if len(selected) == CLAIM_BATCH:
+            # A client's charges due at one moment are claimed together, so they settle (and are receipted)
+            # together.
+            last = selected[-1]
+            selected += charges.filter(client_id=last.client_id, scheduled_for=last.scheduled_for).exclude(
+                pk__in=[c.pk for c in selected]).order_by("pk")
         chargeable = [charge for charge in selected if _chargeable(charge, practice, now)]
         if no_card is not None:
             no_card.update(c.client_id for c in selected if c.hold_reason == NO_CARD_HOLD)
@@ -359,9 +366,13 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
                     occurred_on=occurred_on, appointment=charge.appointment, charge=charge,
                     memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
         for charge, attempt in paid])
+    # One receipt per client for what this settlement paid (a batch of their sessions), listing each session.
     services = service_descriptions(charges)
-    emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
-                          receipt_context(charge, practice, services)) for charge in charges],
+    paid_for: dict[int, list[Charge]] = defaultdict(list)
+    for charge in charges:
+        paid_for[charge.client_id].append(charge)
+    emails_enqueue([charges_email(prefix=f"receipt:client:{client_id}", charges=batch, template="receipt",
+                                  practice=practice, services=services) for client_id, batch in paid_for.items()],
                    now=now, practice=practice)
     # Whatever held these charges back is settled now (one query; usually nothing is open).
     held = Q()

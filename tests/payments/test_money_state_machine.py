@@ -17,7 +17,8 @@ A client is never charged twice:
 A client is told before every off-session charge:
 - when the practice's timing has a lead time (``pre_charge_notice_hours`` > 0, not "immediately"), each
   off-session attempt on a session charge was announced by an email sent at least the lead time before it:
-  a ``pre_charge_notice`` for this charge and at least this amount, the notice listing charges that waited
+  a ``pre_charge_notice`` for this charge and at least this amount (one notice lists the charges of a batch,
+  recording the amount it told for each, which its text must show), the notice listing charges that waited
   for a card when they are released, or the decline email of its previous attempt (which says when the card
   is tried again, and that saving a new card pays at once). The notice must be fresh: sent after the
   charge's previous attempt and after the charge was held for want of a card. The tick runs every minute,
@@ -109,6 +110,7 @@ from billing.models import (
     ReviewKind,
     Service,
 )
+from billing.money import format_cents
 from billing.services.balance import ABANDONED_AFTER, client_balance_cents, payable_charges
 from billing.services.cards import enrollment_link_send
 from billing.services.ledger import OWED_KINDS
@@ -664,9 +666,12 @@ def _announces(email: OutboundEmail, attempt: PaymentAttempt) -> bool:
     """Is the email a notice about this attempt's charge, sent for an earlier moment (a decline email
     announces the retries after its own attempt)?
 
-    Keys: ``notice:charge:<pk>:<amount>``, ``declined:charge:<pk>:attempt:<n>``, and for charges that waited
+    A pre-charge notice lists the charges of one batch with the amount it told for each
+    (``OutboundEmail.charge_amounts``). Keys: ``declined:charge:<pk>:attempt:<n>``, and for charges that waited
     for a card and were released, ``waiting-release:client:<pk>:charges:<pk>-<pk>...:<total>``."""
     parts = email.key.split(":")
+    if email.template == "pre_charge_notice":
+        return any(pk == attempt.charge_id for pk, _ in email.charge_amounts)
     if email.template == "waiting_charges_notice":
         return str(attempt.charge_id) in parts[4].split("-")
     if parts[1:3] != ["charge", str(attempt.charge_id)]:
@@ -675,11 +680,13 @@ def _announces(email: OutboundEmail, attempt: PaymentAttempt) -> bool:
 
 
 def _told_amount(email: OutboundEmail, charge: Charge) -> int:
-    """The amount a notice announced for the charge: in a pre-charge notice's key, the declined attempt's
-    amount, or (a notice listing several charges) the charge's amount when the notice was written."""
+    """The amount a notice announced for the charge: as the pre-charge notice lists it, the declined attempt's
+    amount, or (a notice listing charges that waited for a card) the charge's amount when it was written."""
     parts = email.key.split(":")
     if email.template == "pre_charge_notice":
-        return int(parts[3])
+        told = next(amount for pk, amount in email.charge_amounts if pk == charge.pk)
+        assert format_cents(told) in email.body_text, f"{email.key} records {told} cents it does not say"
+        return told
     if email.template == "payment_failed":
         declined = PaymentAttempt.objects.filter(charge=charge, number=int(parts[4])).first()
         return declined.amount_cents if declined else 0
