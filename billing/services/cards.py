@@ -9,6 +9,7 @@ from collections import Counter
 from django.db import transaction
 
 from billing.models import (
+    PAYMENT_KINDS,
     CardConsent,
     Charge,
     ChargeStatus,
@@ -184,8 +185,11 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         waiting = waiting_charges_hold(client=client, now=now)
         # A retry never comes sooner than the lead time after the charge's last notice.
         practice = Practice.load()
+        # (A portal or weekly card payment that failed is a record, never retried off-session: the charges it
+        # was for are what is retried.)
         failed = list(Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
-            hold_reason=PORTAL_HOLD).select_related("appointment__clinician", "client").order_by("pk"))
+            hold_reason=PORTAL_HOLD).exclude(kind__in=PAYMENT_KINDS)
+            .select_related("appointment__clinician", "client").order_by("pk"))
         # A new card: what failed is announced again (the amounts, and when: one notice), then tried after the lead.
         for charge in failed:
             charge.next_retry_at = None

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from billing.errors import Refused
-from billing.models import Charge, ChargeStatus, LedgerEntry, LedgerKind, Practice, Refund, RefundStatus
+from billing.models import Charge, ChargeKind, ChargeStatus, LedgerEntry, LedgerKind, Practice, Refund, RefundStatus
 from billing.money import format_cents
 from billing.services.charges import charge_transition
 from billing.services.ledger import ledger_post
@@ -22,6 +22,8 @@ class RefundNotAllowed(Refused):
 
 
 def refundable_cents(charge: Charge) -> int:
+    if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+        return 0  # refunded session by session: each charge it paid keeps its own refunds
     return charge.amount_cents - charge.refunded_cents if charge.status in (
         ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED) else 0
 
@@ -35,6 +37,8 @@ def charge_refund(*, charge: Charge, amount_cents: int, reason: str, user: User,
         charge = Charge.objects.select_for_update().get(pk=charge.pk)
         if Refund.objects.filter(charge=charge, status=RefundStatus.STARTED).exists():
             raise RefundNotAllowed("A refund on this charge is still waiting for Stripe's answer.")
+        if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+            raise RefundNotAllowed("This is a weekly card payment: refund the sessions it paid, each on its own.")
         left = refundable_cents(charge)
         if amount_cents <= 0:
             raise RefundNotAllowed("The refund must be more than $0.00.")
