@@ -128,6 +128,7 @@ def main() -> None:
 
     print(f"\nexamples run: {Stats.examples} (including those run while shrinking)")
     print(f"steps: {Stats.steps}")
+    print(f"weekly card payments: {Stats.weekly_payments}, for {Stats.weekly_sessions} charges")
     print(f"failures found: {len(found)}")
     print(f"time: {took:.0f} s")
 

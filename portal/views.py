@@ -24,7 +24,16 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.errors import PaymentProviderError
-from billing.models import PAID_STATUSES, Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
+from billing.models import (
+    PAID_STATUSES,
+    PAYMENT_KINDS,
+    Charge,
+    ChargeKind,
+    ChargeStatus,
+    ClientLink,
+    LinkPurpose,
+    Practice,
+)
 from billing.money import format_cents
 from billing.services.balance import (
     PaymentInProgress,
@@ -121,7 +130,7 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
     other = max(payable.now_cents - sum(c.amount_cents for c in offered), 0)
     # Receipts are per session or fee (what an FSA/HSA claim needs); portal balance payments are the
     # money behind them, receipted by email when made.
-    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind=ChargeKind.BALANCE_PAYMENT)
+    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind__in=PAYMENT_KINDS)
             .select_related("appointment__clinician").order_by("-updated_at")[:24])
     waiting = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD]
     return _page(request, "portal/balance.html", {

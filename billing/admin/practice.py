@@ -16,7 +16,8 @@ class PracticeAdmin(DollarsMixin, admin.ModelAdmin):
     fieldsets = (
         ("Practice", {"fields": ("name", "phone", "sender_email", "address", "tax_id", "npi", "time_zone")}),
         ("When to charge", {"fields": ("charge_trigger", "charge_timing", "charge_delay_hours",
-                                       "weekly_batch_weekday", "weekly_batch_hour", "max_charge_cents",
+                                       "weekly_batch_weekday", "weekly_batch_hour", "weekly_one_payment",
+                                       "max_charge_cents",
                                        "card_authorization_text")}),
         ("Notices and retries", {"fields": ("pre_charge_notice_hours", "retry_days", "failures_before_flag",
                                             "decline_notice_tone")}),

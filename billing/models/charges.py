@@ -13,6 +13,13 @@ class ChargeKind(models.TextChoices):
     NO_SHOW_FEE = "no_show_fee", "No-show fee"
     LATE_CANCEL_FEE = "late_cancel_fee", "Late-cancel fee"
     BALANCE_PAYMENT = "balance_payment", "Balance payment"
+    # One card payment for a client's charges of a weekly batch (``Practice.weekly_one_payment``); each session
+    # charge keeps its own record, ledger line and refunds.
+    WEEKLY_PAYMENT = "weekly_payment", "Weekly card payment"
+
+
+# Charges that pay other charges (through ``BalanceAllocation``) rather than a session or fee of their own.
+PAYMENT_KINDS = (ChargeKind.BALANCE_PAYMENT, ChargeKind.WEEKLY_PAYMENT)
 
 
 class ChargeStatus(models.TextChoices):

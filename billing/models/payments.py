@@ -113,10 +113,13 @@ class EmailStatus(models.TextChoices):
 class OutboundEmail(models.Model):
     """The outbox: each email is written with the change that caused it and sent after commit.
 
-    ``key`` names what the email is about (``receipt:charge:42``), so a repeated event sends nothing.
+    ``key`` names what the email is about (``receipt:charges:42``), so a repeated event sends nothing.
+    ``charge_amounts`` records the charges a notice announced or a receipt acknowledged, each with the amount
+    the email named (``[[42, 14000], [43, 9000]]``): one email may be about several sessions.
     """
 
     key = models.CharField(max_length=200, unique=True)
+    charge_amounts = models.JSONField(default=list, blank=True)
     client = models.ForeignKey(Client, on_delete=models.CASCADE, null=True, blank=True, related_name="emails")
     template = models.CharField(max_length=60)
     to = models.EmailField()

@@ -67,6 +67,10 @@ class Practice(models.Model):
     weekly_batch_weekday = models.PositiveSmallIntegerField(choices=Weekday.choices, default=Weekday.FRIDAY)
     weekly_batch_hour = models.PositiveSmallIntegerField(
         default=9, validators=[MaxValueValidator(23)], help_text="Hour of the day, in the practice's zone.")
+    weekly_one_payment = models.BooleanField(
+        "one card payment a week per client", default=False,
+        help_text="With weekly timing: take a client's charges of the week's batch as one card payment (fewer card "
+                  "fees, one line on their statement). Each session keeps its own record, ledger line and refunds.")
     pre_charge_notice_hours = models.PositiveSmallIntegerField(
         default=2, validators=[MaxValueValidator(24)],
         help_text="Email the client this many hours before a charge (0 sends no notice).")

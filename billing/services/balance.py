@@ -17,6 +17,7 @@ from billing.errors import Refused
 from billing.models import (
     IN_FLIGHT_STATUSES,
     OPEN_STATUSES,
+    PAYMENT_KINDS,
     AttemptStatus,
     BalanceAllocation,
     BalanceEpisode,
@@ -74,7 +75,9 @@ def client_payable(client: Client) -> Payable:
 
     balance, in_flight = Client.objects.filter(pk=client.pk).annotate(
         b=total(LedgerEntry.objects.filter(client=OuterRef("pk"))),
-        f=total(Charge.objects.filter(client=OuterRef("pk"), status__in=IN_FLIGHT_STATUSES)),
+        # A weekly card payment's sessions carry its money on the way: the payment itself is not counted again.
+        f=total(Charge.objects.filter(client=OuterRef("pk"), status__in=IN_FLIGHT_STATUSES).exclude(
+            kind=ChargeKind.WEEKLY_PAYMENT)),
     ).values_list("b", "f").get()
     return Payable(balance, in_flight)
 
@@ -84,7 +87,7 @@ def payable_charges(client: Client) -> list[Charge]:
     client's bank last, since paying one here withdraws that request."""
     return list(Charge.objects.filter(client=client, status__in=(*OPEN_STATUSES, ChargeStatus.REQUIRES_ACTION),
                                       amount_cents__gt=0)
-                .exclude(hold_reason=PORTAL_HOLD).exclude(kind=ChargeKind.BALANCE_PAYMENT)
+                .exclude(hold_reason=PORTAL_HOLD).exclude(kind__in=PAYMENT_KINDS)
                 .select_related("appointment__clinician")
                 .order_by("appointment__starts_at", "created_at", "pk"))
 
@@ -165,7 +168,9 @@ def _withdraw_before_paying(client: Client, charge_ids: list[int], now: dt.datet
     has that request withdrawn, so neither can go through as well."""
     left = PaymentAttempt.objects.filter(status=AttemptStatus.REQUIRES_ACTION, charge__client=client).filter(
         Q(charge__kind=ChargeKind.BALANCE_PAYMENT)
-        | Q(charge_id__in=charge_ids, charge__status=ChargeStatus.REQUIRES_ACTION))
+        | Q(charge_id__in=charge_ids, charge__status=ChargeStatus.REQUIRES_ACTION)
+        | Q(charge__kind=ChargeKind.WEEKLY_PAYMENT, charge__status=ChargeStatus.REQUIRES_ACTION,
+            charge__allocations__charge_id__in=charge_ids))
     for attempt in left:
         payment_intent_withdraw(attempt=attempt, now=now)
 

@@ -9,9 +9,9 @@ from collections import Counter
 from django.db import transaction
 
 from billing.models import (
+    PAYMENT_KINDS,
     CardConsent,
     Charge,
-    ChargeKind,
     ChargeStatus,
     Client,
     ClientLink,
@@ -25,7 +25,7 @@ from billing.services.links import IssuedLink, link_create, link_mark_used
 from billing.services.notify import email_enqueue
 from billing.services.payments import PORTAL_HOLD
 from billing.services.review import review_close_stale, review_open
-from billing.services.schedule import failed_charge_renotify
+from billing.services.schedule import failed_charges_renotify
 from billing.services.waiting import waiting_charges_hold, waiting_choice_link, waiting_lines
 from integrations.stripe.gateway import get_gateway
 
@@ -183,15 +183,17 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         waiting = waiting_charges_hold(client=client, now=now)
         # A retry never comes sooner than the lead time after the charge's last notice.
         practice = Practice.load()
-        # A portal payment that did not go through is not among them: its charges went back to their own
-        # schedule, and trying it again would pay them twice.
-        for failed in Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
-                hold_reason=PORTAL_HOLD).exclude(kind=ChargeKind.BALANCE_PAYMENT).select_related(
-                "appointment__clinician", "client"):
-            # A new card: what failed is announced again (the amount, and when), then tried after the lead.
-            failed.next_retry_at = None
-            failed_charge_renotify(charge=failed, practice=practice, now=now)
-            failed.save(update_fields=["next_retry_at", "notice_sent_at", "notice_due_at", "updated_at"])
+        # (A portal or weekly card payment that failed is a record, never retried off-session: the charges it
+        # was for are what is retried.)
+        failed = list(Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
+            hold_reason=PORTAL_HOLD).exclude(kind__in=PAYMENT_KINDS)
+            .select_related("appointment__clinician", "client").order_by("pk"))
+        # A new card: what failed is announced again (the amounts, and when: one notice), then tried after the lead.
+        for charge in failed:
+            charge.next_retry_at = None
+        failed_charges_renotify(charges=failed, practice=practice, now=now)
+        for charge in failed:
+            charge.save(update_fields=["next_retry_at", "notice_sent_at", "notice_due_at", "updated_at"])
         review_close_stale(kind=ReviewKind.NO_CARD, client=client, appointment=None, now=now,
                            note="The client saved a card.")
         for item in client.review_items.filter(kind=ReviewKind.NO_CARD, status="open"):

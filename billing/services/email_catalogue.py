@@ -65,10 +65,11 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
                     insurance_cents=9000, status=ChargeStatus.SUCCEEDED, payment_reference="pi_sample",
                     scheduled_for=when, breakdown=[{"label": "Copay (Aetna)", "amount_cents": 3000},
                                                    {"label": "You owe", "amount_cents": 3000}])
+    session = {"charge": charge, "amount": "$30.00", "total_paid": "$30.00", "insurance": "$90.00",
+               "session_date": timezone.localdate(appointment.starts_at), "therapist": "Dana Reyes, LCSW",
+               "service": "Individual therapy, 60 minutes"}
     return {
-        "client": client, "charge": charge, "amount": "$30.00", "insurance": "$90.00",
-        "session_date": timezone.localdate(appointment.starts_at), "therapist": "Dana Reyes, LCSW",
-        "service": "Individual therapy, 60 minutes", "link_url": PREVIEW_LINK,
+        **session, "client": client, "sessions": [session], "link_url": PREVIEW_LINK,
         "expires_at": when + dt.timedelta(days=7),
         "charge_at": when + dt.timedelta(hours=22), "card": "Visa ending 4242, exp 12/2030", "tone": tone,
         "will_retry_on": when + dt.timedelta(days=3), "hard_decline": False, "label": "No-show fee",

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from billing.errors import Refused
-from billing.models import CANCELABLE_STATUSES, Charge, ChargeStatus, LedgerKind, Practice, ReviewKind
+from billing.models import CANCELABLE_STATUSES, Charge, ChargeKind, ChargeStatus, LedgerKind, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
@@ -77,6 +77,8 @@ def charge_cancel(*, charge: Charge, now: dt.datetime, actor: str, user: User | 
                                  "scheduled, due or failed charge can be canceled.")
         if charge.hold_reason == PORTAL_HOLD:
             raise HoldNotChanged(f"Charge #{charge.pk} is being paid by the client on the portal right now.")
+        if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+            raise HoldNotChanged(f"Charge #{charge.pk} is a weekly card payment: cancel the sessions it was for.")
         memo = f"{CANCELED_BY_STAFF}: {why}"
         payment_withdraw_after_commit(charge)
         charge_transition(charge=charge, to_status=ChargeStatus.CANCELED, now=now, actor=actor, user=user,

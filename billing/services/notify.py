@@ -68,19 +68,22 @@ def _render_in_current_zone(template: str, context: dict[str, Any],
 
 @dataclass(frozen=True)
 class Email:
-    """One email to write to the outbox: ``key`` names what it is about (``receipt:charge:42``)."""
+    """One email to write to the outbox: ``key`` names what it is about (``receipt:charges:42``);
+    ``charge_amounts`` the charges it announces or acknowledges, each with the amount it names."""
 
     key: str
     client: Client
     template: str
     context: dict[str, Any]
+    charge_amounts: tuple[tuple[int, int], ...] = ()
 
 
 def email_enqueue(*, key: str, client: Client, template: str, context: dict[str, Any],
-                  now: dt.datetime, practice: Practice | None = None) -> None:
+                  now: dt.datetime, practice: Practice | None = None,
+                  charge_amounts: tuple[tuple[int, int], ...] = ()) -> None:
     """Write the email to the outbox once per ``key``; nothing if it was already written or the
     client has no email address."""
-    emails_enqueue([Email(key, client, template, context)], now=now, practice=practice)
+    emails_enqueue([Email(key, client, template, context, charge_amounts)], now=now, practice=practice)
 
 
 def emails_enqueue(emails: Sequence[Email], *, now: dt.datetime, practice: Practice | None = None) -> int:
@@ -99,7 +102,8 @@ def emails_enqueue(emails: Sequence[Email], *, now: dt.datetime, practice: Pract
         subject, text, html = _render(email.template, {"practice": practice, "client": email.client, **email.context},
                                       own.get(email.template))
         rows.append(OutboundEmail(key=email.key, client=email.client, template=email.template, to=email.client.email,
-                                  subject=subject, body_text=text, body_html=html, created_at=now))
+                                  subject=subject, body_text=text, body_html=html, created_at=now,
+                                  charge_amounts=[list(pair) for pair in email.charge_amounts]))
     # A concurrent caller that wrote the same key first wins; ours is dropped.
     OutboundEmail.objects.bulk_create(rows, ignore_conflicts=True)
     if rows and not _deferred.get():

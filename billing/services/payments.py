@@ -16,24 +16,27 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from billing.bulk import rows_update
 from billing.models import (
     AWAITING_PAYMENT_STATUSES,
     OPEN_STATUSES,
+    PAYMENT_KINDS,
     STUCK_STATUSES,
     AttemptStatus,
     BalanceAllocation,
     Charge,
     ChargeKind,
     ChargeStatus,
+    ChargeTiming,
     Client,
     LedgerEntry,
     LedgerKind,
@@ -48,9 +51,9 @@ from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition, charges_transition
 from billing.services.ledger import ledger_post, ledger_post_many
 from billing.services.links import link_create
-from billing.services.notify import Email, email_enqueue, emails_enqueue
+from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
-from billing.services.receipts import receipt_context, service_descriptions
+from billing.services.receipts import charges_email, service_descriptions
 from billing.services.review import review_open
 from billing.services.waiting import NO_CARD_HOLD, card_needed_ask, waiting_review_close_if_settled
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, Payment, get_gateway
@@ -71,10 +74,9 @@ CAP_HOLD_PREFIX = "above the practice's cap"
 
 
 def _collectable(now: dt.datetime) -> Q:
-    # A portal payment that did not go through is over: the client paid (or will pay) its charges another
-    # way, so it is never tried again off-session.
-    retry = Q(status=ChargeStatus.FAILED, next_retry_at__lte=now) & ~Q(kind=ChargeKind.BALANCE_PAYMENT)
-    return Q(status=ChargeStatus.DUE, hold_reason="") | retry
+    # A payment that pays other charges (portal, weekly) is never charged again by itself: its charges are.
+    return (Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now)) & ~Q(
+        kind__in=PAYMENT_KINDS)
 
 
 def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
@@ -142,24 +144,91 @@ def _claim_batch(now: dt.datetime, client: Client | None,
     practice = Practice.load()
     with transaction.atomic():
         charges = (Charge.objects.select_for_update(skip_locked=True, of=("self",)).select_related("client")
-                   .filter(_collectable(now)).order_by("scheduled_for", "pk"))
+                   .filter(_collectable(now)))
         if client is not None:
             charges = charges.filter(client=client)
-        selected = list(charges[:CLAIM_BATCH])
+        selected = list(charges.order_by("scheduled_for", "client_id", "pk")[:CLAIM_BATCH])
+        if len(selected) == CLAIM_BATCH:
+            # A client's charges due at one moment are claimed together, so they settle (and are receipted)
+            # together.
+            last = selected[-1]
+            selected += charges.filter(client_id=last.client_id, scheduled_for=last.scheduled_for).exclude(
+                pk__in=[c.pk for c in selected]).order_by("pk")
         chargeable = [charge for charge in selected if _chargeable(charge, practice, now)]
         if no_card is not None:
             no_card.update(c.client_id for c in selected if c.hold_reason == NO_CARD_HOLD)
+        singles, weekly = _weekly_batches(chargeable, practice)
         attempts = PaymentAttempt.objects.bulk_create(
             PaymentAttempt(charge=charge, number=charge.attempts + 1,
                            idempotency_key=f"portal-charge-{charge.pk}-attempt-{charge.attempts + 1}",
                            amount_cents=charge.amount_cents, customer_id=charge.client.stripe_customer_id,
                            payment_method_id=charge.client.card_payment_method_id, started_at=now)
-            for charge in chargeable)
-        charges_transition(chargeable, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
+            for charge in singles)
+        charges_transition(singles, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
                            reason=lambda charge: f"attempt {charge.attempts}",
                            changes=lambda charge: {"attempts": charge.attempts + 1, "next_retry_at": None,
                                                    "hold_reason": ""})
+        attempts += [_weekly_payment_claim(batch, now) for batch in weekly]
     return len(selected), attempts
+
+
+def _weekly_batches(charges: list[Charge], practice: Practice) -> tuple[list[Charge], list[list[Charge]]]:
+    """With one card payment a week (``Practice.weekly_one_payment``): a client's charges of one batch (due,
+    or retried, at the same moment) are one payment when there are several and their total is within the
+    practice's cap; everything else is charged on its own."""
+    if practice.charge_timing != ChargeTiming.WEEKLY or not practice.weekly_one_payment:
+        return charges, []
+    batches: dict[tuple[int, dt.datetime | None], list[Charge]] = defaultdict(list)
+    for charge in charges:
+        moment = charge.scheduled_for if charge.status == ChargeStatus.DUE else charge.next_retry_at
+        batches[(charge.client_id, moment)].append(charge)
+    singles: list[Charge] = []
+    combined: list[list[Charge]] = []
+    for batch in batches.values():
+        if len(batch) > 1 and sum(charge.amount_cents for charge in batch) <= practice.max_charge_cents:
+            combined.append(batch)
+        else:
+            singles += batch
+    return singles, combined
+
+
+def _weekly_payment_claim(batch: list[Charge], now: dt.datetime) -> PaymentAttempt:
+    """One payment for the batch, as a portal balance payment pays several charges: a payment charge with an
+    allocation per session charge and one keyed attempt. The session charges are processing, like any
+    charge being taken, so nothing re-prices or cancels them while the card is charged."""
+    client = batch[0].client
+    total = sum(charge.amount_cents for charge in batch)
+    payment = Charge.objects.create(
+        client=client, kind=ChargeKind.WEEKLY_PAYMENT, amount_cents=total, status=ChargeStatus.PROCESSING,
+        scheduled_for=now, attempts=1,
+        breakdown=[{"label": f"Charge #{charge.pk}", "amount_cents": charge.amount_cents} for charge in batch])
+    charge_event_record(charge=payment, from_status="", now=now, actor=SYSTEM,
+                        reason=f"one card payment for {len(batch)} charges of the weekly batch")
+    BalanceAllocation.objects.bulk_create(
+        BalanceAllocation(payment=payment, charge=charge, amount_cents=charge.amount_cents,
+                          previous_next_retry_at=charge.next_retry_at, previous_hold_reason=charge.hold_reason)
+        for charge in batch)
+    charges_transition(batch, to_status=ChargeStatus.PROCESSING, now=now, actor=SYSTEM,
+                       reason=lambda charge: f"attempt {charge.attempts}, in weekly card payment #{payment.pk}",
+                       changes=lambda charge: {"attempts": charge.attempts + 1, "next_retry_at": None,
+                                               "hold_reason": ""})
+    return PaymentAttempt.objects.create(
+        charge=payment, number=1, idempotency_key=f"portal-weekly-{payment.pk}-attempt-1", amount_cents=total,
+        customer_id=client.stripe_customer_id, payment_method_id=client.card_payment_method_id, started_at=now)
+
+
+def attempts_covering(charge: Charge) -> QuerySet[PaymentAttempt]:
+    """Every attempt to take the charge: its own, and the weekly card payments that included it."""
+    return PaymentAttempt.objects.filter(
+        Q(charge=charge) | Q(charge__kind=ChargeKind.WEEKLY_PAYMENT, charge__allocations__charge=charge)).distinct()
+
+
+def _weekly_sessions(payment: Charge) -> tuple[list[Charge], dict[int, int]]:
+    """The session charges a weekly card payment was for (locked, by id) and the amount it took for each."""
+    amounts = dict(payment.allocations.values_list("charge_id", "amount_cents"))
+    charges = list(Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment__clinician")
+                   .filter(pk__in=amounts).order_by("pk"))
+    return charges, amounts
 
 
 def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
@@ -197,7 +266,7 @@ def _settle_paid(paid: list[tuple[PaymentAttempt, Payment]], now: dt.datetime) -
         charges = {charge.pk: charge for charge in Charge.objects.select_for_update(of=("self",))
                    .select_related("client", "appointment__clinician")
                    .filter(pk__in=[attempt.charge_id for attempt, _ in paid], status=ChargeStatus.PROCESSING)
-                   .exclude(kind=ChargeKind.BALANCE_PAYMENT)}
+                   .exclude(kind__in=PAYMENT_KINDS)}
         settled = [(attempts[attempt.pk], charges[attempt.charge_id], payment) for attempt, payment in paid
                    if attempt.pk in attempts and attempt.charge_id in charges]
         if not settled:
@@ -231,6 +300,13 @@ def attempt_refused(*, attempt: PaymentAttempt, message: str, code: str, now: dt
                     charge=charge, now=now, reason=f"Stripe refused charge #{charge.pk}: {message[:200]}")
         if charge.kind == ChargeKind.BALANCE_PAYMENT:
             _allocations_released(charge, now)
+        if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+            sessions, _ = _weekly_sessions(charge)
+            charges_transition([c for c in sessions if c.status in AWAITING_PAYMENT_STATUSES
+                                and c.status != ChargeStatus.FAILED], to_status=ChargeStatus.FAILED, now=now,
+                               actor=SYSTEM, reason=lambda _: f"Stripe refused weekly card payment #{charge.pk}: "
+                                                              f"{attempt.failure_code}",
+                               changes=lambda _: {"last_failure_code": attempt.failure_code, "next_retry_at": None})
 
 
 def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetime) -> None:
@@ -257,13 +333,17 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
         attempt.payment_intent_id = payment.payment_intent_id or attempt.payment_intent_id
         attempt.finished_at = now
         on_portal = charge.kind == ChargeKind.BALANCE_PAYMENT
+        weekly = charge.kind == ChargeKind.WEEKLY_PAYMENT
         if payment.status == "succeeded" and charge.status not in AWAITING_PAYMENT_STATUSES:
             # The client confirmed a payment the portal had withdrawn meanwhile (paid another way, canceled).
             _late_success(attempt, now)
         elif payment.status == "succeeded":
             attempt.status = AttemptStatus.SUCCEEDED
             attempt.save()
-            _charge_succeeded(charge, attempt, now, practice)
+            if weekly:
+                _weekly_payment_succeeded(charge, attempt, now, practice)
+            else:
+                _charge_succeeded(charge, attempt, now, practice)
             if on_portal:
                 _allocations_paid(charge, attempt.payment_intent_id, now)
         elif payment.status == "requires_action":
@@ -274,6 +354,8 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 charge_transition(charge=charge, to_status=ChargeStatus.REQUIRES_ACTION, now=now, actor=SYSTEM,
                                   reason="the bank asks the client to confirm",
                                   payment_reference=attempt.payment_intent_id)
+            elif weekly:
+                _weekly_payment_needs_authentication(charge, attempt, now)
             else:
                 _charge_needs_authentication(charge, attempt, now)
         else:
@@ -294,9 +376,13 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 _charge_failed(charge, attempt, payment, practice, now, retry=not after_authentication)
             elif charge.status == ChargeStatus.REQUIRES_ACTION:
                 # Withdrawn at Stripe because the client pays it another way: it waits, not retried.
-                charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
-                                  reason="the request to the client's bank was withdrawn",
-                                  last_failure_code="canceled", next_retry_at=None)
+                withdrawn = [charge]
+                if weekly:  # and so do the other sessions it was for
+                    sessions, _ = _weekly_sessions(charge)
+                    withdrawn += [c for c in sessions if c.status == ChargeStatus.REQUIRES_ACTION]
+                charges_transition(withdrawn, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                                   reason=lambda _: "the request to the client's bank was withdrawn",
+                                   changes=lambda _: {"last_failure_code": "canceled", "next_retry_at": None})
 
 
 def payment_intent_withdraw(*, attempt: PaymentAttempt, now: dt.datetime) -> bool:
@@ -323,7 +409,7 @@ def payment_withdraw_after_commit(charge: Charge) -> None:
     (``_late_success``)."""
     if charge.status != ChargeStatus.REQUIRES_ACTION:
         return
-    for attempt in PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.REQUIRES_ACTION):
+    for attempt in attempts_covering(charge).filter(status=AttemptStatus.REQUIRES_ACTION):
         transaction.on_commit(functools.partial(_withdraw_now, attempt))
 
 
@@ -345,26 +431,34 @@ def _charge_succeeded(charge: Charge, attempt: PaymentAttempt, now: dt.datetime,
         _charges_succeeded([(charge, attempt)], now, practice or Practice.load())
 
 
-def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.datetime, practice: Practice) -> None:
+def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.datetime, practice: Practice,
+                       amounts: dict[int, int] | None = None, why: str = "") -> None:
     """The charges were paid by these attempts: move them, tell the EHR side, post the payments to
-    the ledger, write the receipts and close what held them back. The caller holds the rows."""
+    the ledger, write the receipts and close what held them back. The caller holds the rows.
+    ``amounts`` is what a weekly card payment took for each charge (else each attempt's amount)."""
     charges = [charge for charge, _ in paid]
     reference = {charge.pk: attempt for charge, attempt in paid}
+    amounts = amounts or {}
     charges_transition(charges, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
-                       reason=lambda charge: f"paid on attempt {reference[charge.pk].number}",
+                       reason=lambda charge: why or f"paid on attempt {reference[charge.pk].number}",
                        changes=lambda charge: {"payment_reference": reference[charge.pk].payment_intent_id,
                                                "last_failure_code": "", "next_retry_at": None,
                                                "receipt_sent_at": now})
     charge_events_emit(charges=charges, type=CHARGE_SUCCEEDED, now=now)
     occurred_on = timezone.localdate(now, practice.zone)
     ledger_post_many([
-        LedgerEntry(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-attempt.amount_cents,
-                    occurred_on=occurred_on, appointment=charge.appointment, charge=charge,
-                    memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
+        LedgerEntry(client=charge.client, kind=LedgerKind.PAYMENT,
+                    amount_cents=-amounts.get(charge.pk, attempt.amount_cents), occurred_on=occurred_on,
+                    appointment=charge.appointment, charge=charge, memo=f"Card payment {attempt.payment_intent_id}",
+                    actor=SYSTEM, created_at=now)
         for charge, attempt in paid])
+    # One receipt per client for what this settlement paid (a batch of their sessions), listing each session.
     services = service_descriptions(charges)
-    emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
-                          receipt_context(charge, practice, services)) for charge in charges],
+    paid_for: dict[int, list[Charge]] = defaultdict(list)
+    for charge in charges:
+        paid_for[charge.client_id].append(charge)
+    emails_enqueue([charges_email(prefix=f"receipt:client:{client_id}", charges=batch, template="receipt",
+                                  practice=practice, services=services) for client_id, batch in paid_for.items()],
                    now=now, practice=practice)
     # Whatever held these charges back is settled now (one query; usually nothing is open).
     held = Q()
@@ -383,6 +477,10 @@ def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
     attempt.save(update_fields=["status", "finished_at", "payment_intent_id"])
     charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment__clinician").get(
         pk=attempt.charge_id)
+    if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+        if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
+            _weekly_payment_succeeded(charge, attempt, now, Practice.load(), late=True)
+        return
     if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
         _charge_succeeded(charge, attempt, now)
         if charge.kind == ChargeKind.BALANCE_PAYMENT:  # what it was for is paid now, if still open
@@ -400,6 +498,50 @@ def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
         why = f"Charge #{charge.pk} was paid twice ({attempt.payment_intent_id} as well): refund one"
     review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment, charge=charge,
                 now=now, reason=f"{why} payment of {format_cents(attempt.amount_cents)}.")
+
+
+def _weekly_payment_succeeded(payment: Charge, attempt: PaymentAttempt, now: dt.datetime, practice: Practice,
+                              *, late: bool = False) -> None:
+    """A weekly card payment went through: each session charge it was for is paid, with its own ledger line
+    and one receipt listing them. A session no longer waiting for this payment (paid another way or canceled
+    while the client's bank confirmed it late) keeps the money as credit, and staff decide."""
+    charge_transition(charge=payment, to_status=ChargeStatus.SUCCEEDED, now=now, actor=SYSTEM,
+                      reason=f"paid on attempt {attempt.number}", payment_reference=attempt.payment_intent_id,
+                      last_failure_code="", next_retry_at=None, receipt_sent_at=now)
+    sessions, amounts = _weekly_sessions(payment)
+    waiting = (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION) if late else AWAITING_PAYMENT_STATUSES
+    paid = [charge for charge in sessions if charge.status in waiting]
+    _charges_succeeded([(charge, attempt) for charge in paid], now, practice, amounts,
+                       why=f"paid by weekly card payment #{payment.pk}")
+    for charge in sessions:
+        if charge in paid:
+            continue
+        ledger_post(client=charge.client, kind=LedgerKind.PAYMENT, amount_cents=-amounts[charge.pk],
+                    occurred_on=timezone.localdate(now, practice.zone), now=now, actor=SYSTEM,
+                    appointment=charge.appointment, charge=charge,
+                    memo=f"Second card payment {attempt.payment_intent_id}")
+        review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment,
+                    charge=charge, now=now,
+                    reason=f"Weekly card payment {attempt.payment_intent_id} paid {format_cents(amounts[charge.pk])} "
+                           f"toward charge #{charge.pk}, which was {charge.get_status_display().lower()} by then: "
+                           "refund that part of it, or leave it as the client's credit.")
+
+
+def _weekly_payment_needs_authentication(payment: Charge, attempt: PaymentAttempt, now: dt.datetime) -> None:
+    """The bank asks the client to confirm the weekly card payment: one link for all its sessions, which wait
+    for it and are never retried off-session."""
+    sessions, _ = _weekly_sessions(payment)
+    charges_transition([payment, *(c for c in sessions if c.status == ChargeStatus.PROCESSING)],
+                       to_status=ChargeStatus.REQUIRES_ACTION, now=now, actor=SYSTEM,
+                       reason=lambda _: "the card needs the client to confirm the payment",
+                       changes=lambda _: {"payment_reference": attempt.payment_intent_id,
+                                          "last_failure_code": "authentication_required", "next_retry_at": None})
+    issued = link_create(client=payment.client, purpose=LinkPurpose.AUTHENTICATE_PAYMENT, now=now, actor=SYSTEM,
+                         charge=payment)
+    email_enqueue(key=f"authenticate:charge:{payment.pk}:attempt:{attempt.number}", client=payment.client,
+                  template="authentication_required",
+                  context={"charge": payment, "amount": format_cents(payment.amount_cents), "link_url": issued.url},
+                  now=now)
 
 
 def _allocations_paid(payment_charge: Charge, payment_intent_id: str, now: dt.datetime) -> None:
@@ -479,35 +621,62 @@ def _charge_needs_authentication(charge: Charge, attempt: PaymentAttempt, now: d
 
 def _charge_failed(charge: Charge, attempt: PaymentAttempt, payment: Payment, practice: Practice,
                    now: dt.datetime, *, retry: bool = True) -> None:
-    failures = PaymentAttempt.objects.filter(charge=charge, status=AttemptStatus.FAILED).exclude(
-        failure_code="canceled").order_by("number")
-    first_failure = failures.first()
-    count = failures.count()
-    retry_days = practice.retry_day_list
-    next_retry = None
-    if retry and not payment.hard_decline and count <= len(retry_days) and first_failure is not None:
-        next_retry = first_failure.started_at + dt.timedelta(days=retry_days[count - 1])
+    if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+        # The payment itself is a record; its sessions are declined, retried (together) and told.
+        charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                          reason=f"declined ({payment.decline_code or payment.failure_code})",
+                          last_failure_code=(payment.decline_code or payment.failure_code)[:60], next_retry_at=None)
+        sessions, _ = _weekly_sessions(charge)
+        _charges_failed([c for c in sessions if c.status in (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_ACTION)],
+                        attempt, payment, practice, now, retry=retry, about=charge)
+    else:
+        _charges_failed([charge], attempt, payment, practice, now, retry=retry, about=charge)
+
+
+def _charges_failed(charges: list[Charge], attempt: PaymentAttempt, payment: Payment, practice: Practice,
+                    now: dt.datetime, *, retry: bool, about: Charge) -> None:
+    """The card was declined for these charges (one attempt, ``about``'s): each is retried on the policy's days
+    after its first failure, and the client gets one email, with a card-update link, naming the amount."""
     code = payment.decline_code or payment.failure_code
-    charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
-                      reason=f"declined ({code}) on attempt {attempt.number}", last_failure_code=code[:60],
-                      next_retry_at=next_retry)
-    charge_event_emit(charge=charge, type=CHARGE_FAILED, now=now)
-    issued = link_create(client=charge.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
-    email_enqueue(key=f"declined:charge:{charge.pk}:attempt:{attempt.number}", client=charge.client,
+    retries = []
+    for charge in charges:
+        failures = attempts_covering(charge).filter(status=AttemptStatus.FAILED).exclude(
+            failure_code="canceled").order_by("started_at", "pk")
+        first_failure = failures.first()
+        count = failures.count()
+        retry_days = practice.retry_day_list
+        next_retry = None
+        if retry and not payment.hard_decline and count <= len(retry_days) and first_failure is not None:
+            next_retry = first_failure.started_at + dt.timedelta(days=retry_days[count - 1])
+        retries.append(next_retry)
+        charge_transition(charge=charge, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
+                          reason=f"declined ({code}) on attempt {attempt.number}"
+                                 + (f" of weekly card payment #{about.pk}" if about != charge else ""),
+                          last_failure_code=code[:60], next_retry_at=next_retry)
+        charge_event_emit(charge=charge, type=CHARGE_FAILED, now=now)
+        client = charge.client
+        if count >= practice.failures_before_flag and not client.flagged_for_outreach:
+            client.flagged_for_outreach = True
+            Client.objects.filter(pk=client.pk).update(
+                flagged_for_outreach=True, flagged_at=now,
+                flagged_reason=f"{count} failed card payments on charge #{charge.pk}")
+    if not charges:
+        return
+    issued = link_create(client=about.client, purpose=LinkPurpose.ENROLL_CARD, now=now, actor=SYSTEM)
+    # The email names the charges it is about, with their amounts: it announces their retries.
+    email_enqueue(key=f"declined:charge:{about.pk}:attempt:{attempt.number}", client=about.client,
                   template="payment_failed",
-                  context={"charge": charge, "amount": format_cents(charge.amount_cents), "link_url": issued.url,
-                           "tone": practice.decline_notice_tone, "will_retry_on": next_retry,
+                  context={"charge": about, "amount": format_cents(sum(c.amount_cents for c in charges)),
+                           "link_url": issued.url, "tone": practice.decline_notice_tone,
+                           "will_retry_on": min((r for r in retries if r), default=None),
                            "hard_decline": payment.hard_decline},
-                  now=now)
-    client = charge.client
-    if count >= practice.failures_before_flag and not client.flagged_for_outreach:
-        Client.objects.filter(pk=client.pk).update(
-            flagged_for_outreach=True, flagged_at=now,
-            flagged_reason=f"{count} failed card payments on charge #{charge.pk}")
+                  now=now, charge_amounts=tuple((c.pk, c.amount_cents) for c in charges))
 
 
 def _clear_card_flag_if_settled(client: Client, now: dt.datetime) -> None:
-    open_failures = Charge.objects.filter(client=client, status__in=STUCK_STATUSES).exists()
+    # A weekly card payment that failed stays failed as a record; its sessions say what is still stuck.
+    open_failures = Charge.objects.filter(client=client, status__in=STUCK_STATUSES).exclude(
+        kind=ChargeKind.WEEKLY_PAYMENT).exists()
     if not open_failures:
         Client.objects.filter(pk=client.pk, flagged_for_outreach=True,
                               flagged_reason__contains="failed card payments").update(

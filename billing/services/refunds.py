@@ -11,6 +11,7 @@ from django.db.models import Sum
 from billing.errors import Refused
 from billing.models import (
     Charge,
+    ChargeKind,
     ChargeStatus,
     LedgerEntry,
     LedgerKind,
@@ -35,6 +36,8 @@ def refundable_cents(charge: Charge) -> int:
     outside the portal: staff record it as an adjustment."""
     if charge.payment_reference.partition(":")[0] in OutsideMethod.values:
         return 0
+    if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+        return 0  # refunded session by session: each charge it paid keeps its own refunds
     return charge.amount_cents - charge.refunded_cents if charge.status in (
         ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED) else 0
 
@@ -48,6 +51,8 @@ def charge_refund(*, charge: Charge, amount_cents: int, reason: str, user: User,
         charge = Charge.objects.select_for_update().get(pk=charge.pk)
         if Refund.objects.filter(charge=charge, status=RefundStatus.STARTED).exists():
             raise RefundNotAllowed("A refund on this charge is still waiting for Stripe's answer.")
+        if charge.kind == ChargeKind.WEEKLY_PAYMENT:
+            raise RefundNotAllowed("This is a weekly card payment: refund the sessions it paid, each on its own.")
         left = refundable_cents(charge)
         if amount_cents <= 0:
             raise RefundNotAllowed("The refund must be more than $0.00.")

@@ -9,6 +9,8 @@ Once money has moved, a change is posted as a ledger adjustment and shown to sta
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -33,11 +35,11 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
-from billing.services.notify import email_enqueue
+from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
 from billing.services.payments import payment_withdraw_after_commit
 from billing.services.pricing import NeedsReview, Share, share_compute
-from billing.services.receipts import receipt_context
+from billing.services.receipts import charges_email, service_descriptions
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
 
@@ -343,18 +345,45 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
 
 
 def failed_charge_renotify(*, charge: Charge, practice: Practice, now: dt.datetime) -> None:
-    """Email a declined charge's amount now, before it is retried; the retry waits the notice's lead time
-    from now. The caller saves ``notice_sent_at``, ``notice_due_at`` and ``next_retry_at``."""
+    """``failed_charges_renotify`` for one charge."""
+    failed_charges_renotify(charges=[charge], practice=practice, now=now)
+
+
+def failed_charges_renotify(*, charges: Sequence[Charge], practice: Practice, now: dt.datetime) -> None:
+    """Email declined charges' amounts now, before they are retried (one notice per client and retry moment,
+    listing its sessions); each retry waits the notice's lead time from now. The caller saves
+    ``notice_sent_at``, ``notice_due_at`` and ``next_retry_at``."""
     earliest = earliest_charge_at(practice, now)
-    charge.next_retry_at = max(charge.next_retry_at or earliest, earliest)
+    for charge in charges:
+        charge.next_retry_at = max(charge.next_retry_at or earliest, earliest)
     if earliest == now:
         return  # the practice sends no notices (immediate timing, or no lead time)
-    charge.notice_sent_at = now
-    charge.notice_due_at = now
-    # Keyed by the moment too: the same amount may be announced again before another retry.
-    email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}:at:{int(now.timestamp())}",
-                  client=charge.client, template="pre_charge_notice", now=now, practice=practice,
-                  context={**receipt_context(charge, practice), "charge_at": charge.next_retry_at})
+    for charge in charges:
+        charge.notice_sent_at = now
+        charge.notice_due_at = now
+    # Keyed by the moment it is told too: the same amount may be announced again before another retry.
+    notices_enqueue(charges=charges, now=now, practice=practice, retry=True)
+
+
+def notices_enqueue(*, charges: Sequence[Charge], now: dt.datetime, practice: Practice, retry: bool = False) -> int:
+    """The pre-charge notices for these charges: one email per client and charge moment (their
+    ``scheduled_for``, or with ``retry`` their ``next_retry_at``), listing each session with its amount and the
+    total. Each notice records the charges and amounts it announced (``OutboundEmail.charge_amounts``), so
+    "told before charged" holds per charge. The caller records ``notice_sent_at``."""
+    batches: dict[tuple[int, dt.datetime], list[Charge]] = defaultdict(list)
+    for charge in charges:
+        charge_at = charge.next_retry_at if retry else charge.scheduled_for
+        assert charge_at is not None
+        batches[(charge.client_id, charge_at)].append(charge)
+    services = service_descriptions(list(charges))
+    emails = []
+    for (client_id, charge_at), batch in batches.items():
+        prefix = f"notice:client:{client_id}:at:{int(charge_at.timestamp())}"
+        if retry:
+            prefix += f":told:{int(now.timestamp())}"
+        emails.append(charges_email(prefix=prefix, charges=batch, template="pre_charge_notice", practice=practice,
+                                    context={"charge_at": charge_at}, services=services))
+    return emails_enqueue(emails, now=now, practice=practice)
 
 
 def _charge_withdraw(charge: Charge, appointment: Appointment, practice: Practice, now: dt.datetime,

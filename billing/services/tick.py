@@ -19,12 +19,12 @@ from billing.local_time import practice_zone_active
 from billing.models import Charge, ChargeStatus, Practice
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.charges import charges_transition
-from billing.services.notify import email_enqueue, emails_deferred, emails_send
+from billing.services.notify import emails_deferred, emails_send
 from billing.services.outbound import webhooks_deliver
 from billing.services.payments import attempts_settle_unknown, charges_collect
-from billing.services.receipts import receipt_context
 from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
+from billing.services.schedule import notices_enqueue
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -47,21 +47,25 @@ def charges_mark_due(*, now: dt.datetime) -> int:
 
 
 def notices_send(*, now: dt.datetime) -> int:
-    """Pre-charge notices whose time has come (before the charge itself)."""
+    """Pre-charge notices whose time has come (before the charge itself): one email per client and charge
+    moment, listing the sessions of that batch. Returns how many charges were announced."""
     sent = 0
+    practice = Practice.load()
     while True:
         with transaction.atomic():
-            batch = list(Charge.objects.select_for_update(skip_locked=True, of=("self",))
-                         .select_related("client", "appointment__clinician")
-                         .filter(status=ChargeStatus.SCHEDULED, notice_due_at__lte=now, notice_sent_at__isnull=True,
-                                 scheduled_for__gt=now)
-                         .order_by("notice_due_at", "pk")[:BATCH])
+            due = (Charge.objects.select_for_update(skip_locked=True, of=("self",))
+                   .select_related("client", "appointment__clinician")
+                   .filter(status=ChargeStatus.SCHEDULED, notice_due_at__lte=now, notice_sent_at__isnull=True,
+                           scheduled_for__gt=now))
+            batch = list(due.order_by("notice_due_at", "client_id", "scheduled_for", "pk")[:BATCH])
             if not batch:
                 return sent
-            for charge in batch:
-                email_enqueue(key=f"notice:charge:{charge.pk}:{charge.amount_cents}", client=charge.client,
-                              template="pre_charge_notice",
-                              context={**receipt_context(charge), "charge_at": charge.scheduled_for}, now=now)
+            if len(batch) == BATCH:
+                # The last client's batch is announced whole, in this one email.
+                last = batch[-1]
+                batch += due.filter(client_id=last.client_id, scheduled_for=last.scheduled_for).exclude(
+                    pk__in=[c.pk for c in batch])
+            notices_enqueue(charges=batch, now=now, practice=practice)
             Charge.objects.filter(pk__in=[c.pk for c in batch]).update(notice_sent_at=now)
             sent += len(batch)
 

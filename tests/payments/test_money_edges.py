@@ -192,3 +192,28 @@ def test_a_portal_payment_that_failed_is_not_tried_again_when_a_new_card_is_save
     assert Charge.objects.get(pk=session_charge.pk).status == ChargeStatus.SUCCEEDED
     assert Charge.objects.get(pk=portal_payment.pk).payment_attempts.count() == 1
     assert client_balance_cents(person) == 0
+
+
+def test_a_portal_payment_the_card_declined_is_never_charged_again_off_session_after_a_new_card(
+        practice: Practice, make_client: Callable[..., Client], completed_session: Callable[..., Any],
+        stripe_server: FakeStripe, client: HttpClient) -> None:
+    """The client saw the decline on the page and the charges went back to their schedule; a new card must
+    not take the portal payment as well (the charges' own payments would then pay for the same sessions)."""
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    save_card(person, CARD_DECLINES_WHEN_CHARGED, stripe_server)
+    session = completed_session(person)
+    declined = client.post(pay_link(person) + "balance/pay/", {"mode": "all"})
+    assert declined.status_code == 402
+    payment = Charge.objects.get(pk=declined.json()["payment"])
+    assert payment.status == ChargeStatus.FAILED
+
+    save_card(person, CARD_OK, stripe_server, now=FRIDAY_10AM + HOUR)
+    for hours in range(1, 30):
+        tick(FRIDAY_10AM + hours * HOUR)
+    payment.refresh_from_db()
+    assert (payment.status, payment.payment_attempts.count()) == (ChargeStatus.FAILED, 1)
+    charge = Charge.objects.get(appointment=session)
+    assert charge.status == ChargeStatus.SUCCEEDED
+    paid = [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"]
+    assert paid == [14000]
+    assert client_balance_cents(person) == 0

@@ -3,24 +3,28 @@ after every step, the two promises the portal makes to clients.
 
 A client is never charged twice:
 - each charge is paid at most once: at most one ledger payment row per charge, at most one succeeded
-  PaymentIntent per charge in Stripe, and a charge paid on its own is not also paid in full by a portal
-  balance payment;
+  PaymentIntent per charge in Stripe (a weekly card payment's PaymentIntent counting for each charge it was
+  for), and a charge paid on its own is not also paid in full by a portal balance payment;
 - no client has paid more than they were billed: what Stripe took from the client (less refunds) is at most
   the sum, over their charges, of the most the ledger ever said each charge was worth. (A client cannot pay
   ahead: the portal refuses an amount above what is owed now);
 - every succeeded PaymentIntent for the example's customers is exactly one ledger payment (its memo names
-  the PaymentIntent) for the same amount, and every ledger payment is a succeeded PaymentIntent. Money
+  the PaymentIntent) for the same amount, or for a weekly card payment exactly one per charge it was for,
+  each for the amount it took for that charge; and every ledger payment is a succeeded PaymentIntent. Money
   Stripe took that the portal has not heard of yet is allowed only while it is on its way: the attempt is
   still started and the janitor's moment has not come, or Stripe still has a webhook about it to deliver;
 - an attempt whose outcome is unknown is settled by the first tick that runs two minutes after it started.
 
 A client is told before every off-session charge:
 - when the practice's timing has a lead time (``pre_charge_notice_hours`` > 0, not "immediately"), each
-  off-session attempt on a session charge was announced by an email sent at least the lead time before it:
-  a ``pre_charge_notice`` for this charge and at least this amount, the notice listing charges that waited
+  off-session attempt on a session charge (a weekly card payment's attempt: on each charge it was for) was
+  announced by an email sent at least the lead time before it:
+  a ``pre_charge_notice`` for this charge and at least this amount (one notice lists the charges of a batch,
+  recording the amount it told for each, which its text must show), the notice listing charges that waited
   for a card when they are released, or the decline email of its previous attempt (which says when the card
-  is tried again, and that saving a new card pays at once). The notice must be fresh: sent after the
-  charge's previous attempt and after the charge was held for want of a card. The tick runs every minute,
+  is tried again, and that saving a new card pays at once; it lists the charges it declined, with their
+  amounts). The notice must be fresh: sent after the charge's previous attempt (its own or a weekly card
+  payment's) and after the charge was held for want of a card. The tick runs every minute,
   so a notice may go out up to a minute after its moment.
 
 The steps check what they can see at once: no page or webhook answers 500 (nor raises); a refused portal
@@ -40,7 +44,8 @@ delivered in any order and repeated; staff refunds; and a tick killed after its 
 with or without reaching Stripe.
 
 Each example starts from empty billing tables (TRUNCATE) and a wiped fake Stripe server, with a freshly
-drawn practice policy. Time is frozen at the machine's clock, so the pages and the services agree on "now".
+drawn practice policy (timing, delay, notice lead time, and with weekly timing one card payment a week per
+client or one per charge). Time is frozen at the machine's clock, so the pages and the services agree on "now".
 
 The suite runs it derandomized (``test_money_rules_hold_whatever_happens``); ``bench/money_state_machine.py``
 runs the same machine longer, with a random seed.
@@ -66,7 +71,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection, connections
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.test import Client as HttpClient
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as settings_for_hypothesis
@@ -109,6 +114,7 @@ from billing.models import (
     ReviewKind,
     Service,
 )
+from billing.money import format_cents
 from billing.services.balance import ABANDONED_AFTER, client_balance_cents, payable_charges
 from billing.services.cards import enrollment_link_send
 from billing.services.ledger import OWED_KINDS
@@ -177,6 +183,8 @@ class Stats:
 
     examples = 0
     steps = 0
+    weekly_payments = 0  # weekly card payments made (one PaymentIntent for several charges)
+    weekly_sessions = 0  # the charges they were for
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -208,10 +216,11 @@ class MoneyMachine(RuleBasedStateMachine):
                 delay_hours=st.sampled_from([24, 1, 72]), notice_hours=st.sampled_from([2, 24, 0]),
                 start_hours=st.integers(0, 7 * 24 - 1),
                 cards=st.fixed_dictionaries({name: st.sampled_from((None, *CARDS)) for name in CLIENTS}),
-                first_session=st.sampled_from(list(CLIENTS)))
+                first_session=st.sampled_from(list(CLIENTS)), one_payment=st.booleans())
     def a_practice_opens(self, timing: str, delay_hours: int, notice_hours: int, start_hours: int,
-                         cards: dict[str, str | None], first_session: str) -> int:
-        """A practice with its policy, three clients (some with a card on file) and a first session."""
+                         cards: dict[str, str | None], first_session: str, one_payment: bool) -> int:
+        """A practice with its policy (with weekly timing, one card payment a week per client or one per
+        charge), three clients (some with a card on file) and a first session."""
         _empty_the_billing_tables()
         self.stripe.wipe()
         cache.clear()
@@ -220,7 +229,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.frozen_at = self.traveller.start()
         Practice.objects.create(name="Riverbend Counseling", phone="555-0100", sender_email="billing@riverbend.example",
                                 time_zone="America/New_York", charge_timing=timing, charge_delay_hours=delay_hours,
-                                pre_charge_notice_hours=notice_hours)
+                                pre_charge_notice_hours=notice_hours, weekly_one_payment=one_payment)
         self.timing = timing
         self.lead = dt.timedelta(hours=notice_hours)
         aetna = Payer.objects.create(name="Aetna", payer_id="60054")
@@ -245,6 +254,8 @@ class MoneyMachine(RuleBasedStateMachine):
         return session
 
     def teardown(self) -> None:
+        Stats.weekly_payments += Charge.objects.filter(kind=ChargeKind.WEEKLY_PAYMENT).count()
+        Stats.weekly_sessions += BalanceAllocation.objects.filter(payment__kind=ChargeKind.WEEKLY_PAYMENT).count()
         if self.traveller is not None:
             self.traveller.stop()
 
@@ -417,11 +428,17 @@ class MoneyMachine(RuleBasedStateMachine):
         ledger = Counter(LedgerEntry.objects.filter(kind=LedgerKind.PAYMENT).values_list("charge_id", flat=True))
         twice = {charge: n for charge, n in ledger.items() if n > 1}
         assert not twice, f"charges with more than one ledger payment: {twice}"
-        intents = Counter(intent["metadata"].get("portal_charge") for intent in self.stripe_view.succeeded())
+        # A weekly card payment's PaymentIntent pays each charge it was for.
+        weekly = _weekly_payments()
+        intents: Counter[int] = Counter()
+        for intent in self.stripe_view.succeeded():
+            reference = int(intent["metadata"].get("portal_charge") or 0)
+            intents.update([reference, *weekly.get(reference, {})])
         twice = {charge: n for charge, n in intents.items() if n > 1}
         assert not twice, f"charges with more than one succeeded PaymentIntent: {twice}"
         # Paid on its own, and paid (beyond what it recorded as paid in part) by portal balance payments.
-        allocated = dict(BalanceAllocation.objects.filter(payment__status__in=PAID).values("charge")
+        allocated = dict(BalanceAllocation.objects.filter(payment__status__in=PAID,
+                                                          payment__kind=ChargeKind.BALANCE_PAYMENT).values("charge")
                          .annotate(total=Sum("amount_cents")).values_list("charge", "total"))
         for charge in Charge.objects.filter(pk__in=[c for c in ledger if c in allocated]).exclude(
                 kind=ChargeKind.BALANCE_PAYMENT):
@@ -446,19 +463,31 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def stripe_payments_are_ledger_payments(self) -> None:
+        """Each succeeded PaymentIntent is one ledger payment for its amount; a weekly card payment's is one
+        ledger payment per charge it was for, each for the amount it took for that charge."""
         intents = {i["id"]: i for i in self.stripe_view.succeeded()}
-        recorded: Counter[str] = Counter()
+        weekly = _weekly_payments()
+        recorded: dict[str, dict[int | None, list[int]]] = defaultdict(lambda: defaultdict(list))
         for entry in LedgerEntry.objects.filter(kind=LedgerKind.PAYMENT):
             [intent_id] = PAYMENT_INTENT.findall(entry.memo) or ["(none)"]
-            recorded[intent_id] += 1
             assert intent_id in intents, f"ledger payment {entry.memo!r} is no succeeded PaymentIntent in Stripe"
-            assert -entry.amount_cents == intents[intent_id]["amount"], (
-                f"ledger payment {entry.memo!r} of {-entry.amount_cents} cents; Stripe took "
-                f"{intents[intent_id]['amount']}")
-        twice = {intent_id: n for intent_id, n in recorded.items() if n > 1}
-        assert not twice, f"PaymentIntents recorded as more than one ledger payment: {twice}"
+            recorded[intent_id][entry.charge_id].append(-entry.amount_cents)
+        for intent_id, by_charge in recorded.items():
+            intent = intents[intent_id]
+            reference = int(intent["metadata"].get("portal_charge") or 0)
+            if reference in weekly:
+                assert {charge: amounts for charge, amounts in by_charge.items()} == {
+                    charge: [amount] for charge, amount in weekly[reference].items()}, (
+                    f"weekly card payment {intent_id} ({intent['amount']} cents for {weekly[reference]}) is recorded "
+                    f"as ledger payments {dict(by_charge)}")
+                assert sum(weekly[reference].values()) == intent["amount"]
+                continue
+            amounts = [amount for charge_amounts in by_charge.values() for amount in charge_amounts]
+            assert len(amounts) == 1, f"PaymentIntent {intent_id} recorded as ledger payments {dict(by_charge)}"
+            assert amounts[0] == intent["amount"], (
+                f"ledger payment for {intent_id} of {amounts[0]} cents; Stripe took {intent['amount']}")
         for intent_id, intent in intents.items():
-            if not recorded[intent_id]:
+            if intent_id not in recorded:
                 assert self._on_its_way(intent), (
                     f"Stripe took {intent['amount']} cents ({intent_id}, charge {intent['metadata']}) and the "
                     f"ledger has no payment for it, nor will it: no attempt is open and no webhook is pending")
@@ -479,8 +508,12 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         attempts = (PaymentAttempt.objects.exclude(charge__kind=ChargeKind.BALANCE_PAYMENT)
                     .select_related("charge").order_by("charge_id", "number"))
+        weekly = _weekly_payments()
         for attempt in attempts:
-            self._check_announced(attempt)
+            # A weekly card payment's attempt takes each charge it was for: each must have been told.
+            taken = weekly.get(attempt.charge_id) or {attempt.charge_id: attempt.amount_cents}
+            for charge in Charge.objects.filter(pk__in=taken).order_by("pk"):
+                self._check_announced(charge, attempt, taken[charge.pk])
 
     # Helpers ----------------------------------------------------------------------------------------
 
@@ -507,22 +540,23 @@ class MoneyMachine(RuleBasedStateMachine):
         self._step_done()
 
 
-    def _check_announced(self, attempt: PaymentAttempt) -> None:
-        charge = attempt.charge
-        before = PaymentAttempt.objects.filter(charge=charge, number__lt=attempt.number).order_by("-number").first()
+    def _check_announced(self, charge: Charge, attempt: PaymentAttempt, amount: int) -> None:
+        before = _attempts_on(charge).filter(Q(started_at__lt=attempt.started_at)
+                                             | Q(started_at=attempt.started_at, pk__lt=attempt.pk)
+                                             ).order_by("-started_at", "-pk").first()
         # When the charge was (last) held for want of a card: the hold opens a review item for it.
         held_for_a_card = ReviewItem.objects.filter(kind=ReviewKind.NO_CARD, charge=charge,
                                                     created_at__lte=attempt.started_at).order_by("created_at").last()
         since = max([moment for moment in (before.started_at if before else None,
                                            held_for_a_card.created_at if held_for_a_card else None) if moment],
                     default=None)
-        what = (f"attempt {attempt.number} on charge #{charge.pk} ({attempt.amount_cents} cents) at "
+        what = (f"attempt {attempt.number} on charge #{attempt.charge_id} for charge #{charge.pk} ({amount} cents) at "
                 f"{attempt.started_at:%a %d %H:%M}")
         about_it = [email for email in OutboundEmail.objects.filter(
             client=charge.client, template__in=NOTICE_TEMPLATES, status=EmailStatus.SENT,
-            sent_at__lte=attempt.started_at).order_by("sent_at") if _announces(email, attempt)]
+            sent_at__lte=attempt.started_at).order_by("sent_at") if _announces(email, charge, attempt)]
         assert about_it, f"{what}: no notice of it was ever sent"
-        notices = [email for email in about_it if _told_amount(email, charge) >= attempt.amount_cents]
+        notices = [email for email in about_it if _told_amount(email, charge) >= amount]
         assert notices, (f"{what}: the notices told less "
                          f"({[(n.key, _told_amount(n, charge), f'{n.sent_at:%a %d %H:%M}') for n in about_it]})")
         fresh = [email for email in notices if since is None or (email.sent_at and email.sent_at >= since)]
@@ -539,7 +573,7 @@ class MoneyMachine(RuleBasedStateMachine):
             return True
         # The decline email says that saving a new card pays the amount at once: the client chose that moment.
         return email.template == "payment_failed" and OutboundEmail.objects.filter(
-            client=attempt.charge.client, template="card_saved", created_at__gte=email.sent_at,
+            client=email.client_id, template="card_saved", created_at__gte=email.sent_at,
             created_at__lte=attempt.started_at).exists()
 
     def _shown_for_authentication(self) -> list[str]:
@@ -660,29 +694,48 @@ class MoneyMachine(RuleBasedStateMachine):
                                                  object_type))
 
 
-def _announces(email: OutboundEmail, attempt: PaymentAttempt) -> bool:
-    """Is the email a notice about this attempt's charge, sent for an earlier moment (a decline email
-    announces the retries after its own attempt)?
+def _weekly_payments() -> dict[int, dict[int, int]]:
+    """Each weekly card payment (its charge id) with the charges it was for and the amount it took for each."""
+    weekly: dict[int, dict[int, int]] = defaultdict(dict)
+    for payment, charge, amount in BalanceAllocation.objects.filter(
+            payment__kind=ChargeKind.WEEKLY_PAYMENT).values_list("payment_id", "charge_id", "amount_cents"):
+        weekly[payment][charge] = amount
+    return weekly
 
-    Keys: ``notice:charge:<pk>:<amount>``, ``declined:charge:<pk>:attempt:<n>``, and for charges that waited
-    for a card and were released, ``waiting-release:client:<pk>:charges:<pk>-<pk>...:<total>``."""
+
+def _attempts_on(charge: Charge) -> Any:
+    """Every attempt that tried to take the charge: its own, and the weekly card payments that included it."""
+    return PaymentAttempt.objects.filter(Q(charge=charge) | Q(charge__kind=ChargeKind.WEEKLY_PAYMENT,
+                                                               charge__allocations__charge=charge))
+
+
+def _announces(email: OutboundEmail, charge: Charge, attempt: PaymentAttempt) -> bool:
+    """Is the email a notice about this charge, sent for an earlier moment than this attempt on it (a decline
+    email announces the retries after its own attempt)?
+
+    A pre-charge notice lists the charges of one batch with the amount it told for each
+    (``OutboundEmail.charge_amounts``), and so does a decline email (the charges its attempt was for). Keys:
+    ``declined:charge:<pk>:attempt:<n>`` (the declined attempt), and for charges that waited for a card and
+    were released, ``waiting-release:client:<pk>:charges:<pk>-<pk>...:<total>``."""
     parts = email.key.split(":")
+    if email.template == "pre_charge_notice":
+        return any(pk == charge.pk for pk, _ in email.charge_amounts)
     if email.template == "waiting_charges_notice":
-        return str(attempt.charge_id) in parts[4].split("-")
-    if parts[1:3] != ["charge", str(attempt.charge_id)]:
+        return str(charge.pk) in parts[4].split("-")
+    declined = PaymentAttempt.objects.filter(charge_id=int(parts[2]), number=int(parts[4])).first()
+    if declined is None or not any(pk == charge.pk for pk, _ in email.charge_amounts):
         return False
-    return email.template != "payment_failed" or int(parts[4]) < attempt.number
+    return (declined.started_at, declined.pk) < (attempt.started_at, attempt.pk)
 
 
 def _told_amount(email: OutboundEmail, charge: Charge) -> int:
-    """The amount a notice announced for the charge: in a pre-charge notice's key, the declined attempt's
-    amount, or (a notice listing several charges) the charge's amount when the notice was written."""
-    parts = email.key.split(":")
-    if email.template == "pre_charge_notice":
-        return int(parts[3])
-    if email.template == "payment_failed":
-        declined = PaymentAttempt.objects.filter(charge=charge, number=int(parts[4])).first()
-        return declined.amount_cents if declined else 0
+    """The amount a notice announced for the charge: as the pre-charge or decline email lists it, or (a notice
+    listing charges that waited for a card) the charge's amount when it was written."""
+    if email.template in ("pre_charge_notice", "payment_failed"):
+        told = next(amount for pk, amount in email.charge_amounts if pk == charge.pk)
+        if email.template == "pre_charge_notice":
+            assert format_cents(told) in email.body_text, f"{email.key} records {told} cents it does not say"
+        return told
     event = ChargeEvent.objects.filter(charge=charge, at__lte=email.created_at).order_by("at", "pk").last()
     return event.amount_cents if event else 0
 
