@@ -5,6 +5,7 @@ from billing.models.charges import (
     CANCELABLE_STATUSES,
     IN_FLIGHT_STATUSES,
     MONEY_MOVED_STATUSES,
+    NO_CARD_HOLD,
     OPEN_STATUSES,
     PAID_STATUSES,
     PENDING_STATUSES,
@@ -17,7 +18,15 @@ from billing.models.charges import (
     PaymentAttempt,
 )
 from billing.models.insurance import InsurancePayment
-from billing.models.ledger import AppendOnlyError, LedgerEntry, LedgerKind, ReviewItem, ReviewKind, ReviewStatus
+from billing.models.ledger import (
+    CLIENT_REVIEW_KINDS,
+    AppendOnlyError,
+    LedgerEntry,
+    LedgerKind,
+    ReviewItem,
+    ReviewKind,
+    ReviewStatus,
+)
 from billing.models.payments import (
     BalanceAllocation,
     BalanceEpisode,
@@ -49,8 +58,10 @@ from billing.models.reports import FindingKind, FindingStatus, ReconciliationFin
 __all__ = [
     "AWAITING_PAYMENT_STATUSES",
     "CANCELABLE_STATUSES",
+    "CLIENT_REVIEW_KINDS",
     "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
+    "NO_CARD_HOLD",
     "OPEN_STATUSES",
     "PAID_STATUSES",
     "PENDING_STATUSES",

@@ -27,6 +27,9 @@ class ChargeStatus(models.TextChoices):
     PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
 
 
+# Why a due charge waits instead of being taken: the client has no card on file.
+NO_CARD_HOLD = "no card on file"
+
 # The status sets the money rules use, defined once.
 # Not charged yet: the charge still follows its appointment (re-priced or canceled).
 PENDING_STATUSES = (ChargeStatus.SCHEDULED, ChargeStatus.DUE)
