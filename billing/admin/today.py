@@ -115,10 +115,10 @@ def item_fixes(request: HttpRequest, item: ReviewItem) -> list[Fix]:
 # --- doing a fix ---------------------------------------------------------------------------------------------
 
 def _same_cause(item: ReviewItem) -> list[ReviewItem]:
-    """The open items of this client with this cause and reason: the Today page shows them as one row
-    (a client's sessions every week with the same missing benefits), and its fix settles them together."""
-    return list(ReviewItem.objects.filter(kind=item.kind, client_id=item.client_id, reason=item.reason,
-                                          status=ReviewStatus.OPEN).select_related("appointment"))
+    """The open items of this client with this cause: the Today page shows them as one row (a client's
+    sessions every week with the same missing benefits), and its fix settles them together."""
+    return list(ReviewItem.objects.filter(kind=item.kind, client_id=item.client_id, status=ReviewStatus.OPEN)
+                .select_related("appointment"))
 
 
 def _recheck(request: HttpRequest, pk: int, why: str) -> str:

@@ -69,24 +69,23 @@ def needs_review(items: QuerySet[ReviewItem]) -> QuerySet[ReviewItem]:
 
 
 def open_review_items(*, limit: int = ROWS_SHOWN) -> Queue:
-    """One row per client and cause: a client's sessions that wait for the same reason (the same missing
-    benefits, week after week) are one row, the oldest item standing for them, with ``sessions`` (each
+    """One row per client and cause: a client's sessions waiting for the same kind of reason (benefits
+    missing week after week) are one row, the oldest item standing for them, with ``sessions`` (each
     item's session) and ``repeats`` (how many items) set on it. Three queries."""
     items = needs_review(ReviewItem.objects.all())
-    oldest = (items.order_by("kind", "client_id", "reason", "created_at", "id")
-              .distinct("kind", "client_id", "reason").values("id"))
-    count = items.values("kind", "client_id", "reason").distinct().count()
+    oldest = items.order_by("kind", "client_id", "created_at", "id").distinct("kind", "client_id").values("id")
+    count = items.values("kind", "client_id").distinct().count()
     rows: list[Any] = list(ReviewItem.objects.filter(pk__in=oldest).select_related("client", "appointment", "charge")
-                .order_by("created_at", "id")[:limit])
+                           .order_by("created_at", "id")[:limit])
     if rows:
         same_cause = Q()
         for row in rows:
-            same_cause |= Q(kind=row.kind, client_id=row.client_id, reason=row.reason)
-        groups: dict[tuple[str, int, str], list[ReviewItem]] = {}
+            same_cause |= Q(kind=row.kind, client_id=row.client_id)
+        groups: dict[tuple[str, int], list[ReviewItem]] = {}
         for item in items.filter(same_cause).select_related("appointment").order_by("created_at", "id"):
-            groups.setdefault((item.kind, item.client_id, item.reason), []).append(item)
+            groups.setdefault((item.kind, item.client_id), []).append(item)
         for row in rows:
-            group = groups.get((row.kind, row.client_id, row.reason), [row])
+            group = groups.get((row.kind, row.client_id), [row])
             row.sessions = [item.appointment for item in group if item.appointment is not None]
             row.repeats = len(group)
     return Queue(count=count, rows=rows)

@@ -39,7 +39,14 @@ def review_open(*, kind: str, client: Client, reason: str, now: dt.datetime,
                                                  reason=reason, created_at=now)
         except IntegrityError:  # opened at the same moment by another worker: that one stands
             item = _open_items(kind, client, appointment).get()
-    if item.reason != reason or item.charge_id != (charge.pk if charge else None):
+    if kind in CLIENT_REVIEW_KINDS:
+        # The client's one item names the latest session and charge, so closing it for that session
+        # (review_close_stale) finds it.
+        if (item.reason, item.charge_id, item.appointment_id) != (
+                reason, charge.pk if charge else None, appointment.pk if appointment else None):
+            item.reason, item.charge, item.appointment = reason, charge, appointment
+            item.save(update_fields=["reason", "charge", "appointment"])
+    elif item.reason != reason or item.charge_id != (charge.pk if charge else None):
         item.reason = reason
         item.charge = charge
         item.save(update_fields=["reason", "charge"])
