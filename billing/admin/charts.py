@@ -40,7 +40,7 @@ def bar_chart(*, title: str, bars: list[tuple[str, int]], unit: str = "dollars")
     for i, (label, value) in enumerate(bars):
         y = i * row
         length = round(span * max(value, 0) / top)
-        parts.append(f'<text x="0" y="{y + 12}" font-size="12">{escape(label)}</text>'
+        parts.append(f'<text x="2" y="{y + 12}" font-size="12">{escape(label)}</text>'
                      f'<rect x="0" y="{y + LABEL_HEIGHT}" width="{length}" height="{BAR_HEIGHT}" '
                      f'fill="{COLOURS[i % len(COLOURS)]}"></rect>'
                      f'<text x="{length + 6}" y="{y + LABEL_HEIGHT + 12}" font-size="12">'

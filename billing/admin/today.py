@@ -108,7 +108,7 @@ def item_fixes(request: HttpRequest, item: ReviewItem) -> list[Fix]:
         fixes.append(Fix("Open the charge (refund there)" if kind != ReviewKind.PAYMENT_UNKNOWN
                          else "Open the charge", url=reverse("admin:billing_charge_change", args=[item.charge_id])))
     if item.status == ReviewStatus.OPEN and _may(request, "change_reviewitem"):
-        fixes.append(Fix("Mark resolved", name="resolve", target=item.pk, reason="What was done (optional)"))
+        fixes.append(Fix("Mark resolved", name="resolve", target=item.pk, reason="Note (optional)"))
     return fixes
 
 

@@ -1,6 +1,6 @@
 """Every staff page in Chromium at 1280 and 1920 pixels wide, checked for what a person would see as broken:
 a table cell squeezed so narrow its words break letter by letter, a page that scrolls sideways, a chart
-label cut at the chart's edge, a table row many times the height of its text.
+label cut at the chart's edge, text squeezed into a tall sliver of a column, a page far longer than its rows.
 
 One browser page for the whole tour: each page is loaded once at 1280, checked, widened to 1920 and
 checked again. Full-length pictures of the Today page land in test-artifacts/screenshots/.
@@ -32,13 +32,13 @@ from billing.models import (
 )
 from billing.services.waiting import NO_CARD_HOLD
 from tests import factories
-from tests.browser.conftest import SCREENSHOTS
+from tests.browser.conftest import FAILURES, SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 WIDTHS = (1280, 1920)
 NARROWEST_CELL = 60  # px: a cell narrower than this whose words break across lines is squeezed
-TALLEST_ROW = 160  # px: a list row taller than this is text squeezed into a sliver
+TALLEST_ROW = 160  # px: a narrow cell taller than this is text squeezed into a sliver
 
 LONG_REASONS = [
     "Cannot work out what the client owes: the client has no coverage on file for the date of service "
@@ -60,22 +60,29 @@ LAYOUT_PROBLEMS = """(limits) => {
             .slice(0, 3).map(el => el.tagName.toLowerCase() + "#" + el.id + "." + el.className);
         problems.push(`the page scrolls sideways: ${root.scrollWidth}px in ${root.clientWidth}px ${wide}`);
     }
+    // The lines a cell's text takes: one box per line of text (its row may be taller than its text).
+    const linesOf = el => {
+        const range = document.createRange();
+        range.selectNodeContents(el);
+        return new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.bottom))).size;
+    };
     for (const cell of document.querySelectorAll("td, th")) {
         const words = text(cell);
         const box = cell.getBoundingClientRect();
-        if (words.length < 4 || box.width === 0 || cell.closest(".visually-hidden")) continue;
-        const lineHeight = parseFloat(getComputedStyle(cell).lineHeight) || 16;
-        const lines = Math.round((box.height - 8) / lineHeight);
+        if (words.length < 4 || box.width === 0 || cell.closest(".visually-hidden, .chart-table")) continue;
+        const lines = linesOf(cell);
         if (box.width < limits.cell && lines > words.split(" ").length + 1) {
             problems.push(`a ${Math.round(box.width)}px cell breaks its words over ${lines} lines: `
                           + `"${words.slice(0, 40)}"`);
         }
-    }
-    for (const row of document.querySelectorAll("#content table tr")) {
-        const box = row.getBoundingClientRect();
-        if (box.height > limits.row && !row.closest(".chart-table, fieldset")) {
-            problems.push(`a ${Math.round(box.height)}px tall row: "${text(row).slice(0, 60)}"`);
+        if (box.height > limits.row && box.width < 2 * limits.row && lines > 6) {
+            problems.push(`a ${Math.round(box.width)}px wide, ${Math.round(box.height)}px tall cell: `
+                          + `"${words.slice(0, 40)}"`);
         }
+    }
+    const rows = document.querySelectorAll("#content tr").length;
+    if (rows > 0 && root.scrollHeight > 1500 + rows * limits.row) {
+        problems.push(`the page is ${root.scrollHeight}px long for ${rows} table rows`);
     }
     for (const svg of document.querySelectorAll("svg.chart")) {
         const width = svg.viewBox.baseVal.width;
@@ -158,11 +165,16 @@ def test_every_staff_page_fits_at_1280_and_1920(page: Page, live_server: Any, bu
         assert response is not None and response.status == 200, f"{path}: {response and response.status}"
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 900})
-            problems += [f"{path} at {width}px: {problem}" for problem in layout_problems(page)]
+            found = layout_problems(page)
+            problems += [f"{path} at {width}px: {problem}" for problem in found]
+            if found:  # a picture of what is wrong, for the person fixing it
+                FAILURES.mkdir(parents=True, exist_ok=True)
+                name = path.strip("/").replace("/", "-") or "admin"
+                page.screenshot(path=str(FAILURES / f"staff-{name}-{width}.png"), full_page=True)
             if path == reverse("admin:index"):
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOTS / f"staff-today-{width}.png"), full_page=True)
-    assert problems == []
+    assert not problems, "\n".join(problems)
 
 
 def test_the_checks_catch_the_layout_they_were_written_for(page: Page, live_server: Any) -> None:
@@ -177,6 +189,6 @@ def test_the_checks_catch_the_layout_they_were_written_for(page: Page, live_serv
         </svg></div>""")
     found = layout_problems(page)
     assert any("breaks its words" in p for p in found), found
-    assert any("tall row" in p for p in found), found
+    assert any("tall cell" in p for p in found), found
     assert any("chart label cut" in p for p in found), found
     assert any("scrolls sideways" in p for p in found), found
