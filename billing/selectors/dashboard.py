@@ -211,15 +211,17 @@ WITH cohort AS (
       AND charge_id IS NOT NULL
     GROUP BY charge_id
 ), per_charge AS (
-    SELECT cohort.served_on,
-           (SELECT COALESCE(SUM(e.amount_cents), 0) FROM {LedgerEntry._meta.db_table} e
-            WHERE e.charge_id = cohort.charge_id AND e.kind = ANY(%(owed_kinds)s)) AS owed,
-           (SELECT COALESCE(-SUM(e.amount_cents), 0) FROM {LedgerEntry._meta.db_table} e
-            WHERE e.charge_id = cohort.charge_id AND e.kind = ANY(%(paid_kinds)s))
-           + (SELECT COALESCE(SUM(a.amount_cents), 0) FROM {BalanceAllocation._meta.db_table} a
-              JOIN {Charge._meta.db_table} p ON p.id = a.payment_id
-              WHERE a.charge_id = cohort.charge_id AND p.status = ANY(%(paid_statuses)s)) AS paid
-    FROM cohort
+    -- What each of them came to, and what was paid toward it (a card payment on it, less refunds).
+    SELECT cohort.charge_id, MIN(cohort.served_on) AS served_on,
+           COALESCE(SUM(e.amount_cents) FILTER (WHERE e.kind = ANY(%(owed_kinds)s)), 0) AS owed,
+           COALESCE(-SUM(e.amount_cents) FILTER (WHERE e.kind = ANY(%(paid_kinds)s)), 0) AS paid
+    FROM cohort JOIN {LedgerEntry._meta.db_table} e ON e.charge_id = cohort.charge_id
+    GROUP BY cohort.charge_id
+), portal_paid AS (
+    -- Portal balance payments that went through, toward them.
+    SELECT cohort.served_on, a.amount_cents FROM cohort
+    JOIN {BalanceAllocation._meta.db_table} a ON a.charge_id = cohort.charge_id
+    JOIN {Charge._meta.db_table} p ON p.id = a.payment_id AND p.status = ANY(%(paid_statuses)s)
 ), received AS (
     -- Cash received in the period, whatever it paid for.
     SELECT COALESCE(-SUM(amount_cents) FILTER (WHERE occurred_on >= %(week)s), 0) AS week,
@@ -227,12 +229,14 @@ WITH cohort AS (
     FROM {LedgerEntry._meta.db_table}
     WHERE kind = ANY(%(paid_kinds)s) AND occurred_on >= %(start)s AND occurred_on <= %(today)s
 )
-SELECT COALESCE(SUM(owed) FILTER (WHERE served_on >= %(week)s), 0),
-       COALESCE(SUM(paid) FILTER (WHERE served_on >= %(week)s), 0),
-       COALESCE(SUM(owed) FILTER (WHERE served_on >= %(month)s), 0),
-       COALESCE(SUM(paid) FILTER (WHERE served_on >= %(month)s), 0),
-       MIN(received.week), MIN(received.month)
-FROM received LEFT JOIN per_charge ON TRUE
+SELECT COALESCE((SELECT SUM(owed) FROM per_charge WHERE served_on >= %(week)s), 0),
+       COALESCE((SELECT SUM(paid) FROM per_charge WHERE served_on >= %(week)s), 0)
+       + COALESCE((SELECT SUM(amount_cents) FROM portal_paid WHERE served_on >= %(week)s), 0),
+       COALESCE((SELECT SUM(owed) FROM per_charge WHERE served_on >= %(month)s), 0),
+       COALESCE((SELECT SUM(paid) FROM per_charge WHERE served_on >= %(month)s), 0)
+       + COALESCE((SELECT SUM(amount_cents) FROM portal_paid WHERE served_on >= %(month)s), 0),
+       received.week, received.month
+FROM received
 """
 
 

@@ -111,7 +111,7 @@ def busy_practice(practice: Practice) -> dict[str, Any]:
                                             flagged_for_outreach=True, flagged_reason="3 failed card payments")
     for kind, reason in zip((ReviewKind.PRICING, ReviewKind.FEE_NO_ACK, ReviewKind.PAID_SESSION_CHANGED,
                              ReviewKind.PAYMENT_REFUSED), LONG_REASONS, strict=True):
-        for week in range(2):
+        for week in range(5 if kind == ReviewKind.PRICING else 2):
             appointment = factories.AppointmentFactory.create(clients=[person],
                                                               starts_at=now - dt.timedelta(days=7 * week + 1))
             factories.ReviewItemFactory.create(kind=kind, client=person, appointment=appointment, reason=reason)
