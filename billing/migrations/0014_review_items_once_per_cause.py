@@ -27,6 +27,11 @@ def close_duplicates(apps, schema_editor):
                 item.resolved_at = now
                 item.resolution_note = f"Closed as a repeat of review item #{kept.pk}: one open item per cause."
                 item.save(update_fields=["status", "resolved_at", "resolution_note"])
+            # The oldest item stays (how long it has waited), naming what the newest named: its session and
+            # charge are the ones most likely still waiting, and closing the item for them finds it.
+            newest = others[-1]
+            kept.appointment_id, kept.charge_id, kept.reason = newest.appointment_id, newest.charge_id, newest.reason
+            kept.save(update_fields=["appointment", "charge", "reason"])
 
 
 class Migration(migrations.Migration):

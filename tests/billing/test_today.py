@@ -219,8 +219,9 @@ def test_the_migration_closes_the_duplicates_already_open(practice: Practice) ->
     old = executor.loader.project_state(before).apps
     OldItem, OldClient = old.get_model("billing", "ReviewItem"), old.get_model("billing", "Client")
     person = OldClient.objects.create(first_name="Ana", last_name="Weekly")
+    sessions = [factories.AppointmentFactory.create().pk for _ in range(3)]
     for week in range(3):
-        OldItem.objects.create(kind="no_card", client=person, reason=f"week {week}",
+        OldItem.objects.create(kind="no_card", client=person, reason=f"week {week}", appointment_id=sessions[week],
                                created_at=FRIDAY_10AM + week * 7 * DAY)
     OldItem.objects.create(kind="payment_refused", client=person, reason="a", created_at=FRIDAY_10AM)
     OldItem.objects.create(kind="payment_refused", client=person, reason="b", created_at=FRIDAY_10AM + DAY)
@@ -229,7 +230,10 @@ def test_the_migration_closes_the_duplicates_already_open(practice: Practice) ->
     MigrationExecutor(connection).migrate(after)
 
     still_open = ReviewItem.objects.filter(client_id=person.pk, status=ReviewStatus.OPEN)
-    assert sorted(still_open.values_list("kind", "reason")) == [("no_card", "week 0"), ("payment_refused", "a")]
+    # The oldest stays open, naming what the newest named (the charge most likely still waiting).
+    assert sorted(still_open.values_list("kind", "reason", "created_at")) == [
+        ("no_card", "week 2", FRIDAY_10AM), ("payment_refused", "b", FRIDAY_10AM)]
+    assert still_open.get(kind="no_card").appointment_id == sessions[2]
     closed = ReviewItem.objects.filter(client_id=person.pk, status=ReviewStatus.RESOLVED)
     assert closed.count() == 3 and all("repeat of review item" in i.resolution_note for i in closed)
 
