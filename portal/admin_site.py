@@ -8,14 +8,35 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
-from billing import models
-from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review
+from billing import models, roles
+from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review, today
 from billing.models import Practice
 from billing.money import format_cents
 from billing.selectors import dashboard
 from portal.security_admin import StaffSecuritySiteMixin
+
+# The front page's list of pages, grouped by the work they serve ("app_label.model" names). Anything not
+# named here is technical and goes under System, which only administrators see.
+SECTIONS: list[tuple[str, str, list[str]]] = [
+    ("todays-work", "Today's work", ["billing.reviewitem", "billing.charge", "billing.reconciliationfinding"]),
+    ("clients-sessions", "Clients & sessions", [
+        "billing.client", "billing.appointment", "billing.coverage", "billing.policyacknowledgment",
+        "billing.clinician"]),
+    ("money", "Money", [
+        "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
+        "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
+    ("reports", "Reports", ["billing.reconciliationrun"]),
+    ("integrations", "Integrations", [
+        "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
+        "billing.clientlink", "billing.outboundemail"]),
+    ("settings", "Settings", [
+        "billing.practice", "billing.service", "billing.payer", "billing.feescheduleentry", "billing.categoryrate",
+        "billing.emailtemplate", "auth.user", "auth.group"]),
+]
+SYSTEM = ("system", "System")
 
 
 def _practice(request: HttpRequest) -> Practice:
@@ -73,12 +94,70 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
             context["site_header"] = f"{self.site_header} · {_practice(request).name}"
         return context
 
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        fix = path("today/fix/", self.admin_view(today.fix_view), name="today_fix")
+        return [fix, *super().get_urls()]
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        """Every page the staff member may open, grouped by task (an app's own page keeps Django's list)."""
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        pages = {f"{app['app_label']}.{page['object_name'].lower()}": page for app in apps for page in app["models"]}
+        sections = []
+        for slug, name, names in SECTIONS:
+            shown = [pages.pop(page) for page in names if page in pages]
+            if slug == "reports":
+                shown = self._report_pages(request) + shown
+            if shown:
+                sections.append(_section(slug, name, shown))
+        if pages and is_administrator(request):
+            sections.append(_section(*SYSTEM, sorted(pages.values(), key=lambda page: str(page["name"]))))
+        return sections
+
+    def _report_pages(self, request: HttpRequest) -> list[dict[str, Any]]:
+        """Reports that are pages rather than lists of rows."""
+        pages = []
+        if request.user.has_perm("billing.view_client"):
+            pages.append(_page("AR aging", "aragingreport", reverse("admin:billing_ar_aging")))
+        if request.user.has_perm("auditlog.view_logentry"):
+            pages.append(_page("Audit trail", "audittrail", reverse("admin:audit_trail")))
+        return pages
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         queues = dashboard.today(now=timezone.now(), zone=_practice(request).zone)
-        # Templates cannot turn cents into dollars; the rows carry their amount ready to show.
+        # Templates cannot turn cents into dollars; the rows carry their amount ready to show, and each
+        # row the fix its staff member may apply.
         for row in (*queues["charges_due"].rows, *queues["stuck_charges"].rows, *queues["held_charges"].rows,
-                    *queues["unknown_attempts"].rows):
+                    *queues["fee_review"].rows, *queues["unknown_attempts"].rows):
             row.amount_display = format_cents(row.amount_cents)
+        for row in (*queues["stuck_charges"].rows, *queues["held_charges"].rows, *queues["fee_review"].rows):
+            row.fixes = today.charge_fixes(request, row)
+        for row in (*queues["review_items"].rows, *queues["stripe_links"].rows):
+            row.fixes = today.item_fixes(request, row)
         figures = metrics.front_page(now=timezone.now(), zone=_practice(request).zone, queues=queues)
         context = {"queues": queues, "figures": figures, **(extra_context or {})}
         return super().index(request, extra_context=context)
+
+
+def is_administrator(request: HttpRequest) -> bool:
+    """A superuser, or a member of the Administrator role (read once per request)."""
+    user = request.user
+    if not (user.is_active and user.is_staff):
+        return False
+    if user.is_superuser:
+        return True
+    known: bool | None = getattr(request, "_portal_is_administrator", None)
+    if known is None:
+        known = user.groups.filter(name=roles.ADMINISTRATOR).exists()
+        request._portal_is_administrator = known  # type: ignore[attr-defined]
+    return known
+
+
+def _section(slug: str, name: str, pages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": name, "app_label": slug, "app_url": f"#{slug}", "has_module_perms": True, "models": pages}
+
+
+def _page(name: str, object_name: str, url: str) -> dict[str, Any]:
+    return {"name": name, "object_name": object_name, "admin_url": url, "add_url": None, "view_only": True,
+            "perms": {"view": True}}

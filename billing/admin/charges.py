@@ -68,8 +68,8 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("due_today", "Due by the end of today"), ("stuck", "Failed or waiting for the client"),
-                ("on_hold", "On hold")]
+        return [("due_today", "Due by the end of today"), ("fee_review", "Fees waiting for review"),
+                ("stuck", "Failed or waiting for the client"), ("on_hold", "On hold")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         match self.value():
@@ -80,6 +80,8 @@ class QueueFilter(admin.SimpleListFilter):
                 return queryset.filter(status__in=STUCK_STATUSES)
             case "on_hold":
                 return dashboard.charges_on_hold(queryset)
+            case "fee_review":
+                return dashboard.fees_in_review(queryset)
         return queryset
 
 

@@ -13,7 +13,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from billing.money import format_cents
 
-WIDTH, BAR_HEIGHT, GAP, LABEL_WIDTH, VALUE_WIDTH = 420, 22, 8, 130, 100
+# Each bar has its label on a line of its own above it, across the chart's full width: a label beside the
+# bar had a fixed width and longer ones were cut at the chart's left edge.
+WIDTH, LABEL_HEIGHT, BAR_HEIGHT, GAP, VALUE_WIDTH = 420, 16, 16, 10, 100
 COLOURS = ("#417690", "#79aec8", "#c4a000", "#ba2121", "#5b8a3c", "#7a5c99")
 
 
@@ -30,16 +32,18 @@ def bar_chart(*, title: str, bars: list[tuple[str, int]], unit: str = "dollars")
         return format_cents(value) if unit == "dollars" else f"{value:,}"
 
     top = max([abs(v) for _, v in bars] + [1])
-    span = WIDTH - LABEL_WIDTH - VALUE_WIDTH
-    height = len(bars) * (BAR_HEIGHT + GAP) + GAP
+    span = WIDTH - VALUE_WIDTH
+    row = LABEL_HEIGHT + BAR_HEIGHT + GAP
+    height = len(bars) * row
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" height="{height}" '
              f'viewBox="0 0 {WIDTH} {height}" class="chart"><title>{escape(title)}</title>']
     for i, (label, value) in enumerate(bars):
-        y = GAP + i * (BAR_HEIGHT + GAP)
+        y = i * row
         length = round(span * max(value, 0) / top)
-        parts.append(f'<text x="{LABEL_WIDTH - 6}" y="{y + 15}" text-anchor="end" font-size="12">{escape(label)}</text>'
-                     f'<rect x="{LABEL_WIDTH}" y="{y}" width="{length}" height="{BAR_HEIGHT}" '
+        parts.append(f'<text x="2" y="{y + 12}" font-size="12">{escape(label)}</text>'
+                     f'<rect x="0" y="{y + LABEL_HEIGHT}" width="{length}" height="{BAR_HEIGHT}" '
                      f'fill="{COLOURS[i % len(COLOURS)]}"></rect>'
-                     f'<text x="{LABEL_WIDTH + length + 6}" y="{y + 15}" font-size="12">{escape(shown(value))}</text>')
+                     f'<text x="{length + 6}" y="{y + LABEL_HEIGHT + 12}" font-size="12">'
+                     f'{escape(shown(value))}</text>')
     parts.append("</svg>")
     return Chart(title, mark_safe("".join(parts)), [(label, shown(value)) for label, value in bars])

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from billing.admin import linking
+from billing.admin import linking, today
 from billing.admin.common import ActionsOnlyMixin, confirmed, has_billing_permission, staff_user
 from billing.admin.people import CLIENT_SEARCH
 from billing.models import Client, ReviewItem, ReviewKind, ReviewStatus
+from billing.money import format_cents
+from billing.selectors import dashboard
 from billing.services.review import review_resolve
 
 
@@ -22,10 +26,24 @@ class ResolveForm(forms.Form):
                            help_text="What was done, for whoever looks at this later.")
 
 
+class QueueFilter(admin.SimpleListFilter):
+    """The Today page's "needs review" queue, so its "see all" link lands on the same items."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("needs_review", "Needs review (held charges and Stripe links have their own queues)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return dashboard.needs_review(queryset) if self.value() == "needs_review" else queryset
+
+
 class ReviewItemAdmin(ActionsOnlyMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "client", "appointment", "reason", "status")
-    list_filter = ("status", "kind")
+    list_filter = (QueueFilter, "status", "kind")
     list_select_related = ("client", "appointment")
+    change_form_template = "admin/billing/reviewitem/change_form.html"
     search_fields = (*CLIENT_SEARCH, "reason")
     show_full_result_count = False
     ordering = ("-created_at", "-id")
@@ -34,6 +52,19 @@ class ReviewItemAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         ("Resolution", {"fields": ("resolved_at", "resolved_by", "resolution_note")}),
     )
     actions = ("mark_resolved", "stripe_create_customer", "stripe_link_chosen", "stripe_ignore")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """The item's page says what it is about (the session, the charge) and offers its fixes."""
+        item = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if item is not None:
+            appointment = item.appointment
+            extra_context.update(
+                item=item, appointment=appointment, fixes=today.item_fixes(request, item),
+                attendees=list(appointment.participants.select_related("client")) if appointment else [],
+                charge_amount=format_cents(item.charge.amount_cents) if item.charge else "")
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_link_stripe_permission(self, request: HttpRequest) -> bool:
         return has_billing_permission(request, linking.LINK_PERMISSION)

@@ -11,6 +11,7 @@ from billing.models.charges import (
     CANCELABLE_STATUSES,
     IN_FLIGHT_STATUSES,
     MONEY_MOVED_STATUSES,
+    NO_CARD_HOLD,
     OPEN_STATUSES,
     PAID_STATUSES,
     PAYMENT_KINDS,
@@ -25,6 +26,7 @@ from billing.models.charges import (
 )
 from billing.models.insurance import InsurancePayment
 from billing.models.ledger import (
+    CLIENT_REVIEW_KINDS,
     AppendOnlyError,
     LedgerEntry,
     LedgerKind,
@@ -66,8 +68,10 @@ from billing.models.reports import FindingKind, FindingStatus, ReconciliationFin
 __all__ = [
     "AWAITING_PAYMENT_STATUSES",
     "CANCELABLE_STATUSES",
+    "CLIENT_REVIEW_KINDS",
     "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
+    "NO_CARD_HOLD",
     "OPEN_STATUSES",
     "PAID_STATUSES",
     "PAYMENT_KINDS",

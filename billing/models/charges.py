@@ -48,6 +48,8 @@ CHARGE_STATUS_PHRASES: dict[str, str] = {
     ChargeStatus.PARTIALLY_REFUNDED: "partly refunded",
 }
 
+# Why a due charge waits instead of being taken: the client has no card on file.
+NO_CARD_HOLD = "no card on file"
 
 # The status sets the money rules use, defined once.
 # Not charged yet: the charge still follows its appointment (re-priced or canceled).

@@ -80,6 +80,10 @@ class ReviewKind(models.TextChoices):
     WAITING_CHOICE = "waiting_choice", "Charges from before the card was saved, waiting for a choice"
 
 
+# Causes about the client rather than one session: one open item per client, whatever the session.
+CLIENT_REVIEW_KINDS = (ReviewKind.NO_CARD, ReviewKind.STRIPE_LINK, ReviewKind.WAITING_CHOICE)
+
+
 class ReviewStatus(models.TextChoices):
     OPEN = "open", "Open"
     RESOLVED = "resolved", "Resolved"
@@ -107,6 +111,8 @@ class ReviewItem(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["kind", "client", "appointment"], name="review_open_once",
                                     condition=models.Q(status="open")),
+            models.UniqueConstraint(fields=["kind", "client"], name="review_open_once_per_client",
+                                    condition=models.Q(status="open", kind__in=CLIENT_REVIEW_KINDS)),
         ]
         indexes = [models.Index(fields=["status", "-created_at"], name="review_status_created")]
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.errors import Refused
-from billing.models import Charge, ChargeStatus, Client, LinkPurpose, Practice, ReviewKind
+from billing.models import NO_CARD_HOLD, Charge, ChargeStatus, Client, LinkPurpose, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charges_transition
 from billing.services.links import link_create
@@ -27,7 +27,6 @@ from billing.services.receipts import receipt_context
 from billing.services.review import review_close_stale, review_open
 
 SYSTEM = "system:waiting"
-NO_CARD_HOLD = "no card on file"
 CHOICE_HOLD = "waiting for the client's choice: saved a card after it waited for one"
 
 

@@ -213,8 +213,8 @@ def test_the_front_page_counts_an_evening_session_on_its_local_day(
 
     with time_machine.travel(sunday_evening + 30 * dt.timedelta(minutes=1), tick=False):
         page = admin_client.get(reverse("admin:index")).text
-    # Charged this week (Monday 23 to Sunday 29 November, Los Angeles): the Sunday evening session.
-    assert "<tr><th scope=\"row\">Charged this week</th><td class=\"money\">$140.00</td></tr>" in page
+    # This week's sessions (Monday 23 to Sunday 29 November, Los Angeles): the Sunday evening session.
+    assert "<tr><th scope=\"row\">This week&#x27;s sessions and fees</th><td class=\"money\">$140.00</td></tr>" in page
     # Due today: the charge at 10:30 PM Sunday is today's, though it is Monday in UTC.
     assert "Charges due today <span class=\"count\">1</span>" in page
     assert "Nov 29, 10:30 p.m." in page
