@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from billing.errors import PaymentProviderError
 from billing.models import PAID_STATUSES, Charge, ChargeKind, ChargeStatus, ClientLink, LinkPurpose, Practice
 from billing.money import format_cents
+from billing.selectors.history import client_history
 from billing.services.balance import (
     PaymentInProgress,
     PaymentNotAllowed,
@@ -108,8 +109,10 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _enroll_page(request, client_link, token)
     if client_link.purpose == LinkPurpose.AUTHENTICATE_PAYMENT:
         return _authenticate_page(request, client_link, token)
-    if client_link.purpose in (LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS):
+    if client_link.purpose == LinkPurpose.PAY_BALANCE:
         return _balance_page(request, client_link, token)
+    if client_link.purpose == LinkPurpose.RECEIPTS:  # the link in every receipt: history and receipts, no paying
+        return _history_page(request, client_link, token)
     return _problem(request, LinkProblem("unknown"))
 
 
@@ -133,10 +136,30 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
         "in_flight_text": format_cents(payable.in_flight_cents) if payable.in_flight_cents else "",
         "items": [_item(c) for c in charges], "other_cents": other,
         "receipts": [_item(c) for c in paid], "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE,
-        "pay_key": secrets.token_urlsafe(24),
-        "superbill_start": timezone.localdate().replace(day=1) - dt.timedelta(days=1),
-        "superbill_end": timezone.localdate(),
-        **_stripe_js()})
+        "pay_key": secrets.token_urlsafe(24), **_superbill_period(), **_stripe_js()})
+
+
+@require_GET
+@never_cache
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
+def history(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    return _history_page(request, client_link, token)
+
+
+def _history_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    """Sessions, charges, payments and refunds, in the practice's days; what receipts already show, no more."""
+    practice = Practice.load()
+    history = client_history(client_link.client, now=timezone.now(), practice=practice)
+    return _page(request, "portal/history.html", {
+        "client": client_link.client, "token": token, "history": history, "credit_cents": -history.balance_cents,
+        "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE, "zone_name": practice.time_zone.replace("_", " "),
+        **_superbill_period()})
+
+
+def _superbill_period() -> dict[str, dt.date]:
+    """Last month to today, the period a superbill form starts with."""
+    today = timezone.localdate()
+    return {"superbill_start": today.replace(day=1) - dt.timedelta(days=1), "superbill_end": today}
 
 
 def _item(charge: Charge) -> dict[str, object]:

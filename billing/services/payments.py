@@ -47,7 +47,7 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition, charges_transition
 from billing.services.ledger import ledger_post, ledger_post_many
-from billing.services.links import link_create
+from billing.services.links import link_create, links_create
 from billing.services.notify import Email, email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
 from billing.services.receipts import receipt_context, service_descriptions
@@ -360,8 +360,13 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
                     memo=f"Card payment {attempt.payment_intent_id}", actor=SYSTEM, created_at=now)
         for charge, attempt in paid])
     services = service_descriptions(charges)
+    # Each receipt links to the client's receipts and history (a link that views, never pays).
+    receipts = links_create(clients=list({c.client_id: c.client for c in charges if c.client.email}.values()),
+                            purpose=LinkPurpose.RECEIPTS, now=now, actor=SYSTEM)
     emails_enqueue([Email(f"receipt:charge:{charge.pk}", charge.client, "receipt",
-                          receipt_context(charge, practice, services)) for charge in charges],
+                          {**receipt_context(charge, practice, services),
+                           "receipts_url": receipts[charge.client_id].url if charge.client_id in receipts else ""})
+                    for charge in charges],
                    now=now, practice=practice)
     # Whatever held these charges back is settled now (one query; usually nothing is open).
     held = Q()

@@ -56,8 +56,8 @@ def test_a_new_version_saved_by_staff_takes_effect_that_day(practice: Practice, 
     browser.force_login(administrator)
     url = f"/admin/billing/practice/{practice.pk}/change/"
     form = browser.get(url).context["adminform"].form
-    data = {name: ("" if value is None else value) for name, value in form.initial.items()}
-    data.update({name: data[name] / 100 for name in data if name.endswith("_cents")})
+    data: dict[str, Any] = {name: ("" if value is None else value) for name, value in form.initial.items()}
+    data.update({name: int(data[name]) / 100 for name in data if name.endswith("_cents")})
     data.update(cancellation_policy_version="3", cancellation_policy_text=POLICY,
                 cancellation_policy_effective_on="")
     response = browser.post(url, {k: v for k, v in data.items() if not isinstance(v, bool) or v})
