@@ -185,8 +185,12 @@ def _dollars_to_cents(text: str) -> int | None:
 @require_POST
 @_with_link(LinkPurpose.PAY_BALANCE, answer_json=True)
 def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
-    """Pay all of the balance, chosen items, or a chosen amount, with the saved card."""
+    """Pay all of the balance, chosen items, or a chosen amount, with the saved card, or once with a card typed
+    on the page that is not saved (``card=once``: the answer carries the secret the page confirms it with)."""
     client = client_link.client
+    card = request.POST.get("card", "saved")
+    if card not in ("saved", "once"):
+        return JsonResponse({"error": "Choose how to pay."}, status=400)
     mode = request.POST.get("mode", "all")
     charge_ids: list[int] | None = None
     amount: int | None = None
@@ -208,7 +212,7 @@ def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> Js
         return JsonResponse({"error": "Choose what to pay."}, status=400)
     try:
         result = balance_payment_start(client=client, amount_cents=amount, charge_ids=charge_ids, now=timezone.now(),
-                                       pay_key=request.POST.get("pay_key", ""))
+                                       pay_key=request.POST.get("pay_key", ""), card_once=card == "once")
     except PaymentInProgress as busy:
         return JsonResponse({"status": "in_progress", "error": str(busy)}, status=409)
     except PaymentNotAllowed as refused:
@@ -240,7 +244,10 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
     payment.refresh_from_db()
     if payment.status == ChargeStatus.SUCCEEDED:
         return JsonResponse({"status": "succeeded", "amount": format_cents(payment.amount_cents)})
-    return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again."}, status=402)
+    if payment.status == ChargeStatus.REQUIRES_ACTION:  # still waiting for the card or the bank on the page
+        return JsonResponse({"status": "requires_action", "error": "The payment is not complete yet."}, status=402)
+    return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again.",
+                         "pay_key": secrets.token_urlsafe(24)}, status=402)
 
 
 @require_POST
