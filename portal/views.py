@@ -244,8 +244,11 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
     payment.refresh_from_db()
     if payment.status == ChargeStatus.SUCCEEDED:
         return JsonResponse({"status": "succeeded", "amount": format_cents(payment.amount_cents)})
-    if payment.status == ChargeStatus.REQUIRES_ACTION:  # still waiting for the card or the bank on the page
-        return JsonResponse({"status": "requires_action", "error": "The payment is not complete yet."}, status=402)
+    if payment.status == ChargeStatus.REQUIRES_ACTION:
+        # Still waiting for the card or the bank on the page (the card was not accepted there): a new try is a
+        # new payment, which withdraws this one at Stripe first.
+        return JsonResponse({"status": "requires_action", "error": "The payment is not complete yet.",
+                             "pay_key": secrets.token_urlsafe(24)}, status=402)
     return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again.",
                          "pay_key": secrets.token_urlsafe(24)}, status=402)
 

@@ -172,3 +172,20 @@ def test_only_saved_or_once(owing: Client, stripe_server: FakeStripe, client: Ht
     saved = client.post(pay_link(owing) + "balance/pay/", {"mode": "all"})
     assert (saved.status_code, saved.json()["error"]) == (400, "Please add a card first.")
     assert not Charge.objects.filter(kind=ChargeKind.BALANCE_PAYMENT).exists()
+
+
+def test_a_card_the_page_did_not_accept_leaves_the_payment_open_and_the_next_try_withdraws_it(
+        owing: Client, stripe_server: FakeStripe, client: HttpClient) -> None:
+    path = pay_link(owing)
+    started = client.post(path + "balance/pay/", {"mode": "all", "card": "once", "pay_key": PAY_KEY}).json()
+    # Stripe.js refused the card before sending it (an incomplete number): the page reports back anyway.
+    waiting = client.post(path + "balance/confirmed/", {"payment": started["payment"]})
+    assert (waiting.status_code, waiting.json()["status"]) == (402, "requires_action")
+    assert Charge.objects.get(pk=started["payment"]).status == ChargeStatus.REQUIRES_ACTION
+
+    retry = client.post(path + "balance/pay/", {"mode": "all", "card": "once",
+                                                "pay_key": waiting.json()["pay_key"]}).json()
+    assert retry["status"] == "requires_action"
+    assert Charge.objects.get(pk=started["payment"]).status == ChargeStatus.FAILED
+    assert stripe_server.payment_intent(Charge.objects.get(pk=started["payment"]).payment_reference)[
+        "status"] == "canceled"
