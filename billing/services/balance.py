@@ -30,6 +30,7 @@ from billing.models import (
     Practice,
 )
 from billing.money import format_cents
+from billing.services.cards import client_link_stripe
 from billing.services.charges import charge_event_record
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
@@ -129,6 +130,12 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     """
     if not card_once and (not client.card_payment_method_id or not client.stripe_customer_id):
         raise PaymentNotAllowed("Please add a card first.")
+    if card_once and not client.stripe_customer_id:
+        # The payment is kept under the client's Stripe customer (matched by email, as for a card), so it is found
+        # in Stripe and reconciled like the others; the card itself is not attached. No customer (two share the
+        # email) still pays.
+        client_link_stripe(client=client, now=now)
+        client.refresh_from_db()
     if amount_cents is not None and amount_cents <= 0:
         raise PaymentNotAllowed("Enter an amount above $0.00.")
     pay_key = pay_key if PAY_KEY.fullmatch(pay_key or "") else ""
