@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from billing.services.payments import (
 )
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
+log = logging.getLogger(__name__)
 SYSTEM = "system:balance"
 # Open charges a client may pay on the portal. One being charged right now is not offered, so nothing
 # can be paid twice; one waiting for the client's bank may be paid here instead (its request to the bank
@@ -133,8 +135,11 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     if card_once and not client.stripe_customer_id:
         # The payment is kept under the client's Stripe customer (matched by email, as for a card), so it is found
         # in Stripe and reconciled like the others; the card itself is not attached. No customer (two share the
-        # email) still pays.
-        client_link_stripe(client=client, now=now)
+        # email), or Stripe not answering the lookup, still pays.
+        try:
+            client_link_stripe(client=client, now=now)
+        except (OutcomeUnknown, GatewayRefused) as error:
+            log.info("no Stripe customer for a payment made once: %s", type(error).__name__)
         client.refresh_from_db()
     if amount_cents is not None and amount_cents <= 0:
         raise PaymentNotAllowed("Enter an amount above $0.00.")

@@ -189,3 +189,26 @@ def test_a_card_the_page_did_not_accept_leaves_the_payment_open_and_the_next_try
     assert Charge.objects.get(pk=started["payment"]).status == ChargeStatus.FAILED
     assert stripe_server.payment_intent(Charge.objects.get(pk=started["payment"]).payment_reference)[
         "status"] == "canceled"
+
+
+def test_the_payment_is_kept_under_the_clients_stripe_customer_or_made_without_one(
+        owing: Client, stripe_server: FakeStripe, client: HttpClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = get_gateway()
+
+    def not_answering(email: str) -> Any:
+        raise OutcomeUnknown("timeout")
+
+    monkeypatch.setattr(gateway, "customers_by_email", not_answering)
+    path = pay_link(owing)
+    started = client.post(path + "balance/pay/", {"mode": "amount", "amount": "10", "card": "once",
+                                                  "pay_key": PAY_KEY}).json()
+    assert started["status"] == "requires_action"  # Stripe's customer lookup did not answer: paid without one
+    assert stripe_server.payment_intent(Charge.objects.get(pk=started["payment"]).payment_reference)["customer"] is None
+
+    monkeypatch.undo()
+    again = client.post(path + "balance/pay/", {"mode": "amount", "amount": "10", "card": "once",
+                                                "pay_key": PAY_KEY + "b"}).json()
+    owing.refresh_from_db()
+    assert owing.stripe_customer_id.startswith("cus_") and not owing.card_payment_method_id
+    assert stripe_server.payment_intent(Charge.objects.get(pk=again["payment"]).payment_reference)[
+        "customer"] == owing.stripe_customer_id
