@@ -11,6 +11,7 @@ from django.db import transaction
 from billing.models import (
     CardConsent,
     Charge,
+    ChargeKind,
     ChargeStatus,
     Client,
     ClientLink,
@@ -191,8 +192,11 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         waiting = waiting_charges_hold(client=client, now=now)
         # A retry never comes sooner than the lead time after the charge's last notice.
         practice = Practice.load()
+        # A portal payment the client saw fail on the page is not one of them: it was the client's own try, and
+        # what it would have paid is charged on its own (retrying it too would take the money twice).
         for failed in Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
-                hold_reason=PORTAL_HOLD).select_related("appointment__clinician", "client"):
+                hold_reason=PORTAL_HOLD).exclude(kind=ChargeKind.BALANCE_PAYMENT).select_related(
+                "appointment__clinician", "client"):
             # A new card: what failed is announced again (the amount, and when), then tried after the lead.
             failed.next_retry_at = None
             failed_charge_renotify(charge=failed, practice=practice, now=now)

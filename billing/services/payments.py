@@ -71,7 +71,9 @@ CAP_HOLD_PREFIX = "above the practice's cap"
 
 
 def _collectable(now: dt.datetime) -> Q:
-    return Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now)
+    # A portal payment is never retried off-session: the client made it on the page, once.
+    return Q(status=ChargeStatus.DUE, hold_reason="") | (
+        Q(status=ChargeStatus.FAILED, next_retry_at__lte=now) & ~Q(kind=ChargeKind.BALANCE_PAYMENT))
 
 
 def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:

@@ -28,7 +28,7 @@ from billing.services.balance import client_balance_cents
 from billing.services.payments import PORTAL_HOLD, attempts_settle_unknown
 from integrations.stripe.gateway import get_gateway
 from tests.conftest import FakeStripe
-from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, pay_link, save_card
+from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_OK, pay_link, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 DAY = dt.timedelta(days=1)
@@ -212,3 +212,21 @@ def test_the_payment_is_kept_under_the_clients_stripe_customer_or_made_without_o
     assert owing.stripe_customer_id.startswith("cus_") and not owing.card_payment_method_id
     assert stripe_server.payment_intent(Charge.objects.get(pk=again["payment"]).payment_reference)[
         "customer"] == owing.stripe_customer_id
+
+
+def test_a_declined_payment_made_once_is_not_retried_when_a_card_is_saved_later(
+        owing: Client, stripe_server: FakeStripe, client: HttpClient,
+        django_capture_on_commit_callbacks: Any) -> None:
+    """Found by the money state machine: the portal payment the client saw declined was retried off-session with
+    the card saved later, and the charges it would have paid were charged as well: twice the money."""
+    path = pay_link(owing)
+    started = client.post(path + "balance/pay/", {"mode": "all", "card": "once", "pay_key": PAY_KEY}).json()
+    stripe_server.confirm_payment(started["client_secret"], CARD_DECLINES_WHEN_CHARGED)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(path + "balance/confirmed/", {"payment": started["payment"]})
+    save_card(owing, CARD_OK, stripe_server, now=FRIDAY_10AM + DAY)
+    tick(FRIDAY_10AM + 8 * DAY)
+
+    assert Charge.objects.get(pk=started["payment"]).status == ChargeStatus.FAILED
+    taken = sum(c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded")
+    assert taken == 22000 and client_balance_cents(owing) == 0
