@@ -35,6 +35,7 @@ from billing.models import (
     Practice,
 )
 from billing.money import format_cents
+from billing.selectors.history import client_history
 from billing.services.balance import (
     PaymentInProgress,
     PaymentNotAllowed,
@@ -117,8 +118,10 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _enroll_page(request, client_link, token)
     if client_link.purpose == LinkPurpose.AUTHENTICATE_PAYMENT:
         return _authenticate_page(request, client_link, token)
-    if client_link.purpose in (LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS):
+    if client_link.purpose == LinkPurpose.PAY_BALANCE:
         return _balance_page(request, client_link, token)
+    if client_link.purpose == LinkPurpose.RECEIPTS:  # the link in every receipt: history and receipts, no paying
+        return _history_page(request, client_link, token)
     return _problem(request, LinkProblem("unknown"))
 
 
@@ -142,10 +145,30 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
         "in_flight_text": format_cents(payable.in_flight_cents) if payable.in_flight_cents else "",
         "items": [_item(c) for c in charges], "other_cents": other,
         "receipts": [_item(c) for c in paid], "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE,
-        "pay_key": secrets.token_urlsafe(24),
-        "superbill_start": timezone.localdate().replace(day=1) - dt.timedelta(days=1),
-        "superbill_end": timezone.localdate(),
-        **_stripe_js()})
+        "pay_key": secrets.token_urlsafe(24), **_superbill_period(), **_stripe_js()})
+
+
+@require_GET
+@never_cache
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
+def history(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    return _history_page(request, client_link, token)
+
+
+def _history_page(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    """Sessions, charges, payments and refunds, in the practice's days; what receipts already show, no more."""
+    practice = Practice.load()
+    history = client_history(client_link.client, now=timezone.now(), practice=practice)
+    return _page(request, "portal/history.html", {
+        "client": client_link.client, "token": token, "history": history, "credit_cents": -history.balance_cents,
+        "can_pay": client_link.purpose == LinkPurpose.PAY_BALANCE, "zone_name": practice.time_zone.replace("_", " "),
+        **_superbill_period()})
+
+
+def _superbill_period() -> dict[str, dt.date]:
+    """Last month to today, the period a superbill form starts with."""
+    today = timezone.localdate()
+    return {"superbill_start": today.replace(day=1) - dt.timedelta(days=1), "superbill_end": today}
 
 
 def _item(charge: Charge) -> dict[str, object]:
@@ -171,8 +194,12 @@ def _dollars_to_cents(text: str) -> int | None:
 @require_POST
 @_with_link(LinkPurpose.PAY_BALANCE, answer_json=True)
 def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> JsonResponse:
-    """Pay all of the balance, chosen items, or a chosen amount, with the saved card."""
+    """Pay all of the balance, chosen items, or a chosen amount, with the saved card, or once with a card typed
+    on the page that is not saved (``card=once``: the answer carries the secret the page confirms it with)."""
     client = client_link.client
+    card = request.POST.get("card", "saved")
+    if card not in ("saved", "once"):
+        return JsonResponse({"error": "Choose how to pay."}, status=400)
     mode = request.POST.get("mode", "all")
     charge_ids: list[int] | None = None
     amount: int | None = None
@@ -194,7 +221,7 @@ def balance_pay(request: HttpRequest, client_link: ClientLink, token: str) -> Js
         return JsonResponse({"error": "Choose what to pay."}, status=400)
     try:
         result = balance_payment_start(client=client, amount_cents=amount, charge_ids=charge_ids, now=timezone.now(),
-                                       pay_key=request.POST.get("pay_key", ""))
+                                       pay_key=request.POST.get("pay_key", ""), card_once=card == "once")
     except PaymentInProgress as busy:
         return JsonResponse({"status": "in_progress", "error": str(busy)}, status=409)
     except PaymentNotAllowed as refused:
@@ -226,7 +253,13 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
     payment.refresh_from_db()
     if payment.status == ChargeStatus.SUCCEEDED:
         return JsonResponse({"status": "succeeded", "amount": format_cents(payment.amount_cents)})
-    return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again."}, status=402)
+    if payment.status == ChargeStatus.REQUIRES_ACTION:
+        # Still waiting for the card or the bank on the page (the card was not accepted there): a new try is a
+        # new payment, which withdraws this one at Stripe first.
+        return JsonResponse({"status": "requires_action", "error": "The payment is not complete yet.",
+                             "pay_key": secrets.token_urlsafe(24)}, status=402)
+    return JsonResponse({"status": "failed", "error": "The payment was not completed. You can try again.",
+                         "pay_key": secrets.token_urlsafe(24)}, status=402)
 
 
 @require_POST

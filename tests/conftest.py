@@ -178,6 +178,15 @@ class FakeStripe:
                                   json={"key": "pk_test_portal", "client_secret": client_secret})
         return response.json()
 
+    def confirm_payment(self, client_secret: str, number: str) -> httpx.Response:
+        """What Stripe.js's confirmCardPayment does with a card typed on the page (a payment made once): the
+        publishable key and the intent's client secret, no secret key."""
+        payment_intent = client_secret.split("_secret_")[0]
+        return httpx.post(f"{self.url}/v1/payment_intents/{payment_intent}/confirm", timeout=10, json={
+            "key": "pk_test_portal", "use_stripe_sdk": True, "client_secret": client_secret,
+            "payment_method_data": {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030,
+                                                             "cvc": "123"}}})
+
     def charges(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": 100}

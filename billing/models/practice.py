@@ -90,6 +90,10 @@ class Practice(models.Model):
         default=24, validators=[MaxValueValidator(168)],
         help_text="Hours staff have to waive a no-show or late-cancel fee before it is charged (0: at once).")
     cancellation_policy_version = models.CharField(max_length=40, default="1")
+    cancellation_policy_effective_on = models.DateField(
+        "cancellation policy effective from", null=True, blank=True,
+        help_text="The day the current version took effect; a new version takes effect the day it is saved "
+                  "unless you give another day.")
     cancellation_policy_text = models.TextField(blank=True)
     card_authorization_text = models.TextField(
         blank=True, help_text="What the client agrees to when saving a card: what is charged, when, and how.")

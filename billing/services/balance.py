@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,20 @@ from billing.models import (
     Practice,
 )
 from billing.money import format_cents
+from billing.services.cards import client_link_stripe
 from billing.services.charges import charge_event_record
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
-from billing.services.payments import PORTAL_HOLD, attempt_refused, attempt_settle, payment_intent_withdraw
-from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
+from billing.services.payments import (
+    PORTAL_HOLD,
+    attempt_refused,
+    attempt_settle,
+    payment_intent_withdraw,
+    portal_payment_request,
+)
+from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown
 
+log = logging.getLogger(__name__)
 SYSTEM = "system:balance"
 # Open charges a client may pay on the portal. One being charged right now is not offered, so nothing
 # can be paid twice; one waiting for the client's bank may be paid here instead (its request to the bank
@@ -113,10 +122,12 @@ IN_PROGRESS = ("A payment is already being taken from your card. Please wait a m
 
 
 def balance_payment_start(*, client: Client, amount_cents: int | None, charge_ids: list[int] | None,
-                          now: dt.datetime, pay_key: str = "", staff: User | None = None,
-                          why: str = "paid on the portal") -> PortalPayment:
+                          now: dt.datetime, pay_key: str = "", card_once: bool = False,
+                          staff: User | None = None, why: str = "paid on the portal") -> PortalPayment:
     """Pay with the saved card, the client present: everything payable now (``amount_cents`` None),
-    the chosen charges, or an amount up to what is payable now.
+    the chosen charges, or an amount up to what is payable now. With ``card_once`` the client pays with a
+    card typed on the page that is not saved: the PaymentIntent has no card and no ``setup_future_usage``,
+    and the answer is ``requires_action`` with the client secret the page confirms it with.
 
     One payment at a time per client: the client's row is locked while the payment is set up, and a
     portal payment still being taken refuses the next (``PaymentInProgress``); the same form sent
@@ -125,8 +136,17 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     settled as for any charge. ``staff`` takes it for the client on the phone (the admin), ``why`` is
     kept in the payment's history.
     """
-    if not client.card_payment_method_id or not client.stripe_customer_id:
+    if not card_once and (not client.card_payment_method_id or not client.stripe_customer_id):
         raise PaymentNotAllowed("Please add a card first.")
+    if card_once and not client.stripe_customer_id:
+        # The payment is kept under the client's Stripe customer (matched by email, as for a card), so it is found
+        # in Stripe and reconciled like the others; the card itself is not attached. No customer (two share the
+        # email), or Stripe not answering the lookup, still pays.
+        try:
+            client_link_stripe(client=client, now=now)
+        except (OutcomeUnknown, GatewayRefused) as error:
+            log.info("no Stripe customer for a payment made once: %s", type(error).__name__)
+        client.refresh_from_db()
     if amount_cents is not None and amount_cents <= 0:
         raise PaymentNotAllowed("Enter an amount above $0.00.")
     pay_key = pay_key if PAY_KEY.fullmatch(pay_key or "") else ""
@@ -135,14 +155,11 @@ def balance_payment_start(*, client: Client, amount_cents: int | None, charge_id
     _withdraw_before_paying(client, charge_ids or [], now)
     try:
         with transaction.atomic():
-            payment, attempt = _payment_claim(client, amount_cents, charge_ids, now, pay_key, staff, why)
+            payment, attempt = _payment_claim(client, amount_cents, charge_ids, now, pay_key, staff, why, card_once)
     except IntegrityError:  # the same form, sent twice at once: the other request has it
         raise PaymentInProgress(IN_PROGRESS) from None
     try:
-        outcome = get_gateway().payment_on_session(
-            amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
-            payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
-            reference=str(payment.pk))
+        outcome = portal_payment_request(attempt)
     except OutcomeUnknown:
         return PortalPayment(payment, "unknown", message="We could not confirm the payment yet. Please check back "
                                                          "in a few minutes before trying again.")
@@ -176,8 +193,8 @@ def _withdraw_before_paying(client: Client, charge_ids: list[int], now: dt.datet
 
 
 def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[int] | None, now: dt.datetime,
-                   pay_key: str, staff: User | None = None, why: str = "paid on the portal"
-                   ) -> tuple[Charge, PaymentAttempt]:
+                   pay_key: str, staff: User | None = None, why: str = "paid on the portal",
+                   card_once: bool = False) -> tuple[Charge, PaymentAttempt]:
     """Inside the transaction: lock, check what may be paid now, and write the payment and its attempt."""
     client = Client.objects.select_for_update().get(pk=client.pk)
     if Charge.objects.filter(client=client, kind=ChargeKind.BALANCE_PAYMENT, status__in=IN_FLIGHT_STATUSES).exists():
@@ -193,7 +210,7 @@ def _payment_claim(client: Client, amount_cents: int | None, charge_ids: list[in
         charge=payment, number=1,
         idempotency_key=_portal_key(client, pay_key) if pay_key else f"portal-charge-{payment.pk}-attempt-1",
         amount_cents=amount_cents, customer_id=client.stripe_customer_id,
-        payment_method_id=client.card_payment_method_id, started_at=now)
+        payment_method_id="" if card_once else client.card_payment_method_id, started_at=now)
     return payment, attempt
 
 

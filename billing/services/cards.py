@@ -16,6 +16,7 @@ from billing.models import (
     Client,
     ClientLink,
     LinkPurpose,
+    PolicyAcknowledgment,
     Practice,
     ReviewKind,
     StripeLinkStatus,
@@ -146,6 +147,12 @@ def enrollment_begin(*, link: ClientLink, ip_address: str | None, user_agent: st
         client=client, link=link, text=text, text_sha256=hashlib.sha256(text.encode()).hexdigest(),
         policy_version=practice.cancellation_policy_version, agreed_at=now, ip_address=ip_address,
         user_agent=user_agent[:300])
+    if practice.cancellation_policy_text.strip():
+        # The consent showed the current cancellation policy word for word: agreeing to it acknowledges that
+        # version (what a no-show or late-cancel fee needs). An earlier acknowledgment of it stands.
+        PolicyAcknowledgment.objects.get_or_create(
+            client=client, policy_version=practice.cancellation_policy_version,
+            defaults={"acknowledged_at": now, "source": "portal", "ip_address": ip_address})
     intent = get_gateway().setup_intent_create(customer_id=client.stripe_customer_id)
     ClientLink.objects.filter(pk=link.pk).update(setup_intent_id=intent.id)
     return intent.client_secret

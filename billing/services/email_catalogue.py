@@ -69,7 +69,7 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
                "session_date": timezone.localdate(appointment.starts_at), "therapist": "Dana Reyes, LCSW",
                "service": "Individual therapy, 60 minutes"}
     return {
-        **session, "client": client, "sessions": [session], "link_url": PREVIEW_LINK,
+        **session, "client": client, "sessions": [session], "link_url": PREVIEW_LINK, "receipts_url": PREVIEW_LINK,
         "expires_at": when + dt.timedelta(days=7),
         "charge_at": when + dt.timedelta(hours=22), "card": "Visa ending 4242, exp 12/2030", "tone": tone,
         "will_retry_on": when + dt.timedelta(days=3), "hard_decline": False, "label": "No-show fee",

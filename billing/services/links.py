@@ -58,6 +58,17 @@ def link_create(*, client: Client, purpose: str, now: dt.datetime, actor: str,
     return IssuedLink(link, settings.PORTAL_BASE_URL + reverse("portal:link", args=[token]))
 
 
+def links_create(*, clients: list[Client], purpose: str, now: dt.datetime, actor: str) -> dict[int, IssuedLink]:
+    """One link per client (by client id) in one query: the receipts a billing run writes each carry one."""
+    tokens = {client.pk: signing.Signer(salt=SALT).sign(secrets.token_urlsafe(32)) for client in clients}
+    links = ClientLink.objects.bulk_create([
+        ClientLink(client=client, purpose=purpose, token_hash=_hash(tokens[client.pk]), created_at=now,
+                   expires_at=now + LIFETIME[LinkPurpose(purpose)], created_by=actor) for client in clients])
+    return {link.client_id: IssuedLink(link, settings.PORTAL_BASE_URL + reverse("portal:link",
+                                                                              args=[tokens[link.client_id]]))
+            for link in links}
+
+
 def link_resolve(*, token: str, now: dt.datetime) -> ClientLink:
     """The link a token names, if it may still be used; raises LinkProblem otherwise."""
     try:

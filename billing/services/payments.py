@@ -50,7 +50,7 @@ from billing.models import (
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition, charges_transition
 from billing.services.ledger import ledger_post, ledger_post_many
-from billing.services.links import link_create
+from billing.services.links import link_create, links_create
 from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import CHARGE_FAILED, CHARGE_SUCCEEDED, charge_event_emit, charge_events_emit
 from billing.services.receipts import charges_email, service_descriptions
@@ -348,11 +348,12 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 _allocations_paid(charge, attempt.payment_intent_id, now)
         elif payment.status == "requires_action":
             attempt.status = AttemptStatus.REQUIRES_ACTION
-            attempt.failure_code = "authentication_required"
+            attempt.failure_code = payment.failure_code or "waiting_for_card"
             attempt.save()
             if on_portal:  # the client is on the page, which completes it with Stripe.js
                 charge_transition(charge=charge, to_status=ChargeStatus.REQUIRES_ACTION, now=now, actor=SYSTEM,
-                                  reason="the bank asks the client to confirm",
+                                  reason="the bank asks the client to confirm" if attempt.payment_method_id
+                                  else "paying once with a card typed on the page",
                                   payment_reference=attempt.payment_intent_id)
             elif weekly:
                 _weekly_payment_needs_authentication(charge, attempt, now)
@@ -457,8 +458,13 @@ def _charges_succeeded(paid: list[tuple[Charge, PaymentAttempt]], now: dt.dateti
     paid_for: dict[int, list[Charge]] = defaultdict(list)
     for charge in charges:
         paid_for[charge.client_id].append(charge)
+    # Each receipt links to the client's receipts and history (a link that views, never pays).
+    receipts = links_create(clients=list({c.client_id: c.client for c in charges if c.client.email}.values()),
+                            purpose=LinkPurpose.RECEIPTS, now=now, actor=SYSTEM)
     emails_enqueue([charges_email(prefix=f"receipt:client:{client_id}", charges=batch, template="receipt",
-                                  practice=practice, services=services) for client_id, batch in paid_for.items()],
+                                  practice=practice, services=services,
+                                  context={"receipts_url": receipts[client_id].url if client_id in receipts else ""})
+                    for client_id, batch in paid_for.items()],
                    now=now, practice=practice)
     # Whatever held these charges back is settled now (one query; usually nothing is open).
     held = Q()
@@ -694,13 +700,15 @@ def attempts_settle_unknown(*, now: dt.datetime) -> int:
                 payment = gateway.payment_get(attempt.payment_intent_id)
             elif attempt.started_at >= now - IDEMPOTENCY_WINDOW:
                 # The very same request with the same key: Stripe answers with what it did the first time.
-                # (A portal payment was an on-session request: the same parameters, or Stripe refuses the key.)
-                repeat = (gateway.payment_on_session if attempt.charge.kind == ChargeKind.BALANCE_PAYMENT
-                          else gateway.payment_off_session)
-                payment = repeat(
-                    amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
-                    payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
-                    reference=str(attempt.charge_id))
+                # (A portal payment was an on-session request, or one made once with a card from the page:
+                # the same parameters, or Stripe refuses the key.)
+                if attempt.charge.kind == ChargeKind.BALANCE_PAYMENT:
+                    payment = portal_payment_request(attempt)
+                else:
+                    payment = gateway.payment_off_session(
+                        amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+                        payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+                        reference=str(attempt.charge_id))
             else:
                 review_open(kind=ReviewKind.PAYMENT_UNKNOWN, client=attempt.charge.client,
                             appointment=attempt.charge.appointment, charge=attempt.charge, now=now,
@@ -715,6 +723,18 @@ def attempts_settle_unknown(*, now: dt.datetime) -> int:
         attempt_settle(attempt=attempt, payment=payment, now=now)
         settled += 1
     return settled
+
+
+def portal_payment_request(attempt: PaymentAttempt) -> Payment:
+    """Ask Stripe for a portal payment's attempt (again, with the same key, if its answer was lost): a payment
+    made once has no saved card on it; the others are the saved card, the client present."""
+    if not attempt.payment_method_id:
+        return get_gateway().payment_once(amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+                                          idempotency_key=attempt.idempotency_key, reference=str(attempt.charge_id))
+    return get_gateway().payment_on_session(
+        amount_cents=attempt.amount_cents, customer_id=attempt.customer_id,
+        payment_method_id=attempt.payment_method_id, idempotency_key=attempt.idempotency_key,
+        reference=str(attempt.charge_id))
 
 
 def payment_client_secret(*, charge: Charge) -> str:

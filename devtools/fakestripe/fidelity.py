@@ -12,6 +12,9 @@ Measured differences it closes (see docs/fake-stripe.md):
 - Refunds above what is left of the charge: Stripe refuses them; localstripe accepted them.
 - Customer search (``GET /v1/customers/search?query=email:"..."``), which localstripe lacks: an email
   matches whatever its case, unlike the list's exact ``email`` filter.
+- A PaymentIntent created without a card, confirmed by Stripe.js with the card typed on the page
+  (``confirmCardPayment(secret, {payment_method: {card}})``): localstripe's Stripe.js only authenticated,
+  and its confirm endpoint refused a payment method.
 - The store: in memory (or one chosen file), never the shared file in the temp folder.
 
 GPL-3.0-or-later, like localstripe: see LICENSE-NOTICE.md. Pinned to localstripe 1.15.10.
@@ -80,6 +83,81 @@ def _patch_setup_intent_success() -> None:
     ]
 
 
+def _patch_payment_confirm_from_the_page() -> None:
+    """Stripe.js confirms a PaymentIntent that has no card yet with the card typed on the page
+    (``payment_method_data``) and the intent's client secret, under the publishable key. The card is used for
+    this payment only: it is not attached to the customer (no ``setup_future_usage``)."""
+    original_confirm = resources.PaymentIntent._api_confirm.__func__
+
+    def confirm(cls: type, id: str, client_secret: str | None = None, payment_method_data: Any = None,
+                use_stripe_sdk: Any = None, **kwargs: Any) -> Any:
+        if client_secret is None and payment_method_data is None:
+            return original_confirm(cls, id, **kwargs)
+        obj = resources.PaymentIntent._api_retrieve(id)
+        if client_secret != obj.client_secret:
+            raise UserError(401, "Unauthorized")
+        if kwargs or not isinstance(payment_method_data, dict):
+            raise UserError(400, "Bad request")
+        if obj.status != "requires_payment_method":
+            raise UserError(400, f"This PaymentIntent's status is {obj.status}.",
+                            {"code": "payment_intent_unexpected_state"})
+        method = resources.PaymentMethod(**payment_method_data)
+        obj.payment_method = method.id
+        obj.latest_charge = None
+        obj._confirm(on_failure_now=obj._report_failure)
+        return obj
+
+    resources.PaymentIntent._api_confirm = classmethod(confirm)
+    resources.extra_apis[:] = [
+        (method, url, resources.PaymentIntent._api_confirm if url == "/v1/payment_intents/{id}/confirm" else func)
+        for method, url, func in resources.extra_apis
+    ]
+
+
+# The page's half of that confirm: the fake Stripe.js's confirmCardPayment, given a card, first confirms with it
+# (then, if the bank asks, runs its own 3-D Secure dialog as before).
+CONFIRM_WITH_CARD_JS = """
+(function () {
+  const stripeWithoutCards = Stripe;
+  Stripe = (apiKey) => {
+    const stripe = stripeWithoutCards(apiKey);
+    const authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async (clientSecret, data) => {
+      const card = data && data.payment_method && data.payment_method.card;
+      if (!card || !card.value) { return authenticate(clientSecret, data); }
+      const pi = clientSecret.match(/^(pi_\\w+)_secret_/)[1];
+      const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_intents/${pi}/confirm`, {
+        method: 'POST',
+        body: JSON.stringify({key: apiKey, client_secret: clientSecret, use_stripe_sdk: true,
+          payment_method_data: {type: 'card', card: card.value.card,
+            billing_details: {address: {postal_code: card.value.postal_code}}}}),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.status !== 200 || body.error) { return {error: body.error}; }
+      if (body.status === 'requires_action') { return authenticate(clientSecret, data); }
+      return {paymentIntent: body};
+    };
+    return stripe;
+  };
+})();
+"""
+PUBLISHABLE_CONFIRM = re.compile(r"^/v1/payment_intents/\w+/confirm$")
+
+
+def _patch_publishable_confirm(server: Any) -> None:
+    """Like Stripe, take a PaymentIntent's confirm from the page under the publishable key; the client secret
+    it must carry is checked by the confirm itself."""
+    original = server.get_api_key
+
+    def get_api_key(request: Any) -> Any:
+        key = original(request)
+        if key is None and request.method == "POST" and PUBLISHABLE_CONFIRM.match(request.path):
+            return "pk_from_the_page"
+        return key
+
+    server.get_api_key = get_api_key
+
+
 def _patch_refund_limit() -> None:
     original_init = resources.Refund.__init__
 
@@ -130,9 +208,12 @@ def build_app() -> Any:
         raise SystemExit(f"devtools.fakestripe is written for localstripe {EXPECTED_VERSION}, "
                          f"found {localstripe.__version__}.")
     _patch_setup_intent_success()
+    _patch_payment_confirm_from_the_page()
     _patch_refund_limit()
     from aiohttp import web
     from localstripe import server
+
+    _patch_publishable_confirm(server)
 
     replies: dict[tuple[str, str], tuple[str, bytes, int, bytes]] = {}
     locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -210,6 +291,13 @@ def build_app() -> Any:
     async def recorded_requests(request: web.Request) -> web.Response:
         return web.json_response(recorded)
 
+    @web.middleware
+    async def stripe_js(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path == "/js.stripe.com/v3/" and isinstance(response, web.Response) and response.text:
+            return web.Response(text=response.text + CONFIRM_WITH_CARD_JS, content_type="application/javascript")
+        return response
+
     async def forget(request: web.Request) -> web.Response:
         recorded.clear()
         replies.clear()
@@ -235,6 +323,7 @@ def build_app() -> Any:
     # Outermost, so it sees the final answer (errors included) and replays it whole.
     server.app.middlewares.insert(0, idempotency)
     server.app.middlewares.insert(0, record)
+    server.app.middlewares.insert(0, stripe_js)
     server.app.router.add_get("/_config/requests", recorded_requests)
     server.app.router.add_delete("/_config/everything", forget)
     return server.app

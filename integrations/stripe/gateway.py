@@ -239,6 +239,19 @@ class StripeGateway:
             return _declined(error, amount_cents)
         return _payment(intent)
 
+    def payment_once(self, *, amount_cents: int, customer_id: str, idempotency_key: str,
+                     reference: str) -> Payment:
+        """A payment the client makes once with a card typed on the page, which is not kept: no payment method
+        yet and no ``setup_future_usage``, so Stripe saves nothing for later. Answers ``requires_action`` with
+        the client secret the page confirms it with (Stripe.js, the card, and the bank's check if it asks)."""
+        params: Any = {"amount": amount_cents, "currency": "usd", "payment_method_types": ["card"],
+                       "metadata": {"portal_charge": reference}}
+        if customer_id:
+            params["customer"] = customer_id
+        intent = self._call(lambda: self.client.v1.payment_intents.create(
+            params=params, options={"idempotency_key": idempotency_key}))
+        return _payment(intent)
+
     def payment_get(self, payment_intent_id: str) -> Payment:
         return _payment(self._call(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id)))
 
@@ -355,6 +368,10 @@ def _payment(intent: Any, *, replayed: bool = False) -> Payment:
     status = intent.status
     error = intent.last_payment_error
     reference = _metadata(intent.metadata).get("portal_charge", "")
+    if status in ("requires_payment_method", "requires_confirmation") and error is None:
+        # Never confirmed: a payment made once waits for the card the client types on the page.
+        return Payment("requires_action", intent.id, int(intent.amount), client_secret=intent.client_secret or "",
+                       replayed=replayed, reference=reference)
     if status in ("requires_payment_method", "requires_confirmation"):
         code = _field(error, "code") or "card_declined"
         outcome = "requires_action" if code == "authentication_required" else "failed"

@@ -17,6 +17,7 @@ from tests.practice_fixtures import FRIDAY_10AM
 ALLOWED = {
     "superbill": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
     "receipt": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
+    "history": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
     "card_link": {LinkPurpose.PAY_BALANCE},
     "balance_confirmed": {LinkPurpose.PAY_BALANCE},
 }
@@ -51,6 +52,9 @@ def test_a_link_does_only_what_its_purpose_allows(paid: Charge, client: HttpClie
         works = response.status_code == 200 and response["Content-Type"] == "application/pdf"
     elif action == "receipt":
         response = client.get(f"{path}receipts/{paid.pk}/")
+        works = response.status_code == 200 and b"Individual therapy, 60 minutes" in response.content
+    elif action == "history":
+        response = client.get(path + "history/")
         works = response.status_code == 200 and b"Individual therapy, 60 minutes" in response.content
     elif action == "card_link":
         response = client.post(path + "card/new/")

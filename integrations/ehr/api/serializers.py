@@ -25,6 +25,8 @@ from billing.models import (
     StripeLinkStatus,
 )
 from billing.selectors import FINDING_KINDS
+from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD
+from billing.services.waiting import CHOICE_HOLD, NO_CARD_HOLD
 from billing.validators import ICD10_RE, validate_cpt, validate_npi
 from integrations.ehr.api.fields import (
     AwareDateTime,
@@ -216,6 +218,21 @@ class PolicyAcknowledgmentOut(serializers.Serializer):
         help_text="Whether this is the version the practice uses now (fees need the current one).")
 
 
+class PolicyFees(serializers.Serializer):
+    no_show_cents = serializers.IntegerField(help_text="The no-show fee (0: none).")
+    late_cancel_cents = serializers.IntegerField(help_text="The late-cancellation fee (0: none).")
+    review_hours = serializers.IntegerField(help_text="Hours staff have to waive a fee before it is charged.")
+
+
+class PolicyOut(serializers.Serializer):
+    version = serializers.CharField(help_text="The version a client acknowledges (policy-acknowledgments).")
+    text = serializers.CharField(allow_blank=True, help_text="The policy as clients read it on the card page.")
+    effective_date = serializers.DateField(allow_null=True,
+                                           help_text="The practice's day the version took effect; null if not "
+                                                     "recorded.")
+    fees = PolicyFees()
+
+
 class EnrollmentLinkIn(Strict):
     send_email = StrictBoolean(required=False, default=False)
 
@@ -227,7 +244,22 @@ class EnrollmentLinkOut(serializers.Serializer):
 
 # --- Charges ----------------------------------------------------------------------------------------------
 
-API_CHARGE_STATUSES = [s for s in ChargeStatus.values if s != ChargeStatus.DUE]
+# "due" is the scheduler's internal step: the API shows it as "scheduled" (on its way) or "held" (waiting for a
+# card, staff review or the client; docs/api.md). The database keeps its own states.
+HELD = "held"
+API_CHARGE_STATUSES = [s for s in ChargeStatus.values if s != ChargeStatus.DUE] + [HELD]
+# Why a held charge waits, as the API names it, from the hold the scheduler wrote.
+HELD_REASONS = {NO_CARD_HOLD: "no_card", CHOICE_HOLD: "client_choice", PORTAL_HOLD: "portal_payment"}
+HELD_REASON_CODES = ["no_card", "above_cap", "client_choice", "portal_payment", "staff_review"]
+
+
+def charge_held_reason(charge: Charge) -> str | None:
+    """Why a due charge is held, or None when it is not held (it goes with the next billing run)."""
+    if charge.status != ChargeStatus.DUE or not charge.hold_reason:
+        return None
+    if charge.hold_reason.startswith(CAP_HOLD_PREFIX):
+        return "above_cap"
+    return HELD_REASONS.get(charge.hold_reason, "staff_review")
 
 
 class BreakdownLine(serializers.Serializer):
@@ -251,6 +283,10 @@ class ChargeOut(serializers.Serializer):
     refunded_cents = serializers.IntegerField()
     breakdown = BreakdownLine(many=True, help_text="How the amount was computed, as labelled lines.")
     created_at = serializers.DateTimeField()
+    held_reason = serializers.SerializerMethodField(
+        help_text="With status held, why it waits: no_card, above_cap (staff approve it), client_choice (the client "
+                  "chooses after saving a card), portal_payment (the client is paying it on the portal), "
+                  "staff_review. Null otherwise.")
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_appointment(self, charge: Charge) -> str | None:
@@ -258,8 +294,13 @@ class ChargeOut(serializers.Serializer):
 
     @extend_schema_field(serializers.ChoiceField(choices=API_CHARGE_STATUSES))
     def get_status(self, charge: Charge) -> str:
-        # "due" is the scheduler's internal step between scheduled and processing.
-        return ChargeStatus.SCHEDULED if charge.status == ChargeStatus.DUE else charge.status
+        if charge.status == ChargeStatus.DUE:
+            return HELD if charge.hold_reason else ChargeStatus.SCHEDULED
+        return charge.status
+
+    @extend_schema_field(serializers.ChoiceField(choices=HELD_REASON_CODES, allow_null=True))
+    def get_held_reason(self, charge: Charge) -> str | None:
+        return charge_held_reason(charge)
 
 
 # --- Appointments -----------------------------------------------------------------------------------------

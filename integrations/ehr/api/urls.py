@@ -31,6 +31,7 @@ v1 = [
     re_path(r"^charges/?$", views.ChargeList.as_view(), name="charges"),
     # Any segment: an id that is not a number gets the API's JSON 404, not the site's HTML page.
     re_path(r"^charges/(?P<id>[^/]+)/?$", views.ChargeDetail.as_view(), name="charge"),
+    re_path(r"^policy/?$", views.PolicyDetail.as_view(), name="policy"),
     re_path(r"^reconciliation/?$", views.Reconciliation.as_view(), name="reconciliation"),
 ]
 

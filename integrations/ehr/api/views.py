@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from auditlog.context import auditlog_value, set_extra_data
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -359,6 +359,20 @@ class PolicyAcknowledgmentCreate(ClientView):
             "is_current_policy": ack.policy_version == current}).data
 
 
+class PolicyDetail(EhrView):
+    @extend_schema(responses=responses({200: api.PolicyOut}), tags=["policy"],
+                   description="The practice's current cancellation policy: the version a client acknowledges "
+                               "(a no-show or late-cancel fee is charged only with the current one), its text, "
+                               "the day it took effect and the fees.")
+    def get(self, request: Request) -> Response:
+        practice = Practice.load()
+        return Response(api.PolicyOut({
+            "version": practice.cancellation_policy_version, "text": practice.cancellation_policy_text,
+            "effective_date": practice.cancellation_policy_effective_on,
+            "fees": {"no_show_cents": practice.no_show_fee_cents, "late_cancel_cents": practice.late_cancel_fee_cents,
+                     "review_hours": practice.fee_review_hours}}).data)
+
+
 class EnrollmentLinkCreate(ClientView):
     @extend_schema(parameters=[EXTERNAL_ID], request=api.EnrollmentLinkIn,
                    responses=responses({201: api.EnrollmentLinkOut}, WRITE, NOT_FOUND),
@@ -544,9 +558,12 @@ class ChargeList(EhrView):
             charges = charges.filter(client__external_id=f["client"])
         if "appointment" in f:
             charges = charges.filter(appointment__source=self.source, appointment__external_id=f["appointment"])
-        if "status" in f:
-            wanted = [f["status"], ChargeStatus.DUE] if f["status"] == ChargeStatus.SCHEDULED else [f["status"]]
-            charges = charges.filter(status__in=wanted)
+        if f.get("status") == ChargeStatus.SCHEDULED:  # on its way: scheduled, or due and not held
+            charges = charges.filter(Q(status=ChargeStatus.SCHEDULED) | Q(status=ChargeStatus.DUE, hold_reason=""))
+        elif f.get("status") == api.HELD:
+            charges = charges.filter(status=ChargeStatus.DUE).exclude(hold_reason="")
+        elif "status" in f:
+            charges = charges.filter(status=f["status"])
         if "kind" in f:
             charges = charges.filter(kind=f["kind"])
         if "created_after" in f:
