@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.core.management import call_command
+from django.db import connection
+from django.test import Client as HttpClient
 
 from billing.models import Appointment, AppointmentStatus, BillingType, Client, LinkPurpose, Practice
 from billing.services.cards import card_save_from_setup_intent, enrollment_begin, enrollment_link_send
@@ -73,3 +76,27 @@ def completed_session(make_client: Callable[..., Client],
 @pytest.fixture
 def self_pay_client(make_client: Callable[..., Client]) -> Client:
     return make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+
+
+def post_at_once(path: str, forms: list[dict[str, Any]], *, cookies: Any = None) -> list[Any]:
+    """Each form posted from its own thread (its own database connection, with the given session cookies),
+    all released together, as two tabs or a double click would; the responses, in the order they came."""
+    start = threading.Barrier(len(forms))
+    answers: list[Any] = []
+
+    def post(form: dict[str, Any]) -> None:
+        try:
+            http = HttpClient()
+            if cookies is not None:
+                http.cookies = cookies
+            start.wait()
+            answers.append(http.post(path, form))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(form,)) for form in forms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from auditlog.models import LogEntry
 from django.core import mail
-from django.db import connection
 from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
@@ -41,7 +39,7 @@ from billing.services.balance import client_balance_cents
 from billing.services.notify import emails_send
 from billing.services.refunds import refundable_cents
 from tests.conftest import FakeStripe
-from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, save_card, tick
+from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, post_at_once, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 DAY = dt.timedelta(days=1)
@@ -189,27 +187,8 @@ def test_a_card_whose_bank_wants_the_client_cannot_be_charged_by_phone_and_nothi
 
 
 def _post_at_once(user: Any, path: str, forms: list[dict[str, Any]]) -> list[int]:
-    """Each form posted by the same signed-in staff member from its own thread (its own database
-    connection), all released together; the status codes of the answers."""
-    start = threading.Barrier(len(forms))
-    signed = signed_in(user)
-    answers: list[int] = []
-
-    def post(form: dict[str, Any]) -> None:
-        try:
-            http = HttpClient()
-            http.cookies = signed.cookies
-            start.wait()
-            answers.append(http.post(path, form).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post, args=(form,)) for form in forms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return answers
+    """Each form posted by the same signed-in staff member at once; the status codes of the answers."""
+    return [response.status_code for response in post_at_once(path, forms, cookies=signed_in(user).cookies)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,12 +4,10 @@ way (a charge being taken, or waiting for the client's bank) is never offered ag
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client as HttpClient
 
 from billing.models import (
@@ -28,7 +26,7 @@ from billing.services.balance import client_balance_cents
 from billing.services.holds import charge_cancel
 from billing.services.payments import _claim_batch
 from tests.conftest import FakeStripe
-from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, pay_link, save_card, tick
+from tests.payment_fixtures import CARD_NEEDS_AUTHENTICATION, CARD_OK, outbox, pay_link, post_at_once, save_card, tick
 from tests.practice_fixtures import FRIDAY_10AM
 
 DAY = dt.timedelta(days=1)
@@ -52,24 +50,7 @@ def owes_280(practice: Practice, make_client: Callable[..., Client],
 
 
 def _post_at_once(path: str, forms: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """Each form posted from its own thread (its own database connection), all released together."""
-    start = threading.Barrier(len(forms))
-    answers: list[tuple[int, dict[str, Any]]] = []
-
-    def post(form: dict[str, Any]) -> None:
-        try:
-            start.wait()
-            response = HttpClient().post(path, form)
-            answers.append((response.status_code, response.json()))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post, args=(form,)) for form in forms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return answers
+    return [(response.status_code, response.json()) for response in post_at_once(path, forms)]
 
 
 @pytest.mark.django_db(transaction=True)
