@@ -4,7 +4,7 @@ One browser for the whole run, a fresh context (cookies, storage) per test. The 
 pytest-django's ``live_server`` thread on the test database, so these tests use ``transactional_db``;
 the page loads the fake Stripe.js from the fake Stripe server, which the portal's gateway also talks to.
 
-Chromium comes from apt (``apt-get install chromium``; .ci/run does it), never from ``playwright install``.
+Chromium comes from apt (``apt-get install chromium``; bin/test does it where it may), never from ``playwright install``.
 If it cannot start, every browser test fails with the reason: a missing browser is not a pass.
 """
 
@@ -74,7 +74,7 @@ def playwright_driver() -> Iterator[Playwright]:
 @pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `apt-get install -y chromium` (as .ci/run does) "
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `apt-get install -y chromium` (as bin/test does) "
                     "or set PORTAL_CHROMIUM to a Chromium binary. The browser tests cannot run without it.",
                     pytrace=False)
     try:
