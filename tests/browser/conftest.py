@@ -4,7 +4,7 @@ One browser for the whole run, a fresh context (cookies, storage) per test. The 
 pytest-django's ``live_server`` thread on the test database, so these tests use ``transactional_db``;
 the page loads the fake Stripe.js from the fake Stripe server, which the portal's gateway also talks to.
 
-Chromium comes from apt (``apt-get install chromium``; bin/test does it where it may), never from ``playwright install``.
+Chromium comes from apt (``apt-get install chromium``; bin/test does it where it may), not ``playwright install``.
 If it cannot start, every browser test fails with the reason: a missing browser is not a pass.
 """
 
