@@ -409,5 +409,8 @@ def _finding_refund(finding: ReconciliationFinding, amount_cents: int | None, re
     try:
         charge_refund(charge=charge, amount_cents=amount_cents, reason=reason, user=user, now=now)
     except RefundNotAllowed as refused:
+        # No money moved (refused here or by Stripe): the record of the action goes too, so a refusal
+        # changes nothing and the form can be sent again once fixed.
+        action.delete()
         raise StaffActionRefused(str(refused)) from None
     return action

@@ -400,6 +400,27 @@ def test_a_billing_manager_settles_an_overcharge_finding_with_a_refund_once(
     assert Refund.objects.count() == 1
 
 
+def test_a_finding_refund_refused_leaves_no_staff_action_and_the_form_can_be_sent_again(
+        owes_280: Client, billing_manager: Any, stripe_server: FakeStripe) -> None:
+    tick(FRIDAY_10AM + 14 * DAY)
+    first, _ = charges_of(owes_280)
+    finding = _finding(owes_280, first, FindingKind.AMOUNT_MISMATCH, 12000, 14000)
+    # Another refund of this charge is still waiting for Stripe's answer: this one is refused.
+    waiting = Refund.objects.create(charge=first, amount_cents=500, reason="earlier", idempotency_key="refund-waiting",
+                                    created_at=FRIDAY_10AM + 14 * DAY)
+    settle = reverse("admin:billing_reconciliationfinding_settle", args=[finding.pk])
+    http = signed_in(billing_manager)
+    form = {"form_key": form_key(http, settle), "choice": "refund", "amount": "20", "reason": "EOB says $120"}
+    assert "still waiting for Stripe" in errors(http.post(settle, form))
+    assert StaffAction.objects.count() == 0
+    finding.refresh_from_db()
+    assert finding.status == FindingStatus.OPEN
+
+    Refund.objects.filter(pk=waiting.pk).update(status=RefundStatus.FAILED)
+    assert http.post(settle, form).status_code == 302  # the same form, once the cause is gone
+    assert StaffAction.objects.count() == 1
+
+
 def test_an_unpaid_session_finding_is_written_off_from_its_page(
         owes_280: Client, billing_manager: Any, stripe_server: FakeStripe) -> None:
     first, _ = charges_of(owes_280)
