@@ -28,6 +28,7 @@ class PracticeAdmin(DollarsMixin, admin.ModelAdmin):
                                                      "cancellation_policy_text")}),
         ("Balance reminders", {"fields": ("balance_reminder_threshold_cents", "balance_reminder_days",
                                           "balance_second_reminder_days", "balance_flag_days")}),
+        ("Monthly statements", {"fields": ("statement_day",)}),
     )
 
     def save_model(self, request: HttpRequest, obj: Practice, form: Any, change: bool) -> None:

@@ -64,6 +64,7 @@ from billing.models.people import (
 )
 from billing.models.practice import ChargeTiming, ChargeTrigger, NoticeTone, Practice, Weekday
 from billing.models.reports import FindingKind, FindingStatus, ReconciliationFinding, ReconciliationRun
+from billing.models.statements import Statement, StatementRun
 
 __all__ = [
     "AWAITING_PAYMENT_STATUSES",
@@ -126,6 +127,8 @@ __all__ = [
     "Service",
     "StaffAction",
     "StaffActionKind",
+    "Statement",
+    "StatementRun",
     "StripeEvent",
     "StripeLinkStatus",
     "Weekday",

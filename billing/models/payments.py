@@ -196,6 +196,7 @@ EMAIL_TITLES = {
     "balance_reminder": "Balance reminder",
     "balance_second_reminder": "Second balance reminder",
     "balance_paid": "Thanks for paying the balance",
+    "statement": "Monthly statement",
 }
 
 

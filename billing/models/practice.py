@@ -102,6 +102,9 @@ class Practice(models.Model):
     balance_reminder_days = models.PositiveSmallIntegerField(default=14, validators=[MinValueValidator(1)])
     balance_second_reminder_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1)])
     balance_flag_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1)])
+    statement_day = models.PositiveSmallIntegerField(
+        "monthly statements on day", default=1, validators=[MinValueValidator(1), MaxValueValidator(28)],
+        help_text="Day of the month (1-28) the previous month's statements are emailed, from 08:00 practice time.")
 
     updated_at = models.DateTimeField(auto_now=True)
 

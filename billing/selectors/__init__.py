@@ -125,8 +125,11 @@ settled AS (
 
 
 def _entries_sql(*, client_ids: list[int] | None, clinician_id: int | None, billing_type: str | None,
-                 params: dict[str, Any]) -> str:
+                 params: dict[str, Any], until: dt.date | None = None) -> str:
     where = []
+    if until is not None:
+        params["until"] = until
+        where.append("l.occurred_on <= %(until)s")
     if client_ids is not None:
         # Integers, written into the statement: one form for PostgreSQL and SQLite (the demo's database).
         where.append(f"l.client_id IN ({', '.join(str(int(pk)) for pk in client_ids) or 'NULL'})")
@@ -149,12 +152,12 @@ def _entries_sql(*, client_ids: list[int] | None, clinician_id: int | None, bill
 
 def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | None = None,
                  clinician_id: int | None = None, billing_type: str | None = None,
-                 extra: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+                 extra: Mapping[str, Any] | None = None, until: dt.date | None = None) -> list[tuple[Any, ...]]:
     # 0-30 days old is occurred_on >= today - 30 (future dates count as current).
     params: dict[str, Any] = {"d30": today - dt.timedelta(days=30), "d60": today - dt.timedelta(days=60),
                               "d90": today - dt.timedelta(days=90), **(extra or {})}
     entries = _entries_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
-                           billing_type=billing_type, params=params)
+                           billing_type=billing_type, params=params, until=until)
     sql = _AGING_SQL.format(entries=entries, select=select)
     if connection.vendor == "sqlite":
         sql = sql.replace("GREATEST(", "MAX(")  # SQLite's two-argument MAX is GREATEST
@@ -169,10 +172,12 @@ def client_aging(client: Client | int, today: dt.date) -> Aging:
     return clients_aging([client_id], today).get(client_id, Aging())
 
 
-def clients_aging(client_ids: Iterable[int] | None, today: dt.date) -> dict[int, Aging]:
-    """Aging for many clients (or every client with ledger entries, for ``None``) in one query."""
+def clients_aging(client_ids: Iterable[int] | None, today: dt.date, *,
+                  until: dt.date | None = None) -> dict[int, Aging]:
+    """Aging for many clients (or every client with ledger entries, for ``None``) in one query; with ``until``,
+    of the balance as it stood at the end of that day (entries dated later left out)."""
     rows = _aging_query("SELECT client_id, current, days_31_60, days_61_90, days_over_90 FROM settled",
-                        today=today, client_ids=client_ids)
+                        today=today, client_ids=client_ids, until=until)
     return {row[0]: Aging(*(int(v) for v in row[1:])) for row in rows}
 
 

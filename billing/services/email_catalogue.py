@@ -45,13 +45,27 @@ CATALOGUE = [
     EmailKind("balance_second_reminder", "Second reminder, with the practice's phone."),
     EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
     EmailKind("pay_balance_link", "Staff send a link to see and pay the balance (from the client's page)."),
-    EmailKind("statement", "Staff send a statement: the balance, what is open, recent activity, a receipts link."),
+    EmailKind("statement", "The monthly statement (sent on the practice's statement day, or by staff): opening "
+                           "balance, the month's charges, payments, refunds and adjustments, closing balance by "
+                           "age, and a pay link."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
 def email_title(name: str) -> str:
     """What staff call the email (in the admin's lists and pages)."""
     return EmailTemplate.title_for(name)
+
+
+def _statement_sample() -> dict[str, Any]:
+    month = dt.date(2026, 10, 1)
+    return {"month": month, "start": month, "end": dt.date(2026, 10, 31), "opening": "$60.00", "charges": "$280.00",
+            "payments": "$170.00", "refunds": "$0.00", "adjustments": "$0.00", "closing": "$170.00", "owes": True,
+            "credit": "-$170.00", "sessions": 2,
+            "lines": [{"date": dt.date(2026, 10, 6), "what": "Session", "detail": "90837 with Dana Reyes",
+                       "amount": "$140.00"},
+                      {"date": dt.date(2026, 10, 9), "what": "Payment", "detail": "", "amount": "-$170.00"}],
+            "aging": [("0-30 days", "$140.00"), ("31-60 days", "$30.00"), ("61-90 days", "$0.00"),
+                      ("Over 90 days", "$0.00")]}
 
 
 def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, Any]:
@@ -78,9 +92,5 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                      "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
         "total": "$30.00",
-        "in_credit": False, "since": (when - dt.timedelta(days=90)).date(),
-        "open_items": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
-                        "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "status": "Scheduled"}],
-        "entries": [{"date": appointment.starts_at.date(), "what": "Session charge", "memo": "Copay (Aetna)",
-                     "amount": "$30.00"}],
+        "in_credit": False, **_statement_sample(),
     }

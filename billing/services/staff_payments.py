@@ -28,7 +28,6 @@ from billing.models import (
     ChargeStatus,
     Client,
     FindingStatus,
-    LedgerEntry,
     LedgerKind,
     LinkPurpose,
     OutsideMethod,
@@ -54,17 +53,17 @@ from billing.services.ledger import ledger_post
 from billing.services.links import link_create
 from billing.services.notify import email_enqueue
 from billing.services.payments import allocations_paid, payment_intent_withdraw
-from billing.services.receipts import receipt_context
 from billing.services.reconciliation import finding_set_status
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.review import review_close_stale
+from billing.services.statements import NothingToState, statement_send
 from billing.services.waiting import waiting_review_close_if_settled
 
 # The key a staff form carries (a fresh random one each time the form is shown).
 FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,48}")
 # Adding to what a client owes by hand: a sanity limit on a typing slip.
 MAX_ADDED_CENTS = 10_000_000
-LINKS = {"pay_balance": "Pay-balance link", "statement": "Statement", "card": "Card-enrollment link"}
+LINKS = {"pay_balance": "Pay-balance link", "statement": "Last month's statement", "card": "Card-enrollment link"}
 NEEDS_REFERENCE = (OutsideMethod.CHECK, OutsideMethod.OTHER)
 
 
@@ -306,8 +305,8 @@ def _charges_taken_off(client: Client, charge_ids: list[int], ledger_kind: str, 
 # --- Links and statements by email ----------------------------------------------------------------------
 
 def client_link_send(*, client: Client, what: str, form_key: str, user: User, now: dt.datetime) -> StaffAction:
-    """Email the client a pay-balance link, a statement (what they owe, what they paid lately, and a link to
-    their receipts and superbills) or a card-enrollment link."""
+    """Email the client a pay-balance link, their monthly statement (of the last month that is over:
+    ``billing.services.statements``) or a card-enrollment link."""
     if what not in LINKS:
         raise StaffActionRefused("Choose what to send.")
     if not client.email:
@@ -324,34 +323,14 @@ def client_link_send(*, client: Client, what: str, form_key: str, user: User, no
                               context={"balance": format_cents(max(client_payable(client).balance_cents, 0)),
                                        "link_url": issued.url, "expires_at": issued.expires_at}, now=now)
             else:
-                issued = link_create(client=client, purpose=LinkPurpose.RECEIPTS, now=now, actor=_actor(user))
-                email_enqueue(key=f"statement:link:{issued.link.pk}", client=client, template="statement",
-                              context={**statement_context(client, now), "link_url": issued.url,
-                                       "expires_at": issued.expires_at}, now=now)
+                try:
+                    statement_send(client=client, now=now, actor=_actor(user), key=f"staff:{form_key}")
+                except NothingToState as nothing:
+                    raise StaffActionRefused(str(nothing)) from None
             return StaffAction.objects.create(client=client, kind=StaffActionKind.LINK_SENT, form_key=form_key,
                                               method=what, reason=LINKS[what], user=user, created_at=now)
     except IntegrityError:
         raise FormAlreadySent(ALREADY_SENT) from None
-
-
-STATEMENT_DAYS = 90
-
-
-def statement_context(client: Client, now: dt.datetime) -> dict[str, object]:
-    """What a statement lists: the balance, what is still open, and the last 90 days of the ledger."""
-    payable = client_payable(client)
-    since = _today(now) - dt.timedelta(days=STATEMENT_DAYS)
-    entries = (LedgerEntry.objects.filter(client=client, occurred_on__gte=since).order_by("occurred_on", "id"))
-    open_items = []
-    for charge in payable_charges(client):
-        context = receipt_context(charge)
-        open_items.append({"session_date": context["session_date"], "service": context["service"],
-                           "therapist": context["therapist"], "amount": context["amount"],
-                           "status": charge.get_status_display()})
-    return {"balance": format_cents(payable.balance_cents), "in_credit": payable.balance_cents < 0,
-            "open_items": open_items, "since": since,
-            "entries": [{"date": e.occurred_on, "what": e.get_kind_display(), "memo": e.memo,
-                         "amount": format_cents(e.amount_cents)} for e in entries]}
 
 
 # --- Settling a reconciliation finding ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from billing.services.payments import attempts_settle_unknown, charges_collect
 from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
 from billing.services.schedule import notices_enqueue
+from billing.services.statements import statements_monthly
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -82,6 +83,8 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("charges_marked_due", charges_mark_due),
     ("payment_attempts", charges_collect),
     ("balance_reminders", balance_reminders_run),
+    # The practice's statement day from 08:00 practice time: the month before's statements, once.
+    ("statements_issued", statements_monthly),
     ("emails_sent", emails_send),
     # Mondays from 06:00 practice time: reconcile the week before, once (billing/services/reconciliation.py).
     ("weeks_reconciled", reconciliation_weekly),

@@ -1,0 +1,184 @@
+"""Monthly statements against PostgreSQL: the month's figures for every client from the ledger in a fixed
+number of queries, the batch on the practice's statement day (once, however many ticks), the frozen rows,
+the email and the PDF, and what staff and the API see."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import random
+from collections.abc import Callable
+
+import pypdfium2
+from django.db import connection
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import (
+    Appointment,
+    BillingType,
+    Client,
+    LedgerEntry,
+    LedgerKind,
+    OutboundEmail,
+    Practice,
+    Statement,
+    StatementRun,
+)
+from billing.selectors.statements import month_last, statement_figures
+from billing.services.statements import statement_live, statement_pdf, statements_issue, statements_monthly
+from tests import factories
+from tests.payment_fixtures import tick
+
+NOVEMBER, DECEMBER = dt.date(2026, 11, 1), dt.date(2026, 12, 1)
+# 1 December 2026, 08:00 in New York: the default statement moment for November.
+DEC_1_8AM = dt.datetime(2026, 12, 1, 13, 0, tzinfo=dt.UTC)
+
+
+def entry(person: Client, kind: str, cents: int, day: dt.date) -> LedgerEntry:
+    return LedgerEntry(client=person, kind=kind, amount_cents=cents, occurred_on=day, actor="test",
+                       created_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC))
+
+
+def ledger_balance(person_id: int, until: dt.date) -> int:
+    total = LedgerEntry.objects.filter(client_id=person_id, occurred_on__lte=until).aggregate(t=Sum("amount_cents"))
+    return int(total["t"] or 0)
+
+
+def varied_practice(n: int, seed: int = 7) -> list[Client]:
+    """``n`` clients, each with a random mix of sessions, fees, payments (some paying the month before's
+    sessions), refunds, adjustments, write-offs and canceled charges over three months."""
+    rng = random.Random(seed)
+    people = factories.ClientFactory.create_batch(n, billing_type=BillingType.SELF_PAY)
+    entries = []
+    for person in people:
+        for _ in range(rng.randint(0, 6)):
+            day = dt.date(2026, rng.choice((9, 10, 11, 12)), rng.randint(1, 28))
+            kind = rng.choice(list(LedgerKind))
+            cents = rng.randint(1, 300) * 100
+            sign = -1 if kind in (LedgerKind.PAYMENT, LedgerKind.WRITE_OFF, LedgerKind.WAIVER,
+                                  LedgerKind.CHARGE_CANCELED) else 1
+            if kind == LedgerKind.ADJUSTMENT:
+                sign = rng.choice((-1, 1))
+            entries.append(entry(person, kind, sign * cents, day))
+    LedgerEntry.objects.bulk_create(entries)
+    return people
+
+
+def test_every_clients_month_adds_up_and_closes_on_the_ledger_balance(practice: Practice) -> None:
+    people = varied_practice(300)
+    # One client's October session is paid in November.
+    late = people[0]
+    LedgerEntry.objects.bulk_create([entry(late, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 10, 30)),
+                                     entry(late, LedgerKind.PAYMENT, -14000, dt.date(2026, 11, 2))])
+
+    figures = statement_figures(NOVEMBER)
+    for person in people:
+        before = ledger_balance(person.pk, dt.date(2026, 10, 31))
+        after = ledger_balance(person.pk, dt.date(2026, 11, 30))
+        in_month = LedgerEntry.objects.filter(client=person, occurred_on__range=(NOVEMBER, month_last(NOVEMBER)))
+        if person.pk not in figures:
+            assert before == 0 and not in_month.exists()
+            continue
+        f = figures[person.pk]
+        assert f.opening_cents == before
+        assert (f.opening_cents + f.charges_cents - f.payments_cents + f.refunds_cents + f.adjustments_cents
+                == f.closing_cents == after)
+        assert f.aging.total == after
+        assert f.entries == in_month.count()
+
+    october, november = statement_figures(dt.date(2026, 10, 1))[late.pk], figures[late.pk]
+    assert october.charges_cents >= 14000 and november.payments_cents >= 14000
+    assert november.opening_cents == october.closing_cents
+
+
+def test_the_batch_costs_the_same_queries_for_ten_clients_or_a_hundred(practice: Practice) -> None:
+    counts = []
+    for n, month in ((10, dt.date(2026, 9, 1)), (100, dt.date(2026, 10, 1))):
+        LedgerEntry.objects.bulk_create([entry(p, LedgerKind.SESSION_CHARGE, 9000, month.replace(day=5))
+                                         for p in factories.ClientFactory.create_batch(n)])
+        with CaptureQueriesContext(connection) as queries:
+            issued = statements_issue(month=month, now=DEC_1_8AM, trigger="schedule", actor="test")
+        assert len(issued) >= n
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
+    assert Statement.objects.filter(month=dt.date(2026, 10, 1)).count() == 110  # September's ten owe still
+
+
+def test_an_evening_session_far_west_of_utc_is_in_the_practices_month(
+        practice: Practice, make_client: Callable[..., Client],
+        completed_session: Callable[..., Appointment]) -> None:
+    practice.time_zone = "Pacific/Honolulu"
+    practice.save()
+    person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000)
+    # 30 November, 19:00 to 20:00 in Honolulu is 1 December 05:00-06:00 UTC.
+    completed_session(person, at=dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC))
+
+    november = statement_live(client=person, month=NOVEMBER, now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    december = statement_live(client=person, month=DECEMBER, now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+    assert (november.charges_cents, november.sessions, november.closing_cents) == (14000, 1, 14000)
+    assert (december.opening_cents, december.charges_cents) == (14000, 0)
+    assert november.lines[0]["date"] == "2026-11-30"
+
+
+def test_the_tick_issues_last_months_statements_once_on_the_statement_day(practice: Practice) -> None:
+    owes, paid_up, in_credit, quiet = factories.ClientFactory.create_batch(4)
+    Client.objects.filter(pk=quiet.pk).update(email="")
+    LedgerEntry.objects.bulk_create([
+        entry(owes, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5)),
+        entry(paid_up, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 10, 20)),
+        entry(paid_up, LedgerKind.PAYMENT, -14000, dt.date(2026, 11, 3)),
+        entry(in_credit, LedgerKind.PAYMENT, -5000, dt.date(2026, 11, 3)),
+        entry(quiet, LedgerKind.FEE, 7500, dt.date(2026, 8, 3)),
+    ])
+    assert statements_monthly(now=DEC_1_8AM - dt.timedelta(minutes=1)) == 0  # 07:59 in New York
+
+    tick(DEC_1_8AM)
+    tick(DEC_1_8AM + dt.timedelta(minutes=1))
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(hours=3)) == 0
+
+    by_client = {s.client_id: s for s in Statement.objects.filter(month=NOVEMBER)}
+    assert set(by_client) == {owes.pk, paid_up.pk, in_credit.pk, quiet.pk}
+    assert StatementRun.objects.get(month=NOVEMBER).statements == 4
+    assert [by_client[p.pk].closing_cents for p in (owes, paid_up, in_credit, quiet)] == [14000, 0, -5000, 7500]
+    assert by_client[quiet.pk].aging_over_90_cents == 7500 and by_client[quiet.pk].emailed_to == ""
+    assert by_client[owes.pk].pay_link is not None and by_client[paid_up.pk].pay_link is None
+
+    emails = {e.client_id: e for e in OutboundEmail.objects.filter(template="statement")}
+    assert set(emails) == {owes.pk, paid_up.pk, in_credit.pk}  # one each; the client without an address: none
+    owed = emails[owes.pk]
+    assert owed.subject == "Your November 2026 statement from Riverbend Counseling"
+    assert "Balance on November 30, 2026: $140.00" in owed.body_text and "/p/" in owed.body_text
+    assert "You are in credit (-$50.00)" not in emails[in_credit.pk].body_text
+    assert "You are in credit ($50.00)" in emails[in_credit.pk].body_text
+    assert "Payments received: $140.00" in emails[paid_up.pk].body_text
+
+
+def test_a_later_statement_day_waits_for_it(practice: Practice) -> None:
+    practice.statement_day = 5
+    practice.save()
+    LedgerEntry.objects.bulk_create([entry(factories.ClientFactory.create(), LedgerKind.FEE, 5000, NOVEMBER)])
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(days=3)) == 0
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(days=4)) == 1
+
+
+HOSTILE = {"first_name": "<script>alert(1)</script>", "last_name": "=cmd|' /C calc'!A0"}
+
+
+def pdf_text(pdf: bytes) -> str:
+    document = pypdfium2.PdfDocument(io.BytesIO(pdf))
+    return "\n".join(page.get_textpage().get_text_range() for page in document)
+
+
+def test_a_hostile_name_is_shown_as_text_in_the_email_and_the_pdf(practice: Practice) -> None:
+    person = factories.ClientFactory.create(**HOSTILE)
+    LedgerEntry.objects.bulk_create([entry(person, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5))])
+    statements_issue(month=NOVEMBER, now=DEC_1_8AM, trigger="schedule", actor="test")
+    email = OutboundEmail.objects.get(template="statement")
+    assert "<script>" not in email.body_html and "&lt;script&gt;alert(1)&lt;/script&gt;" in email.body_html
+
+    statement = Statement.objects.select_related("client").get()
+    text = pdf_text(statement_pdf(statement=statement, now=timezone.now()))
+    assert "<script>alert(1)</script> =cmd|' /C calc'!" in " ".join(text.split())
+    assert "$140.00" in text and "Statement for November 2026" in text
