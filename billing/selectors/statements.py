@@ -59,6 +59,10 @@ class MonthFigures:
     entries: int
     aging: Aging = field(default_factory=Aging)
 
+    @classmethod
+    def nothing(cls, client_id: int) -> MonthFigures:
+        return cls(client_id, 0, 0, 0, 0, 0, 0, 0)
+
     @property
     def closing_cents(self) -> int:
         return (self.opening_cents + self.charges_cents - self.payments_cents + self.refunds_cents
@@ -111,8 +115,10 @@ def statement_figures(month: dt.date, *, client_ids: Iterable[int] | None = None
         cursor.execute(_FIGURES_SQL.format(clients=_clients_clause(ids)), params)
         rows = cursor.fetchall()
     aging = clients_aging(ids, end, until=end)
-    return {row[0]: MonthFigures(row[0], *(int(v) for v in row[1:8]), aging=aging.get(row[0], Aging()))
-            for row in rows}
+    return {row[0]: MonthFigures(
+        client_id=row[0], opening_cents=int(row[1]), charges_cents=int(row[2]), payments_cents=int(row[3]),
+        refunds_cents=int(row[4]), adjustments_cents=int(row[5]), sessions=int(row[6]), entries=int(row[7]),
+        aging=aging.get(row[0], Aging())) for row in rows}
 
 
 @dataclass(frozen=True)

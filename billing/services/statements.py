@@ -104,7 +104,7 @@ def statement_live(*, client: Client, month: dt.date, now: dt.datetime) -> State
     """The month's statement as the ledger has it now, unsaved (``issued_at`` None): all zeros for a month
     without a balance or activity."""
     month = month_first(month)
-    figures = statement_figures(month, client_ids=[client.pk]).get(client.pk) or MonthFigures(client.pk, *[0] * 7)
+    figures = statement_figures(month, client_ids=[client.pk]).get(client.pk) or MonthFigures.nothing(client.pk)
     lines = statement_lines(month, client_ids=[client.pk]).get(client.pk, [])
     statement = _statement(client_id=client.pk, month=month, figures=figures, lines=lines, now=now, trigger="")
     statement.client = client

@@ -453,6 +453,35 @@ class BalanceOut(serializers.Serializer):
     as_of = serializers.DateField(help_text="The practice's local date the aging is counted from.")
 
 
+class StatementLineOut(serializers.Serializer):
+    date = serializers.DateField(help_text="The practice's date of the entry (a session's date of service).")
+    kind = serializers.CharField(help_text="The ledger entry's kind: session_charge, fee, payment, refund, "
+                                           "adjustment, write_off, waiver or charge_canceled.")
+    memo = serializers.CharField(allow_blank=True)
+    service_code = serializers.CharField(allow_blank=True)
+    clinician = serializers.CharField(allow_blank=True)
+    amount_cents = serializers.IntegerField(help_text="Positive adds to the balance, negative reduces it.")
+
+
+class StatementOut(serializers.Serializer):
+    client = serializers.CharField()
+    month = serializers.CharField(help_text="YYYY-MM.")
+    starts = serializers.DateField()
+    ends = serializers.DateField()
+    issued_at = serializers.DateTimeField(allow_null=True, help_text="When the statement was issued (its figures "
+                                                                     "frozen as sent); null: computed now.")
+    final = serializers.BooleanField(help_text="False while the month is not over in the practice's zone.")
+    opening_cents = serializers.IntegerField()
+    charges_cents = serializers.IntegerField()
+    payments_cents = serializers.IntegerField(help_text="Payments received, as a positive amount.")
+    refunds_cents = serializers.IntegerField()
+    adjustments_cents = serializers.IntegerField(help_text="Signed: negative reduces the balance.")
+    closing_cents = serializers.IntegerField(help_text="opening + charges - payments + refunds + adjustments.")
+    sessions = serializers.IntegerField()
+    aging = AgingOut()
+    lines = StatementLineOut(many=True)
+
+
 class FindingOut(serializers.Serializer):
     kind = serializers.ChoiceField(choices=FINDING_KINDS)
     appointment = serializers.CharField(allow_null=True)

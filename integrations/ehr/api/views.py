@@ -39,9 +39,18 @@ from billing.models import (
     Practice,
 )
 from billing.selectors import client_aging, client_balance, clients_with_balance, findings_for_source
+from billing.selectors.statements import month_last
 from billing.services import intake
 from billing.services.cards import enrollment_link_send
 from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
+from billing.services.statements import (
+    MONTH_PATTERN,
+    last_month_over,
+    month_is_over,
+    month_parse,
+    statement_for,
+    statement_pdf,
+)
 from integrations.ehr.api import events as ehr_events
 from integrations.ehr.api import serializers as api
 from integrations.ehr.api.auth import ApiKeyAuthentication, ApiKeyThrottle, HasApiKey
@@ -62,6 +71,17 @@ from integrations.ehr.models import ApiKey
 class AsciiJSONRenderer(JSONRenderer):
     # Escaping non-ASCII keeps an echoed lone surrogate (from bad input) from failing to encode: never a 500.
     ensure_ascii = True
+
+
+class PdfRenderer(BaseRenderer):
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: Mapping[str, Any] | None = None) -> bytes:
+        return data if isinstance(data, bytes) else b""
 
 
 class CsvRenderer(BaseRenderer):
@@ -397,6 +417,56 @@ class BalanceDetail(ClientView):
         aging = client_aging(client, today)
         return Response(api.BalanceOut({"client": client.external_id, "balance_cents": client_balance(client),
                                         "aging": aging.as_dict(), "as_of": today}).data)
+
+
+class StatementQuery(serializers.Serializer):
+    month = serializers.RegexField(MONTH_PATTERN, required=False, help_text="YYYY-MM (default: the last month "
+                                   "that is over in the practice's zone).", error_messages={
+                                       "invalid": "Give a month as YYYY-MM, such as 2026-11 (years 1900 to 2199)."})
+
+
+class StatementDetail(ClientView):
+    renderer_classes = [AsciiJSONRenderer, PdfRenderer]
+
+    @extend_schema(
+        operation_id="clients_statements_retrieve",
+        parameters=[EXTERNAL_ID, StatementQuery,
+                    OpenApiParameter("format", str, enum=["json", "pdf"], description="pdf for the PDF.")],
+        responses={**{(code, "application/json"): answer
+                      for code, answer in responses({200: api.StatementOut}, LIST_ERRORS, NOT_FOUND).items()},
+                   (200, "application/pdf"): OpenApiTypes.BINARY},
+        tags=["clients"],
+        description="The client's monthly statement: as issued (frozen as it was emailed) if it was, else as the "
+                    "ledger has it now (the month so far, for the current month). With `format=pdf`, the PDF; "
+                    "errors are JSON either way.")
+    def get(self, request: Request, external_id: str) -> Response:
+        client = self.get_client(external_id)
+        query = self.filters(StatementQuery)
+        now = timezone.now()
+        practice = Practice.load()
+        month = month_parse(query["month"]) if "month" in query else last_month_over(now, practice)
+        statement = statement_for(client=client, month=month, now=now)
+        if request.accepted_renderer.format == "pdf":
+            response = Response(statement_pdf(statement=statement, now=now))
+            response["Content-Disposition"] = (
+                f'attachment; filename="statement-{month:%Y-%m}-{client.external_id}.pdf"')
+            return response
+        return Response(api.StatementOut({
+            "client": client.external_id, "month": f"{month:%Y-%m}", "starts": month, "ends": month_last(month),
+            "issued_at": statement.issued_at, "final": month_is_over(month, now, practice),
+            "opening_cents": statement.opening_cents, "charges_cents": statement.charges_cents,
+            "payments_cents": statement.payments_cents, "refunds_cents": statement.refunds_cents,
+            "adjustments_cents": statement.adjustments_cents, "closing_cents": statement.closing_cents,
+            "sessions": statement.sessions,
+            "aging": {"current": statement.aging_current_cents, "days_31_60": statement.aging_31_60_cents,
+                      "days_61_90": statement.aging_61_90_cents, "days_over_90": statement.aging_over_90_cents},
+            "lines": statement.lines}).data)
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # An error asked for as a PDF is answered as JSON: there is no PDF of a refusal.
+        if response.status_code >= 400 and isinstance(getattr(request, "accepted_renderer", None), PdfRenderer):
+            request.accepted_renderer, request.accepted_media_type = AsciiJSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 # --- Appointments ----------------------------------------------------------------------------------------
