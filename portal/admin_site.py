@@ -12,7 +12,19 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
 from billing import models, roles
-from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review, today
+from billing.admin import (
+    appointments,
+    charges,
+    emails,
+    metrics,
+    people,
+    practice,
+    records,
+    reports,
+    review,
+    statements,
+    today,
+)
 from billing.models import Practice
 from billing.money import format_cents
 from billing.selectors import dashboard
@@ -28,7 +40,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("money", "Money", [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
         "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
-    ("reports", "Reports", ["billing.reconciliationrun"]),
+    ("reports", "Reports", ["billing.reconciliationrun", "billing.statement"]),
     ("integrations", "Integrations", [
         "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
         "billing.clientlink", "billing.outboundemail"]),
@@ -83,6 +95,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.InsurancePayment, reports.InsurancePaymentAdmin)
         self.register(models.ReconciliationFinding, reports.ReconciliationFindingAdmin)
         self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
+        self.register(models.Statement, statements.StatementAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
         self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
         self.register(models.EmailTemplate, emails.EmailTemplateAdmin)

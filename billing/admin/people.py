@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from billing.admin import linking, money
+from billing.admin import linking, money, statements
 from billing.admin.common import (
     DollarsMixin,
     IdCheckedAutocompleteMixin,
@@ -203,7 +203,8 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         client = self.get_object(request, object_id)
         extra_context = dict(extra_context or {})
         if client is not None:
-            extra_context["money_tools"] = money.client_money_tools(request, client)
+            extra_context["money_tools"] = [*money.client_money_tools(request, client),
+                                            *statements.client_statement_tools(request, client, self)]
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
