@@ -10,11 +10,12 @@ from billing.models.people import Client
 
 
 class StatementRun(models.Model):
-    """The monthly batch for one month: written in the same transaction as its statements, so a month is
-    issued by the schedule once, however many ticks run at once."""
+    """The monthly batch for one month: one tick at a time claims it (``claimed_at``), and it is finished
+    once every client's statement is written, so a month is issued by the schedule once."""
 
     month = models.DateField(unique=True, help_text="The first day of the month the statements cover.")
     started_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     statements = models.PositiveIntegerField(default=0)
     emails = models.PositiveIntegerField(default=0)

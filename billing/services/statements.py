@@ -9,8 +9,8 @@ A statement is issued (frozen in a ``Statement`` row, one per client and month, 
 the client and the month) only for a month that is over in the practice's zone:
 
 - by ``billing_tick`` (``statements_monthly``): on the practice's statement day (default the 1st) from 08:00
-  practice time, for the month before; the month's ``StatementRun`` is written in the same transaction as its
-  statements, so two ticks never issue it twice;
+  practice time, for the month before; one tick at a time claims the month's ``StatementRun``, a client's
+  statement is unique per month and its email keyed by client and month, so nothing is issued twice;
 - by staff from the client's page ("Send a link or statement"): the last month that is over, issued now if the
   batch has not, else the statement as issued, with a fresh pay link.
 
@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -46,6 +47,9 @@ from billing.services.links import IssuedLink, link_create, links_create
 from billing.services.notify import Email, emails_enqueue
 
 STATEMENT_HOUR = 8
+CHUNK = 1000  # clients written per transaction
+# A run that claimed the month this long ago without finishing was cut short: another may carry it on.
+STALE_CLAIM = dt.timedelta(minutes=10)
 SYSTEM = "system:billing_tick"
 MONTH_PATTERN = r"^(19\d\d|2[01]\d\d)-(0[1-9]|1[0-2])$"
 
@@ -152,10 +156,14 @@ def _email_key(client_id: int, month: dt.date) -> str:
 
 
 def statements_issue(*, month: dt.date, now: dt.datetime, trigger: str, actor: str,
-                     client_ids: list[int] | None = None, practice: Practice | None = None) -> list[Statement]:
+                     client_ids: list[int] | None = None, practice: Practice | None = None,
+                     chunk: int = CHUNK) -> list[Statement]:
     """Freeze and email the month's statements of every client who has one (or of ``client_ids``), skipping
-    those already issued. A fixed number of queries whatever the number of clients; call inside a transaction.
-    Returns the statements written."""
+    those already issued, and return those written.
+
+    The figures and lines of every client are read first (four queries, whatever the number of clients); the
+    statements, their pay links and emails are then written ``chunk`` clients per transaction, so a run cut
+    short (the task queue's timeout) keeps what it wrote and the next run carries on from there."""
     month = month_first(month)
     practice = practice or Practice.load()
     figures = statement_figures(month, client_ids=client_ids)
@@ -167,6 +175,17 @@ def statements_issue(*, month: dt.date, now: dt.datetime, trigger: str, actor: s
     if not wanted:
         return []
     lines = statement_lines(month, client_ids=client_ids)
+    rows: list[Statement] = []
+    for start in range(0, len(wanted), chunk):
+        with transaction.atomic():
+            rows += _issue_chunk(month=month, wanted=wanted[start:start + chunk], figures=figures, lines=lines,
+                                 now=now, trigger=trigger, actor=actor, practice=practice)
+    return rows
+
+
+def _issue_chunk(*, month: dt.date, wanted: list[int], figures: dict[int, MonthFigures],
+                 lines: dict[int, list[StatementLine]], now: dt.datetime, trigger: str, actor: str,
+                 practice: Practice) -> list[Statement]:
     clients = Client.objects.in_bulk(wanted)
     owing = [clients[pk] for pk in wanted if figures[pk].closing_cents > 0 and clients[pk].email]
     links = links_create(clients=owing, purpose=LinkPurpose.PAY_BALANCE, now=now, actor=actor) if owing else {}
@@ -180,7 +199,7 @@ def statements_issue(*, month: dt.date, now: dt.datetime, trigger: str, actor: s
         statement.pay_link = link.link if link else None
         rows.append(statement)
     # A statement issued meanwhile by someone else wins; ours is dropped (and its email's key is the same).
-    Statement.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+    Statement.objects.bulk_create(rows, ignore_conflicts=True)
     with practice_zone_active(practice):
         emails_enqueue([Email(_email_key(s.client_id, month), s.client, "statement",
                               statement_context(s, link=links.get(s.client_id))) for s in rows if s.emailed_to],
@@ -190,7 +209,10 @@ def statements_issue(*, month: dt.date, now: dt.datetime, trigger: str, actor: s
 
 def statements_monthly(*, now: dt.datetime) -> int:
     """The billing_tick step: on the practice's statement day, from 08:00 practice time, issue the month
-    before's statements, once. Returns how many were issued."""
+    before's statements, once. Returns how many were issued.
+
+    The month's ``StatementRun`` is claimed first (one tick at a time; a claim left by a run that was cut
+    short is taken over after STALE_CLAIM), and finished once every client's statement is written."""
     practice = Practice.load()
     local = now.astimezone(practice.zone)
     due_at = dt.datetime.combine(local.date().replace(day=practice.statement_day), dt.time(STATEMENT_HOUR),
@@ -198,17 +220,21 @@ def statements_monthly(*, now: dt.datetime) -> int:
     if local < due_at:
         return 0  # not yet this month (the month before was issued last month)
     month = month_before(local.date())
-    if StatementRun.objects.filter(month=month).exists():
+    if StatementRun.objects.filter(month=month, finished_at__isnull=False).exists():
         return 0
+    # Claims are timed by the wall clock (as the email outbox's are), never by the tick's ``now``.
+    claimed_at = timezone.now()
     try:
-        with transaction.atomic():
-            # The run's row is written first: a second tick waits on it, then finds the month taken.
-            run = StatementRun.objects.create(month=month, started_at=now)
-            rows = statements_issue(month=month, now=now, trigger="schedule", actor=SYSTEM, practice=practice)
-            StatementRun.objects.filter(pk=run.pk).update(
-                finished_at=timezone.now(), statements=len(rows), emails=sum(1 for s in rows if s.emailed_to))
-    except IntegrityError:
+        run, _ = StatementRun.objects.get_or_create(month=month, defaults={"started_at": now})
+    except IntegrityError:  # another tick created it at the same moment: it is theirs
         return 0
+    free = Q(claimed_at__isnull=True) | Q(claimed_at__lt=claimed_at - STALE_CLAIM)
+    if not StatementRun.objects.filter(free, pk=run.pk, finished_at__isnull=True).update(claimed_at=claimed_at):
+        return 0
+    rows = statements_issue(month=month, now=now, trigger="schedule", actor=SYSTEM, practice=practice)
+    counts = Statement.objects.filter(month=month, trigger="schedule").aggregate(
+        statements=Count("pk"), emails=Count("pk", filter=~Q(emailed_to="")))
+    StatementRun.objects.filter(pk=run.pk).update(finished_at=timezone.now(), **counts)
     return len(rows)
 
 

@@ -211,3 +211,19 @@ def test_staff_see_the_statements_sent_and_any_months_pdf_from_the_clients_page(
     assert october.status_code == 200 and "Nothing in this month." in pdf_text(october.content)
     wrong = http.get(reverse("admin:billing_statement_client_pdf", args=[person.pk]), {"month": "2026-13"})
     assert wrong.status_code == 302
+
+
+def test_a_run_cut_short_is_carried_on_by_a_later_tick_once_its_claim_is_stale(practice: Practice) -> None:
+    people = many_clients(3)
+    LedgerEntry.objects.bulk_create([entry(p, LedgerKind.SESSION_CHARGE, 9000, dt.date(2026, 11, 9)) for p in people])
+    # The run that was cut: it had written the first client's statement (and email), then stopped.
+    statements_issue(month=NOVEMBER, now=DEC_1_8AM, trigger="schedule", actor="test", client_ids=[people[0].pk])
+    run = StatementRun.objects.create(month=NOVEMBER, started_at=DEC_1_8AM, claimed_at=timezone.now())
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=1)) == 0  # still someone's
+
+    StatementRun.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - dt.timedelta(minutes=11))
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=12)) == 2
+    run.refresh_from_db()
+    assert run.finished_at is not None and (run.statements, run.emails) == (3, 3)
+    assert OutboundEmail.objects.filter(template="statement").count() == 3
+    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=30)) == 0
