@@ -9,6 +9,7 @@ from billing.models.audit import AuditSeal
 from billing.models.charges import (
     AWAITING_PAYMENT_STATUSES,
     CANCELABLE_STATUSES,
+    COLLECTION_KINDS,
     IN_FLIGHT_STATUSES,
     MONEY_MOVED_STATUSES,
     NO_CARD_HOLD,
@@ -62,6 +63,7 @@ from billing.models.people import (
     Service,
     StripeLinkStatus,
 )
+from billing.models.plans import OPEN_PLAN_STATUSES, Installment, PaymentPlan, PlanConsent, PlanStatus
 from billing.models.practice import ChargeTiming, ChargeTrigger, NoticeTone, Practice, Weekday
 from billing.models.reports import FindingKind, FindingStatus, ReconciliationFinding, ReconciliationRun
 
@@ -69,9 +71,11 @@ __all__ = [
     "AWAITING_PAYMENT_STATUSES",
     "CANCELABLE_STATUSES",
     "CLIENT_REVIEW_KINDS",
+    "COLLECTION_KINDS",
     "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
     "NO_CARD_HOLD",
+    "OPEN_PLAN_STATUSES",
     "OPEN_STATUSES",
     "PAID_STATUSES",
     "PAYMENT_KINDS",
@@ -103,6 +107,7 @@ __all__ = [
     "FeeScheduleEntry",
     "FindingKind",
     "FindingStatus",
+    "Installment",
     "InsurancePayment",
     "LedgerEntry",
     "LedgerKind",
@@ -113,7 +118,10 @@ __all__ = [
     "Participant",
     "Payer",
     "PaymentAttempt",
+    "PaymentPlan",
     "PlaceOfService",
+    "PlanConsent",
+    "PlanStatus",
     "PolicyAcknowledgment",
     "Practice",
     "ReconciliationFinding",

@@ -46,6 +46,8 @@ CATALOGUE = [
     EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
     EmailKind("pay_balance_link", "Staff send a link to see and pay the balance (from the client's page)."),
     EmailKind("statement", "Staff send a statement: the balance, what is open, recent activity, a receipts link."),
+    EmailKind("payment_plan_offer", "Staff offer a payment plan: the installments, with a link to agree."),
+    EmailKind("payment_plan_lapsed", "A payment plan lapsed (an installment unpaid): the balance is due as usual."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
@@ -77,7 +79,9 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "balance": "$200.00", "over_days": 14,
         "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                      "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
-        "total": "$30.00",
+        "total": "$30.00", "count": 3, "why": "installment 2 ($300.00) was declined and its retries ended",
+        "installments": [{"number": n, "due_on": (when + dt.timedelta(days=30 * n)).date(), "amount": "$300.00"}
+                         for n in range(1, 4)],
         "in_credit": False, "since": (when - dt.timedelta(days=90)).date(),
         "open_items": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                         "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "status": "Scheduled"}],
