@@ -12,7 +12,19 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
 from billing import models, roles
-from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review, today
+from billing.admin import (
+    appointments,
+    charges,
+    emails,
+    metrics,
+    people,
+    plans,
+    practice,
+    records,
+    reports,
+    review,
+    today,
+)
 from billing.models import Practice
 from billing.money import format_cents
 from billing.selectors import dashboard
@@ -85,6 +97,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
         self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
+        self.register(models.PaymentPlan, plans.PaymentPlanAdmin)
         self.register(models.EmailTemplate, emails.EmailTemplateAdmin)
         self.register(models.AuditSeal, records.AuditSealAdmin)
 

@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 
-from billing.errors import InvalidInput, NotFound, Refused
+from billing.errors import NotFound, Refused
 from billing.models import (
     OPEN_PLAN_STATUSES,
     OPEN_STATUSES,
@@ -93,13 +93,13 @@ def plan_offer(*, client: Client, total_cents: int, count: int, first_due_on: dt
     practice = Practice.load()
     today = now.astimezone(practice.zone).date()
     if not 2 <= count <= MAX_INSTALLMENTS:
-        raise InvalidInput(f"A plan has 2 to {MAX_INSTALLMENTS} installments.")
+        raise PlanRefused(f"A plan has 2 to {MAX_INSTALLMENTS} installments.")
     if total_cents < count:
-        raise InvalidInput("Each installment must be at least $0.01.")
+        raise PlanRefused("Each installment must be at least $0.01.")
     if first_due_on <= today:
-        raise InvalidInput("The first installment must be after today.")
+        raise PlanRefused("The first installment must be after today.")
     if lapse_after_days < 1:
-        raise InvalidInput("A plan lapses at least one day after an unpaid installment's date.")
+        raise PlanRefused("A plan lapses at least one day after an unpaid installment's date.")
     if not client.email:
         raise PlanRefused("The client has no email address to send the plan to.")
     with transaction.atomic():
@@ -151,9 +151,11 @@ def installment_state(installment: Installment) -> str:
         return "Paid" if charge.status == ChargeStatus.SUCCEEDED else "Paid, then refunded"
     if charge.status == ChargeStatus.FAILED:
         return "Declined: will be tried again" if charge.next_retry_at else "Declined"
-    return {ChargeStatus.SCHEDULED: "To be charged", ChargeStatus.DUE: "To be charged",
-            ChargeStatus.PROCESSING: "Being charged", ChargeStatus.REQUIRES_ACTION: "Waiting for your bank",
-            ChargeStatus.CANCELED: "Not charged"}.get(charge.status, charge.get_status_display())
+    states: dict[str, str] = {ChargeStatus.SCHEDULED: "To be charged", ChargeStatus.DUE: "To be charged",
+                              ChargeStatus.PROCESSING: "Being charged",
+                              ChargeStatus.REQUIRES_ACTION: "Waiting for your bank",
+                              ChargeStatus.CANCELED: "Not charged"}
+    return states.get(charge.status, charge.get_status_display())
 
 
 def plan_paid_cents(plan: PaymentPlan) -> int:
@@ -344,7 +346,7 @@ def _plan_end(plan: PaymentPlan, status: str, why: str, now: dt.datetime, actor:
 def plan_cancel(*, plan: PaymentPlan, reason: str, user: User | None, now: dt.datetime) -> PaymentPlan:
     """Staff end an offered or current plan: nothing more is charged; what was paid stays paid."""
     if not reason.strip():
-        raise InvalidInput("Say why the plan is canceled.")
+        raise PlanRefused("Say why the plan is canceled.")
     with transaction.atomic():
         plan = PaymentPlan.objects.select_for_update().get(pk=plan.pk)
         if plan.status not in OPEN_PLAN_STATUSES:

@@ -148,8 +148,8 @@ def test_900_in_three_installments_told_charged_retried_reminders_quiet_until_it
     assert [c["amount"] for c in stripe_server.charges() if c["status"] == "succeeded"] == [30000, 30000]
     # The client sees it lapsed, with what was paid.
     with time_machine.travel(FEB_15 + 8 * DAY, tick=False):
-        page = client.get(_path(issued)).content.decode()
-    assert "This plan has lapsed" in page and "$600.00" in page
+        lapsed_page = client.get(_path(issued)).content.decode()
+    assert "This plan has lapsed" in lapsed_page and "$600.00" in lapsed_page
 
 
 @pytest.mark.django_db(transaction=True)
