@@ -22,7 +22,8 @@ from billing.admin.common import (
 )
 from billing.errors import BillingError
 from billing.models import OPEN_PLAN_STATUSES, PAID_STATUSES, Charge, Installment, PaymentPlan
-from billing.services.plans import installment_state, plan_cancel
+from billing.selectors.history import installment_state
+from billing.services.plans import plan_cancel
 
 CANCEL_PERMISSION = "cancel_payment_plan"
 

@@ -41,6 +41,7 @@ from billing.models import (
     ReviewKind,
 )
 from billing.money import format_cents
+from billing.selectors.history import installment_state
 from billing.services.balance import allocations_write, client_payable, payable_charges
 from billing.services.charges import charge_event_record, charge_transition
 from billing.services.links import IssuedLink, link_create
@@ -141,21 +142,6 @@ def installment_lines(plan: PaymentPlan) -> list[dict[str, object]]:
                       "amount_cents": amount, "state": installment_state(installment),
                       "paid": charge is not None and charge.status in PAID_STATUSES})
     return lines
-
-
-def installment_state(installment: Installment) -> str:
-    charge = installment.charge
-    if charge is None:
-        return "Not agreed yet" if installment.plan.status == PlanStatus.OFFERED else "Not charged"
-    if charge.status in PAID_STATUSES:
-        return "Paid" if charge.status == ChargeStatus.SUCCEEDED else "Paid, then refunded"
-    if charge.status == ChargeStatus.FAILED:
-        return "Declined: will be tried again" if charge.next_retry_at else "Declined"
-    states: dict[str, str] = {ChargeStatus.SCHEDULED: "To be charged", ChargeStatus.DUE: "To be charged",
-                              ChargeStatus.PROCESSING: "Being charged",
-                              ChargeStatus.REQUIRES_ACTION: "Waiting for your bank",
-                              ChargeStatus.CANCELED: "Not charged"}
-    return states.get(charge.status, charge.get_status_display())
 
 
 def plan_paid_cents(plan: PaymentPlan) -> int:
