@@ -129,6 +129,7 @@ def main() -> None:
     print(f"\nexamples run: {Stats.examples} (including those run while shrinking)")
     print(f"steps: {Stats.steps}")
     print(f"weekly card payments: {Stats.weekly_payments}, for {Stats.weekly_sessions} charges")
+    print(f"payment plans agreed: {Stats.plans}, installments paid: {Stats.installments_paid}")
     print(f"failures found: {len(found)}")
     print(f"time: {took:.0f} s")
 

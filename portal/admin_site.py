@@ -18,6 +18,7 @@ from billing.admin import (
     emails,
     metrics,
     people,
+    plans,
     practice,
     records,
     reports,
@@ -98,6 +99,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.Statement, statements.StatementAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
         self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
+        self.register(models.PaymentPlan, plans.PaymentPlanAdmin)
         self.register(models.EmailTemplate, emails.EmailTemplateAdmin)
         self.register(models.AuditSeal, records.AuditSealAdmin)
 

@@ -14,6 +14,7 @@ portal_patterns = [
     path("p/<str:token>/card/new/", views.card_link, name="card_link"),
     path("p/<str:token>/receipts/<int:charge_id>/", views.receipt_download, name="receipt_download"),
     path("p/<str:token>/history/", views.history, name="history"),
+    path("p/<str:token>/plan/agree/", views.plan_agree_view, name="plan_agree"),
     path("p/<str:token>/superbill/", views.superbill_download, name="superbill_download"),
 ]
 

@@ -25,8 +25,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing.errors import PaymentProviderError
 from billing.models import (
+    COLLECTION_KINDS,
     PAID_STATUSES,
-    PAYMENT_KINDS,
     Charge,
     ChargeKind,
     ChargeStatus,
@@ -52,6 +52,16 @@ from billing.services.cards import (
 from billing.services.documents import PeriodNotAllowed, superbill_pdf
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
 from billing.services.payments import payment_client_secret, payment_refresh
+from billing.services.plans import (
+    PlanEnded,
+    PlanNotFound,
+    PlanRefused,
+    installment_lines,
+    plan_agree,
+    plan_for_link,
+    plan_paid_cents,
+    plan_terms_text,
+)
 from billing.services.receipts import receipt_context
 from billing.services.waiting import (
     CHOICE_HOLD,
@@ -122,6 +132,8 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _balance_page(request, client_link, token)
     if client_link.purpose == LinkPurpose.RECEIPTS:  # the link in every receipt: history and receipts, no paying
         return _history_page(request, client_link, token)
+    if client_link.purpose == LinkPurpose.PAYMENT_PLAN:
+        return _plan_page(request, client_link, token)
     return _problem(request, LinkProblem("unknown"))
 
 
@@ -133,7 +145,7 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
     other = max(payable.now_cents - sum(c.amount_cents for c in offered), 0)
     # Receipts are per session or fee (what an FSA/HSA claim needs); portal balance payments are the
     # money behind them, receipted by email when made.
-    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind__in=PAYMENT_KINDS)
+    paid = (Charge.objects.filter(client=client, status__in=PAID_STATUSES).exclude(kind__in=COLLECTION_KINDS)
             .select_related("appointment__clinician").order_by("-updated_at")[:24])
     waiting = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD]
     return _page(request, "portal/balance.html", {
@@ -148,9 +160,52 @@ def _balance_page(request: HttpRequest, client_link: ClientLink, token: str) -> 
         "pay_key": secrets.token_urlsafe(24), **_superbill_period(), **_stripe_js()})
 
 
+def _plan_page(request: HttpRequest, client_link: ClientLink, token: str, *, error: str = "",
+               status: int = 200) -> HttpResponse:
+    """A payment plan: its installments and what became of each; the terms and the agree form while it is offered."""
+    try:
+        plan = plan_for_link(link=client_link)
+    except PlanNotFound as missing:
+        return _page(request, "portal/try_again.html", {"heading": "This plan is not available",
+                                                         "message": str(missing)}, status=404)
+    client = client_link.client
+    practice = Practice.load()
+    return _page(request, "portal/plan.html", {
+        "client": client, "token": token, "plan": plan, "lines": installment_lines(plan),
+        "total": format_cents(plan.total_cents), "paid": format_cents(plan_paid_cents(plan)),
+        "terms": plan_terms_text(plan, practice, client.card_summary) if client.has_card else "",
+        "consent": getattr(plan, "consent", None), "error": error}, status=status)
+
+
+@require_POST
+@_with_link(LinkPurpose.PAYMENT_PLAN, answer_json=False)
+def plan_agree_view(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
+    """The client agreed to the plan's terms: record the consent once and schedule the installments."""
+    plan_id = request.POST.get("plan", "")
+    if not (plan_id.isascii() and plan_id.isdigit()):
+        return _page(request, "portal/try_again.html", {"heading": "This plan is not available",
+                                                         "message": "This payment plan is not part of your account."},
+                     status=404)
+    if request.POST.get("agree") != "yes":
+        return _plan_page(request, client_link, token, error="Please read the terms and tick the box to agree.",
+                          status=400)
+    try:
+        plan_agree(link=client_link, plan_id=int(plan_id), ip_address=_client_ip(request),
+                   user_agent=request.META.get("HTTP_USER_AGENT", ""), now=timezone.now())
+    except PlanNotFound as missing:
+        return _page(request, "portal/try_again.html", {"heading": "This plan is not available",
+                                                         "message": str(missing)}, status=404)
+    except PlanEnded as ended:
+        return _page(request, "portal/try_again.html", {"heading": "This plan has ended", "message": str(ended)},
+                     status=410)
+    except PlanRefused as refused:
+        return _plan_page(request, client_link, token, error=str(refused), status=400)
+    return redirect("portal:link", token=token)
+
+
 @require_GET
 @never_cache
-@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN, answer_json=False)
 def history(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     return _history_page(request, client_link, token)
 
@@ -263,7 +318,7 @@ def balance_confirmed(request: HttpRequest, client_link: ClientLink, token: str)
 
 
 @require_POST
-@_with_link(LinkPurpose.PAY_BALANCE, answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.PAYMENT_PLAN, answer_json=False)
 def card_link(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """From the balance page: a fresh card-enrollment link, to add or replace the card."""
     issued = enrollment_link_send(client=client_link.client, now=timezone.now(), actor="client", send_email=False)
@@ -296,7 +351,7 @@ def waiting_choice(request: HttpRequest, client_link: ClientLink, token: str) ->
 
 
 @require_GET
-@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN, answer_json=False)
 def superbill_download(request: HttpRequest, client_link: ClientLink, token: str) -> HttpResponse:
     """The client's superbill for a period they choose, as a PDF."""
     try:
@@ -314,7 +369,7 @@ def superbill_download(request: HttpRequest, client_link: ClientLink, token: str
 
 
 @require_GET
-@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, answer_json=False)
+@_with_link(LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN, answer_json=False)
 def receipt_download(request: HttpRequest, client_link: ClientLink, token: str, charge_id: int) -> HttpResponse:
     """A paid charge's receipt as a file the client can keep or send to an FSA/HSA."""
     charge = Charge.objects.filter(pk=charge_id, client=client_link.client, status__in=PAID_STATUSES).select_related(

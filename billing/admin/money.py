@@ -21,9 +21,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.admin.common import DollarsField, has_billing_permission, staff_user
+from billing.errors import Refused
 from billing.models import ChargeStatus, Client, OutsideMethod, ReconciliationFinding, StaffAction
 from billing.money import format_cents
 from billing.services.balance import client_payable, payable_charges
+from billing.services.plans import MAX_INSTALLMENTS, plan_offer
 from billing.services.receipts import receipt_context
 from billing.services.refunds import refundable_cents
 from billing.services.staff_payments import (
@@ -42,6 +44,7 @@ from billing.services.staff_payments import (
 TAKE_PAYMENT = "take_payment"
 ADJUST_BALANCE = "adjust_balance"
 SEND_LINK = "send_card_link"
+OFFER_PLAN = "offer_payment_plan"
 REFUND = "refund_charge"
 
 
@@ -104,6 +107,23 @@ class AdjustForm(PaysForm):
         data = super().clean()
         if data.get("choice") == "add" and data.get("charges"):
             self.add_error("charges", "An amount added to what the client owes is not tied to charges.")
+        return data
+
+
+class PlanOfferForm(KeyedForm):
+    amount = DollarsField(label="Total ($)", help_text="What the plan covers: at most what the client owes now.")
+    count = forms.IntegerField(label="Number of installments", min_value=2, max_value=MAX_INSTALLMENTS, initial=3)
+    first_due_on = forms.DateField(label="First installment on", help_text="YYYY-MM-DD; the others follow monthly "
+                                                                           "on the same day.")
+    lapse_after_days = forms.IntegerField(
+        label="Lapses after (days)", min_value=1, max_value=365, initial=30,
+        help_text="An installment still unpaid this many days after its date (or once its retries end) lapses the "
+                  "plan.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "amount" not in self.errors and not data.get("amount"):
+            self.add_error("amount", "Enter the plan's total, above $0.00.")
         return data
 
 
@@ -172,6 +192,17 @@ def _adjust(client: Client, data: dict[str, Any], user: Any, now: Any) -> str:
     return f"Posted a {action.get_kind_display().lower()} of {format_cents(action.amount_cents)}."
 
 
+def _offer_plan(client: Client, data: dict[str, Any], user: Any, now: Any) -> str:
+    try:
+        plan, _ = plan_offer(client=client, total_cents=data["amount"], count=data["count"],
+                             first_due_on=data["first_due_on"], lapse_after_days=data["lapse_after_days"], now=now,
+                             user=user, form_key=data["form_key"])
+    except Refused as refused:
+        raise StaffActionRefused(str(refused)) from None
+    return (f"Offered {plan}: {format_cents(plan.total_cents)} in {data['count']} installments. The client's link to "
+            f"agree is on its way to {client.email}; nothing is charged until they agree.")
+
+
 def _link(client: Client, data: dict[str, Any], user: Any, now: Any) -> str:
     client_link_send(client=client, what=data["what"], form_key=data["form_key"], user=user, now=now)
     return f"{LINKS[data['what']]} emailed to {client.email}."
@@ -184,6 +215,9 @@ PAGES = {
                            "Record the payment", _outside),
     "adjust": Page("Adjustment or write-off", ADJUST_BALANCE, AdjustForm, "Post it", _adjust),
     "send-link": Page("Send a link or statement", SEND_LINK, LinkForm, "Send", _link),
+    "offer-plan": Page("Offer a payment plan", OFFER_PLAN, PlanOfferForm, "Offer the plan", _offer_plan,
+                       "Monthly installments charged to the card on file once the client agrees on the portal (the "
+                       "link is emailed to them)."),
 }
 
 

@@ -19,6 +19,7 @@ from billing.admin.common import (
     dollars,
     has_billing_permission,
 )
+from billing.admin.plans import ClientPlanInline
 from billing.models import (
     CategoryRate,
     Charge,
@@ -184,7 +185,8 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         ("Outreach", {"fields": ("flagged_for_outreach", "flagged_reason", "flagged_at")}),
         ("From the EHR", {"fields": ("source", "external_id", "created_at", "updated_at")}),
     )
-    inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientChargeInline, LedgerEntryInline, StaffActionInline)
+    inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientPlanInline, ClientChargeInline, LedgerEntryInline,
+               StaffActionInline)
     actions = ("link_to_stripe", "create_stripe_customer", "link_chosen_customer", "ignore_stripe_link",
                "send_card_link")
     change_form_template = "admin/billing/client/change_form.html"

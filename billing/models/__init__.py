@@ -9,6 +9,7 @@ from billing.models.audit import AuditSeal
 from billing.models.charges import (
     AWAITING_PAYMENT_STATUSES,
     CANCELABLE_STATUSES,
+    COLLECTION_KINDS,
     IN_FLIGHT_STATUSES,
     MONEY_MOVED_STATUSES,
     NO_CARD_HOLD,
@@ -62,6 +63,7 @@ from billing.models.people import (
     Service,
     StripeLinkStatus,
 )
+from billing.models.plans import OPEN_PLAN_STATUSES, Installment, PaymentPlan, PlanConsent, PlanStatus
 from billing.models.practice import ChargeTiming, ChargeTrigger, NoticeTone, Practice, Weekday
 from billing.models.reports import FindingKind, FindingStatus, ReconciliationFinding, ReconciliationRun
 from billing.models.statements import Statement, StatementRun
@@ -70,9 +72,11 @@ __all__ = [
     "AWAITING_PAYMENT_STATUSES",
     "CANCELABLE_STATUSES",
     "CLIENT_REVIEW_KINDS",
+    "COLLECTION_KINDS",
     "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
     "NO_CARD_HOLD",
+    "OPEN_PLAN_STATUSES",
     "OPEN_STATUSES",
     "PAID_STATUSES",
     "PAYMENT_KINDS",
@@ -104,6 +108,7 @@ __all__ = [
     "FeeScheduleEntry",
     "FindingKind",
     "FindingStatus",
+    "Installment",
     "InsurancePayment",
     "LedgerEntry",
     "LedgerKind",
@@ -114,7 +119,10 @@ __all__ = [
     "Participant",
     "Payer",
     "PaymentAttempt",
+    "PaymentPlan",
     "PlaceOfService",
+    "PlanConsent",
+    "PlanStatus",
     "PolicyAcknowledgment",
     "Practice",
     "ReconciliationFinding",

@@ -16,10 +16,15 @@ class ChargeKind(models.TextChoices):
     # One card payment for a client's charges of a weekly batch (``Practice.weekly_one_payment``); each session
     # charge keeps its own record, ledger line and refunds.
     WEEKLY_PAYMENT = "weekly_payment", "Weekly card payment"
+    # One agreed payment of a payment plan (``billing.models.plans``): money collected against the balance.
+    INSTALLMENT = "installment", "Payment plan installment"
 
 
 # Charges that pay other charges (through ``BalanceAllocation``) rather than a session or fee of their own.
 PAYMENT_KINDS = (ChargeKind.BALANCE_PAYMENT, ChargeKind.WEEKLY_PAYMENT)
+# Charges that collect money toward what the client owes rather than owing it: the payments above and plan
+# installments (charged on their own, and retried like a session's charge, unlike the payments above).
+COLLECTION_KINDS = (*PAYMENT_KINDS, ChargeKind.INSTALLMENT)
 
 
 class ChargeStatus(models.TextChoices):

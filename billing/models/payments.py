@@ -13,6 +13,7 @@ class LinkPurpose(models.TextChoices):
     AUTHENTICATE_PAYMENT = "authenticate_payment", "Confirm a payment"
     PAY_BALANCE = "pay_balance", "Pay the balance"
     RECEIPTS = "receipts", "See receipts"
+    PAYMENT_PLAN = "payment_plan", "See and agree to a payment plan"
 
 
 class ClientLink(models.Model):
@@ -26,6 +27,8 @@ class ClientLink(models.Model):
     purpose = models.CharField(max_length=30, choices=LinkPurpose.choices)
     token_hash = models.CharField(max_length=64, unique=True)
     charge = models.ForeignKey(Charge, on_delete=models.CASCADE, null=True, blank=True, related_name="links")
+    plan = models.ForeignKey("billing.PaymentPlan", on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="links")
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
@@ -197,6 +200,8 @@ EMAIL_TITLES = {
     "balance_second_reminder": "Second balance reminder",
     "balance_paid": "Thanks for paying the balance",
     "statement": "Monthly statement",
+    "payment_plan_offer": "Payment plan offered",
+    "payment_plan_lapsed": "Payment plan lapsed",
 }
 
 

@@ -16,9 +16,9 @@ from django.db.models.functions import Coalesce
 from billing.bulk import rows_update
 from billing.errors import Refused
 from billing.models import (
+    COLLECTION_KINDS,
     IN_FLIGHT_STATUSES,
     OPEN_STATUSES,
-    PAYMENT_KINDS,
     AttemptStatus,
     BalanceAllocation,
     BalanceEpisode,
@@ -30,6 +30,8 @@ from billing.models import (
     LedgerKind,
     LinkPurpose,
     PaymentAttempt,
+    PaymentPlan,
+    PlanStatus,
     Practice,
 )
 from billing.money import format_cents
@@ -96,7 +98,7 @@ def payable_charges(client: Client) -> list[Charge]:
     client's bank last, since paying one here withdraws that request."""
     return list(Charge.objects.filter(client=client, status__in=(*OPEN_STATUSES, ChargeStatus.REQUIRES_ACTION),
                                       amount_cents__gt=0)
-                .exclude(hold_reason=PORTAL_HOLD).exclude(kind__in=PAYMENT_KINDS)
+                .exclude(hold_reason=PORTAL_HOLD).exclude(kind__in=COLLECTION_KINDS)
                 .select_related("appointment__clinician")
                 .order_by("appointment__starts_at", "created_at", "pk"))
 
@@ -294,7 +296,13 @@ def balance_reminders_run(*, now: dt.datetime) -> int:
     over = dict(LedgerEntry.objects.filter(created_at__lte=now).values("client").annotate(total=Sum("amount_cents"))
                 .filter(total__gt=threshold).values_list("client", "total"))
     done = _episodes_close(over, now)
+    # A client paying a current payment plan is not reminded (nor thanked: the episode stays open); once the plan
+    # lapses or ends, the count goes on from where it was.
+    on_plan = set(PaymentPlan.objects.filter(client_id__in=list(over), status=PlanStatus.CURRENT)
+                  .values_list("client_id", flat=True))
     for client_id, total in over.items():
+        if client_id in on_plan:
+            continue
         since = _over_since(client_id, threshold, now)
         if since is None:
             continue

@@ -12,10 +12,13 @@ from billing.models import (
     PAYMENT_KINDS,
     CardConsent,
     Charge,
+    ChargeKind,
     ChargeStatus,
     Client,
     ClientLink,
     LinkPurpose,
+    PaymentPlan,
+    PlanStatus,
     PolicyAcknowledgment,
     Practice,
     ReviewKind,
@@ -191,10 +194,13 @@ def card_save_from_setup_intent(*, setup_intent_id: str, now: dt.datetime) -> Cl
         # A retry never comes sooner than the lead time after the charge's last notice.
         practice = Practice.load()
         # (A portal or weekly card payment that failed is a record, never retried off-session: the charges it
-        # was for are what is retried.)
-        failed = list(Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
+        # was for are what is retried. A plan's installment is retried: the client agreed to it in advance.)
+        failed_rows = Charge.objects.filter(client=client, status=ChargeStatus.FAILED).exclude(
             hold_reason=PORTAL_HOLD).exclude(kind__in=PAYMENT_KINDS)
-            .select_related("appointment__clinician", "client").order_by("pk"))
+        if PaymentPlan.objects.filter(client=client, status=PlanStatus.CURRENT).exists():
+            # While a plan is current it pays what was declined before it: only its installments are retried.
+            failed_rows = failed_rows.filter(kind=ChargeKind.INSTALLMENT)
+        failed = list(failed_rows.select_related("appointment__clinician", "client").order_by("pk"))
         # A new card: what failed is announced again (the amounts, and when: one notice), then tried after the lead.
         for charge in failed:
             charge.next_retry_at = None

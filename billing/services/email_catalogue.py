@@ -48,6 +48,8 @@ CATALOGUE = [
     EmailKind("statement", "The monthly statement (sent on the practice's statement day, or by staff): opening "
                            "balance, the month's charges, payments, refunds and adjustments, closing balance by "
                            "age, and a pay link."),
+    EmailKind("payment_plan_offer", "Staff offer a payment plan: the installments, with a link to agree."),
+    EmailKind("payment_plan_lapsed", "A payment plan lapsed (an installment unpaid): the balance is due as usual."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
@@ -91,6 +93,8 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "balance": "$200.00", "over_days": 14,
         "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                      "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
-        "total": "$30.00",
+        "total": "$30.00", "count": 3, "why": "installment 2 ($300.00) was declined and its retries ended",
+        "installments": [{"number": n, "due_on": (when + dt.timedelta(days=30 * n)).date(), "amount": "$300.00"}
+                         for n in range(1, 4)],
         "in_credit": False, **_statement_sample(),
     }

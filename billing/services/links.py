@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
-from billing.models import Charge, Client, ClientLink, LinkPurpose
+from billing.models import Charge, Client, ClientLink, LinkPurpose, PaymentPlan
 
 SALT = "portal.client-link"
 LIFETIME = {
@@ -23,6 +23,8 @@ LIFETIME = {
     LinkPurpose.AUTHENTICATE_PAYMENT: dt.timedelta(days=7),
     LinkPurpose.PAY_BALANCE: dt.timedelta(days=14),
     LinkPurpose.RECEIPTS: dt.timedelta(days=30),
+    # A plan's page shows its installments while it is paid, not only the offer.
+    LinkPurpose.PAYMENT_PLAN: dt.timedelta(days=120),
 }
 
 
@@ -50,9 +52,9 @@ def _hash(token: str) -> str:
 
 
 def link_create(*, client: Client, purpose: str, now: dt.datetime, actor: str,
-                charge: Charge | None = None) -> IssuedLink:
+                charge: Charge | None = None, plan: PaymentPlan | None = None) -> IssuedLink:
     token = signing.Signer(salt=SALT).sign(secrets.token_urlsafe(32))
-    link = ClientLink.objects.create(client=client, purpose=purpose, token_hash=_hash(token), charge=charge,
+    link = ClientLink.objects.create(client=client, purpose=purpose, token_hash=_hash(token), charge=charge, plan=plan,
                                      created_at=now, expires_at=now + LIFETIME[LinkPurpose(purpose)],
                                      created_by=actor)
     return IssuedLink(link, settings.PORTAL_BASE_URL + reverse("portal:link", args=[token]))
@@ -75,7 +77,7 @@ def link_resolve(*, token: str, now: dt.datetime) -> ClientLink:
         signing.Signer(salt=SALT).unsign(token)
     except signing.BadSignature:
         raise LinkProblem("unknown") from None
-    link = ClientLink.objects.select_related("client", "charge").filter(token_hash=_hash(token)).first()
+    link = ClientLink.objects.select_related("client", "charge", "plan").filter(token_hash=_hash(token)).first()
     if link is None:
         raise LinkProblem("unknown")
     if link.used_at is not None:

@@ -28,6 +28,7 @@ from django.utils import timezone
 from billing.bulk import rows_update
 from billing.models import (
     AWAITING_PAYMENT_STATUSES,
+    COLLECTION_KINDS,
     OPEN_STATUSES,
     PAYMENT_KINDS,
     STUCK_STATUSES,
@@ -75,6 +76,8 @@ CAP_HOLD_PREFIX = "above the practice's cap"
 
 def _collectable(now: dt.datetime) -> Q:
     # A payment that pays other charges (portal, weekly) is never charged again by itself: its charges are.
+    # A plan's installment is: the client agreed to it in advance, so a declined one is retried on the practice's
+    # days like a session's charge (and cut to what is still owed when claimed: ``_chargeable``).
     return (Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now)) & ~Q(
         kind__in=PAYMENT_KINDS)
 
@@ -90,11 +93,12 @@ def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
     """
     made = 0
     no_card: set[int] = set()
+    busy: set[int] = set()
     workers = settings.STRIPE_PARALLEL_CHARGES if not connection.in_atomic_block else 1
     with ThreadPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
         in_flight: list[Future[Answer]] = []
         while True:
-            selected, claimed = _claim_batch(now, client, no_card)
+            selected, claimed = _claim_batch(now, client, no_card, busy)
             if pool is None:
                 answers = [_ask_stripe(attempt) for attempt in claimed]
             else:
@@ -136,15 +140,17 @@ def _settle_answers(answers: list[Answer], now: dt.datetime) -> None:
         attempt_settle(attempt=attempt, payment=payment, now=now)
 
 
-def _claim_batch(now: dt.datetime, client: Client | None,
-                 no_card: set[int] | None = None) -> tuple[int, list[PaymentAttempt]]:
+def _claim_batch(now: dt.datetime, client: Client | None, no_card: set[int] | None = None,
+                 busy: set[int] | None = None) -> tuple[int, list[PaymentAttempt]]:
     """Lock up to a batch of collectable charges and claim each. Every locked charge leaves the
-    collectable set (claimed, or put on hold), so the caller's loop ends. Clients found without a card
-    are added to ``no_card``."""
+    collectable set (claimed, or put on hold), or is added to ``busy`` (an installment whose client is being
+    paid for on the portal at this moment: left for the next tick), so the caller's loop ends. Clients found
+    without a card are added to ``no_card``."""
     practice = Practice.load()
+    busy = busy if busy is not None else set()
     with transaction.atomic():
         charges = (Charge.objects.select_for_update(skip_locked=True, of=("self",)).select_related("client")
-                   .filter(_collectable(now)))
+                   .filter(_collectable(now)).exclude(pk__in=busy))
         if client is not None:
             charges = charges.filter(client=client)
         selected = list(charges.order_by("scheduled_for", "client_id", "pk")[:CLAIM_BATCH])
@@ -154,7 +160,7 @@ def _claim_batch(now: dt.datetime, client: Client | None,
             last = selected[-1]
             selected += charges.filter(client_id=last.client_id, scheduled_for=last.scheduled_for).exclude(
                 pk__in=[c.pk for c in selected]).order_by("pk")
-        chargeable = [charge for charge in selected if _chargeable(charge, practice, now)]
+        chargeable = [charge for charge in selected if _chargeable(charge, practice, now, busy)]
         if no_card is not None:
             no_card.update(c.client_id for c in selected if c.hold_reason == NO_CARD_HOLD)
         singles, weekly = _weekly_batches(chargeable, practice)
@@ -231,7 +237,7 @@ def _weekly_sessions(payment: Charge) -> tuple[list[Charge], dict[int, int]]:
     return charges, amounts
 
 
-def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
+def _chargeable(charge: Charge, practice: Practice, now: dt.datetime, busy: set[int]) -> bool:
     """May the card on file be charged now? If not, hold the charge (or stop its retries) and say why."""
     client = charge.client
     if (charge.status == ChargeStatus.DUE and charge.amount_cents > practice.max_charge_cents
@@ -244,6 +250,13 @@ def _chargeable(charge: Charge, practice: Practice, now: dt.datetime) -> bool:
         else:
             Charge.objects.filter(pk=charge.pk).update(next_retry_at=None)
         return False
+    if charge.kind == ChargeKind.INSTALLMENT:
+        # plans.py builds on this module (and on balance.py, which does too): imported when an installment is due.
+        from billing.services.plans import installment_prepare
+        ready = installment_prepare(charge, now)
+        if ready is None:
+            busy.add(charge.pk)
+        return bool(ready)
     return True
 
 
@@ -266,7 +279,7 @@ def _settle_paid(paid: list[tuple[PaymentAttempt, Payment]], now: dt.datetime) -
         charges = {charge.pk: charge for charge in Charge.objects.select_for_update(of=("self",))
                    .select_related("client", "appointment__clinician")
                    .filter(pk__in=[attempt.charge_id for attempt, _ in paid], status=ChargeStatus.PROCESSING)
-                   .exclude(kind__in=PAYMENT_KINDS)}
+                   .exclude(kind__in=COLLECTION_KINDS)}
         settled = [(attempts[attempt.pk], charges[attempt.charge_id], payment) for attempt, payment in paid
                    if attempt.pk in attempts and attempt.charge_id in charges]
         if not settled:
@@ -298,8 +311,10 @@ def attempt_refused(*, attempt: PaymentAttempt, message: str, code: str, now: dt
                           last_failure_code=attempt.failure_code, next_retry_at=None)
         review_open(kind=ReviewKind.PAYMENT_REFUSED, client=charge.client, appointment=charge.appointment,
                     charge=charge, now=now, reason=f"Stripe refused charge #{charge.pk}: {message[:200]}")
-        if charge.kind == ChargeKind.BALANCE_PAYMENT:
+        if charge.kind in (ChargeKind.BALANCE_PAYMENT, ChargeKind.INSTALLMENT):
             _allocations_released(charge, now)
+        if charge.kind == ChargeKind.INSTALLMENT:
+            BalanceAllocation.objects.filter(payment=charge).delete()  # its next attempt, if any, holds afresh
         if charge.kind == ChargeKind.WEEKLY_PAYMENT:
             sessions, _ = _weekly_sessions(charge)
             charges_transition([c for c in sessions if c.status in AWAITING_PAYMENT_STATUSES
@@ -344,7 +359,7 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 _weekly_payment_succeeded(charge, attempt, now, practice)
             else:
                 _charge_succeeded(charge, attempt, now, practice)
-            if on_portal:
+            if on_portal or charge.kind == ChargeKind.INSTALLMENT:
                 _allocations_paid(charge, attempt.payment_intent_id, now)
         elif payment.status == "requires_action":
             attempt.status = AttemptStatus.REQUIRES_ACTION
@@ -384,6 +399,10 @@ def attempt_settle(*, attempt: PaymentAttempt, payment: Payment, now: dt.datetim
                 charges_transition(withdrawn, to_status=ChargeStatus.FAILED, now=now, actor=SYSTEM,
                                    reason=lambda _: "the request to the client's bank was withdrawn",
                                    changes=lambda _: {"last_failure_code": "canceled", "next_retry_at": None})
+            if charge.kind == ChargeKind.INSTALLMENT:
+                # Nothing was taken: the charges it held go back as they were; a retry holds afresh.
+                _allocations_released(charge, now)
+                BalanceAllocation.objects.filter(payment=charge).delete()
 
 
 def payment_intent_withdraw(*, attempt: PaymentAttempt, now: dt.datetime) -> bool:
@@ -489,7 +508,7 @@ def _late_success(attempt: PaymentAttempt, now: dt.datetime) -> None:
         return
     if charge.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
         _charge_succeeded(charge, attempt, now)
-        if charge.kind == ChargeKind.BALANCE_PAYMENT:  # what it was for is paid now, if still open
+        if charge.kind in (ChargeKind.BALANCE_PAYMENT, ChargeKind.INSTALLMENT):  # what it was for, if still open
             _allocations_paid(charge, attempt.payment_intent_id, now)
         return
     # The charge was already paid another way: this is a second payment. Record it and ask for a refund.
@@ -687,6 +706,12 @@ def _clear_card_flag_if_settled(client: Client, now: dt.datetime) -> None:
         Client.objects.filter(pk=client.pk, flagged_for_outreach=True,
                               flagged_reason__contains="failed card payments").update(
             flagged_for_outreach=False, flagged_reason="", flagged_at=None)
+
+
+def card_flag_clear_if_settled(*, client: Client, now: dt.datetime) -> None:
+    """Lift the client's failed-card flag once nothing of theirs is declined or waiting for their bank (a payment
+    plan that lapsed cancels the installment that raised it: the plan's review item takes over)."""
+    _clear_card_flag_if_settled(client, now)
 
 
 def attempts_settle_unknown(*, now: dt.datetime) -> int:

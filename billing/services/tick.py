@@ -22,6 +22,7 @@ from billing.services.charges import charges_transition
 from billing.services.notify import emails_deferred, emails_send
 from billing.services.outbound import webhooks_deliver
 from billing.services.payments import attempts_settle_unknown, charges_collect
+from billing.services.plans import plans_review
 from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
 from billing.services.schedule import notices_enqueue
@@ -82,6 +83,8 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("notices_sent", notices_send),
     ("charges_marked_due", charges_mark_due),
     ("payment_attempts", charges_collect),
+    # Payment plans paid off or lapsed (billing/services/plans.py), before the reminders that a lapse restarts.
+    ("plans_reviewed", plans_review),
     ("balance_reminders", balance_reminders_run),
     # The practice's statement day from 08:00 practice time: the month before's statements, once.
     ("statements_issued", statements_monthly),

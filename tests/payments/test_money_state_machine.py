@@ -88,6 +88,7 @@ from hypothesis.stateful import (
 )
 
 from billing.models import (
+    OPEN_PLAN_STATUSES,
     Appointment,
     AppointmentStatus,
     AttemptStatus,
@@ -110,18 +111,20 @@ from billing.models import (
     Participant,
     Payer,
     PaymentAttempt,
+    PaymentPlan,
     Practice,
     ReviewItem,
     ReviewKind,
     Service,
 )
 from billing.money import format_cents
-from billing.services.balance import ABANDONED_AFTER, client_balance_cents, payable_charges
+from billing.services.balance import ABANDONED_AFTER, client_balance_cents, client_payable, payable_charges
 from billing.services.cards import enrollment_link_send
 from billing.services.ledger import OWED_KINDS
 from billing.services.links import link_create
 from billing.services.notify import emails_deferred
 from billing.services.payments import UNKNOWN_AFTER, _ask_stripe, _claim_batch
+from billing.services.plans import PlanRefused, plan_cancel, plan_offer
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import appointment_set_status, appointment_sync_charges
 from billing.services.tick import charges_mark_due, notices_send, tick_run
@@ -148,6 +151,8 @@ PAY_MODES = ("all", "items", "amount")
 # the amount it announced).
 NOTICE_TEMPLATES = ("pre_charge_notice", "payment_failed", "waiting_charges_notice")
 PAID = (ChargeStatus.SUCCEEDED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
+# Payments that pay other charges through allocations: on the portal, and a payment plan's installments.
+BALANCE_KINDS = (ChargeKind.BALANCE_PAYMENT, ChargeKind.INSTALLMENT)
 PAYMENT_INTENT = re.compile(r"\bpi_\w+")
 # Stripe's webhook for each PaymentIntent status the portal may need to hear about.
 EVENT_FOR_STATUS = {"succeeded": "payment_intent.succeeded", "requires_payment_method": "payment_intent.payment_failed",
@@ -186,6 +191,8 @@ class Stats:
     steps = 0
     weekly_payments = 0  # weekly card payments made (one PaymentIntent for several charges)
     weekly_sessions = 0  # the charges they were for
+    plans = 0  # payment plans agreed to
+    installments_paid = 0
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -257,6 +264,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         Stats.weekly_payments += Charge.objects.filter(kind=ChargeKind.WEEKLY_PAYMENT).count()
         Stats.weekly_sessions += BalanceAllocation.objects.filter(payment__kind=ChargeKind.WEEKLY_PAYMENT).count()
+        Stats.installments_paid += Charge.objects.filter(kind=ChargeKind.INSTALLMENT, status__in=PAID).count()
         if self.traveller is not None:
             self.traveller.stop()
 
@@ -387,6 +395,33 @@ class MoneyMachine(RuleBasedStateMachine):
         assert len(went_through) <= 1, f"two payments from the same link at once both went through: {answers}"
         self._step_done()
 
+    @rule(client=st.sampled_from(list(CLIENTS)), count=st.sampled_from([2, 3]), share=st.sampled_from([1, 2]))
+    def a_payment_plan_is_agreed(self, client: str, count: int, share: int) -> None:
+        """Staff offer a plan for what the client owes now (all of it, or half), monthly from tomorrow; the client
+        agrees on the plan's page (needing a card on file). Its installments are then charged by the ticks."""
+        person = Client.objects.get(pk=self.clients[client])
+        owed = client_payable(person).now_cents // share
+        if owed < count * 100 or PaymentPlan.objects.filter(client=person, status__in=OPEN_PLAN_STATUSES).exists():
+            return self._step_done()
+        tomorrow = self.clock.astimezone(Practice.load().zone).date() + dt.timedelta(days=1)
+        plan, issued = plan_offer(client=person, total_cents=owed, count=count, first_due_on=tomorrow, now=self.clock,
+                                  user=None, form_key=f"machine-plan-{person.pk}-{self.clock.timestamp():.0f}")
+        agreed = HttpClient().post(_path(issued.url) + "plan/agree/", {"plan": plan.pk, "agree": "yes"})
+        assert agreed.status_code == (302 if person.has_card else 400), agreed.content[:300]
+        Stats.plans += agreed.status_code == 302
+        self._step_done()
+
+    @precondition(lambda self: PaymentPlan.objects.filter(status__in=OPEN_PLAN_STATUSES).exists())
+    @rule(data=st.data())
+    def staff_cancel_a_plan(self, data: st.DataObject) -> None:
+        plans = list(PaymentPlan.objects.filter(status__in=OPEN_PLAN_STATUSES).order_by("pk"))
+        plan = data.draw(st.sampled_from(plans))
+        try:
+            plan_cancel(plan=plan, reason="the machine asked", user=self.staff, now=self.clock)
+        except PlanRefused:
+            assert Charge.objects.filter(installment__plan=plan, status=ChargeStatus.PROCESSING).exists()
+        self._step_done()
+
     @precondition(lambda self: bool(self._shown_for_authentication()))
     @rule(data=st.data(), passes=st.booleans(), page_reports_back=st.booleans())
     def client_authenticates(self, data: st.DataObject, passes: bool, page_reports_back: bool) -> None:
@@ -461,11 +496,11 @@ class MoneyMachine(RuleBasedStateMachine):
         twice = {charge: n for charge, n in intents.items() if n > 1}
         assert not twice, f"charges with more than one succeeded PaymentIntent: {twice}"
         # Paid on its own, and paid (beyond what it recorded as paid in part) by portal balance payments.
-        allocated = dict(BalanceAllocation.objects.filter(payment__status__in=PAID,
-                                                          payment__kind=ChargeKind.BALANCE_PAYMENT).values("charge")
-                         .annotate(total=Sum("amount_cents")).values_list("charge", "total"))
+        # (A plan's installment pays charges the same way.)
+        allocated = dict(BalanceAllocation.objects.filter(payment__status__in=PAID, payment__kind__in=BALANCE_KINDS)
+                         .values("charge").annotate(total=Sum("amount_cents")).values_list("charge", "total"))
         for charge in Charge.objects.filter(pk__in=[c for c in ledger if c in allocated]).exclude(
-                kind=ChargeKind.BALANCE_PAYMENT):
+                kind__in=BALANCE_KINDS):
             assert allocated[charge.pk] <= charge.prepaid_cents, (
                 f"charge #{charge.pk} was paid by its own payment and, {allocated[charge.pk]} cents, on the portal")
 

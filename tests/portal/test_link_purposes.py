@@ -15,10 +15,10 @@ from billing.services.links import link_create
 from tests.practice_fixtures import FRIDAY_10AM
 
 ALLOWED = {
-    "superbill": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
-    "receipt": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
-    "history": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS},
-    "card_link": {LinkPurpose.PAY_BALANCE},
+    "superbill": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN},
+    "receipt": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN},
+    "history": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN},
+    "card_link": {LinkPurpose.PAY_BALANCE, LinkPurpose.PAYMENT_PLAN},
     "balance_confirmed": {LinkPurpose.PAY_BALANCE},
 }
 NOT_VALID = "This link is not valid. Please ask the practice for a new one."

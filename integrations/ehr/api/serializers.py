@@ -480,6 +480,34 @@ class StatementOut(serializers.Serializer):
     sessions = serializers.IntegerField()
     aging = AgingOut()
     lines = StatementLineOut(many=True)
+class InstallmentOut(serializers.Serializer):
+    number = serializers.IntegerField()
+    due_on = serializers.DateField(help_text="The practice's day it is charged (10:00 practice time).")
+    agreed_cents = serializers.IntegerField(help_text="The amount agreed.")
+    amount_cents = serializers.IntegerField(
+        help_text="What it takes or took: less than agreed (or 0, not charged) once the balance was paid otherwise.")
+    charge = serializers.IntegerField(allow_null=True, help_text="Its charge (kind installment) once agreed, as in "
+                                                                 "charges/<id>/; null while offered.")
+    status = serializers.CharField(allow_null=True, help_text="Its charge's status; null while offered.")
+    paid = serializers.BooleanField()
+
+
+class PaymentPlanOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["offered", "current", "completed", "lapsed", "canceled"])
+    total_cents = serializers.IntegerField()
+    paid_cents = serializers.IntegerField(help_text="What its installments brought in.")
+    lapse_after_days = serializers.IntegerField()
+    offered_at = serializers.DateTimeField()
+    agreed_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    end_reason = serializers.CharField(allow_blank=True)
+    installments = InstallmentOut(many=True)
+
+
+class PaymentPlansOut(serializers.Serializer):
+    client = serializers.CharField()
+    plans = PaymentPlanOut(many=True)
 
 
 class FindingOut(serializers.Serializer):

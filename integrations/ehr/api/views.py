@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from billing.audit.access import auditlog_context_restored
 from billing.csv_safe import csv_safe_writer, safe_cell
 from billing.models import (
+    PAID_STATUSES,
     Appointment,
     AppointmentStatus,
     Charge,
@@ -35,6 +36,7 @@ from billing.models import (
     Clinician,
     InsurancePayment,
     Participant,
+    PaymentPlan,
     PolicyAcknowledgment,
     Practice,
 )
@@ -467,6 +469,32 @@ class StatementDetail(ClientView):
         if response.status_code >= 400 and isinstance(getattr(request, "accepted_renderer", None), PdfRenderer):
             request.accepted_renderer, request.accepted_media_type = AsciiJSONRenderer(), "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
+class PaymentPlanList(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.PaymentPlansOut}, NOT_FOUND),
+                   tags=["clients"], description="The client's payment plans, newest first, with each installment "
+                                                 "and what it paid.")
+    def get(self, request: Request, external_id: str) -> Response:
+        client = self.get_client(external_id)
+        plans = PaymentPlan.objects.filter(client=client).prefetch_related("installments__charge").order_by(
+            "-offered_at", "-pk")
+        return Response(api.PaymentPlansOut({"client": client.external_id,
+                                             "plans": [_plan_representation(plan) for plan in plans]}).data)
+
+
+def _plan_representation(plan: PaymentPlan) -> dict[str, Any]:
+    installments = []
+    for installment in sorted(plan.installments.all(), key=lambda i: i.number):
+        charge = installment.charge
+        paid = charge is not None and charge.status in PAID_STATUSES
+        installments.append({
+            "number": installment.number, "due_on": installment.due_on, "agreed_cents": installment.amount_cents,
+            "amount_cents": (0 if charge.status == ChargeStatus.CANCELED else charge.amount_cents) if charge
+            else installment.amount_cents,
+            "charge": charge.pk if charge else None, "status": charge.status if charge else None, "paid": paid})
+    return {"id": plan.pk, "status": plan.status, "total_cents": plan.total_cents,
+            "paid_cents": sum(i["amount_cents"] for i in installments if i["paid"]),
+            "lapse_after_days": plan.lapse_after_days, "offered_at": plan.offered_at, "agreed_at": plan.agreed_at,
+            "ended_at": plan.ended_at, "end_reason": plan.end_reason, "installments": installments}
 
 
 # --- Appointments ----------------------------------------------------------------------------------------
