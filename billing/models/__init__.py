@@ -24,6 +24,7 @@ from billing.models.charges import (
     ChargeStatus,
     PaymentAttempt,
 )
+from billing.models.estimates import EstimateLine, EstimateStatus, GoodFaithEstimate
 from billing.models.insurance import InsurancePayment
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
@@ -100,9 +101,12 @@ __all__ = [
     "Coverage",
     "EmailStatus",
     "EmailTemplate",
+    "EstimateLine",
+    "EstimateStatus",
     "FeeScheduleEntry",
     "FindingKind",
     "FindingStatus",
+    "GoodFaithEstimate",
     "InsurancePayment",
     "LedgerEntry",
     "LedgerKind",

@@ -78,6 +78,8 @@ class ReviewKind(models.TextChoices):
     STRIPE_LINK = "stripe_link", "Stripe customer to link by hand"
     FEE_NO_ACK = "fee_no_ack", "Fee not charged: no current policy acknowledgment"
     WAITING_CHOICE = "waiting_choice", "Charges from before the card was saved, waiting for a choice"
+    ESTIMATE_WARNING = "estimate_warning", "Billed nearing $400 above the good faith estimate"
+    ESTIMATE_HOLD = "estimate_hold", "Charge held: $400 or more above the good faith estimate"
 
 
 # Causes about the client rather than one session: one open item per client, whatever the session.

@@ -13,6 +13,7 @@ class LinkPurpose(models.TextChoices):
     AUTHENTICATE_PAYMENT = "authenticate_payment", "Confirm a payment"
     PAY_BALANCE = "pay_balance", "Pay the balance"
     RECEIPTS = "receipts", "See receipts"
+    ESTIMATE = "estimate", "See a good faith estimate"
 
 
 class ClientLink(models.Model):
@@ -196,6 +197,7 @@ EMAIL_TITLES = {
     "balance_reminder": "Balance reminder",
     "balance_second_reminder": "Second balance reminder",
     "balance_paid": "Thanks for paying the balance",
+    "good_faith_estimate": "Good faith estimate",
 }
 
 

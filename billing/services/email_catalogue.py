@@ -19,6 +19,7 @@ from billing.models import (
     Client,
     Clinician,
     EmailTemplate,
+    GoodFaithEstimate,
     NoticeTone,
 )
 
@@ -46,6 +47,8 @@ CATALOGUE = [
     EmailKind("balance_paid", "Thanks the client for a payment that settled a reminded balance."),
     EmailKind("pay_balance_link", "Staff send a link to see and pay the balance (from the client's page)."),
     EmailKind("statement", "Staff send a statement: the balance, what is open, recent activity, a receipts link."),
+    EmailKind("good_faith_estimate", "A self-pay client's good faith estimate (or a revised one), with a secure link "
+                                     "to read, download and acknowledge it."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
@@ -77,7 +80,10 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "balance": "$200.00", "over_days": 14,
         "waiting": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                      "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "amount_cents": 3000}],
-        "total": "$30.00",
+        "total": "$30.00", "revised": False,
+        "estimate": GoodFaithEstimate(client=client, period_start=when.date(),
+                                      period_end=when.date() + dt.timedelta(days=364), total_cents=728000,
+                                      frequency="Weekly", practice_name="Riverbend Counseling", issued_at=when),
         "in_credit": False, "since": (when - dt.timedelta(days=90)).date(),
         "open_items": [{"session_date": appointment.starts_at.date(), "service": "Individual therapy, 60 minutes",
                         "therapist": "Dana Reyes, LCSW", "amount": "$30.00", "status": "Scheduled"}],

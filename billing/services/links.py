@@ -23,6 +23,8 @@ LIFETIME = {
     LinkPurpose.AUTHENTICATE_PAYMENT: dt.timedelta(days=7),
     LinkPurpose.PAY_BALANCE: dt.timedelta(days=14),
     LinkPurpose.RECEIPTS: dt.timedelta(days=30),
+    # A good faith estimate: the client may come back to read it, and acknowledge it, for a while.
+    LinkPurpose.ESTIMATE: dt.timedelta(days=60),
 }
 
 
