@@ -18,7 +18,7 @@ there unnoticed:
 - A held charge goes ahead when a revised estimate makes room for it (``estimate_revise``: the revision
   supersedes the estimate for the rest of its period and releases, oldest session first, what now fits), or
   when staff release it anyway, saying why (``estimate_hold_release``). Either way the client is told first:
-  the charge is scheduled the practice's notice lead time ahead, with a pre-charge notice now.
+  a pre-charge notice goes out with the release, and the card is charged the practice's notice lead time later.
 """
 
 from __future__ import annotations
@@ -195,8 +195,10 @@ def estimate_guard_check(*, charge: Charge, practice: Practice | None = None, pe
 
 
 def estimate_guard_apply(*, charge: Charge, decision: GuardDecision, now: dt.datetime, actor: str,
-                         user: User | None = None, practice: Practice | None = None) -> None:
-    """Do what the guard decided to a saved charge the caller holds (select_for_update, in its transaction)."""
+                         user: User | None = None, practice: Practice | None = None, announce: bool = True) -> None:
+    """Do what the guard decided to a saved charge the caller holds (select_for_update, in its transaction). A
+    held charge that fits now goes ahead after a pre-charge notice (sent now, unless ``announce`` is off: the
+    caller announces a batch at once)."""
     if decision.estimate is None or charge.status not in OPEN_STATUSES or charge.hold_reason == PORTAL_HOLD:
         return
     practice = practice or Practice.load()
@@ -221,6 +223,8 @@ def estimate_guard_apply(*, charge: Charge, decision: GuardDecision, now: dt.dat
         return
     if is_estimate_hold(charge):
         _hold_lift(charge, practice, now, actor, user, f"fits good faith estimate #{decision.estimate.pk} now")
+        if announce:
+            _announce([charge], practice, now)
     if decision.outcome == WARN:
         review_open(kind=ReviewKind.ESTIMATE_WARNING, client=charge.client, appointment=charge.appointment,
                     charge=charge, now=now,
@@ -247,14 +251,23 @@ def estimate_guard_enforce(*, charge: Charge, now: dt.datetime, actor: str, user
 
 def _hold_lift(charge: Charge, practice: Practice, now: dt.datetime, actor: str, user: User | None,
                reason: str) -> None:
-    """A held charge goes ahead, told first: a pre-charge notice now (the next billing run sends it), the card
-    charged the practice's notice lead time later (at once when the practice sends no notices)."""
+    """A held charge goes ahead, told first: the card is charged the practice's notice lead time from now (at
+    once when the practice sends no notices); the caller announces it (``_announce``)."""
     lead = dt.timedelta(hours=practice.pre_charge_notice_hours)
     charge_transition(charge=charge, to_status=ChargeStatus.SCHEDULED, now=now, actor=actor, user=user,
-                      reason=reason, hold_reason="", scheduled_for=now + lead,
-                      notice_due_at=now if lead else None, notice_sent_at=None, next_retry_at=None)
+                      reason=reason, hold_reason="", scheduled_for=now + lead, notice_due_at=now if lead else None,
+                      notice_sent_at=now if lead else None, next_retry_at=None)
     review_close_stale(kind=ReviewKind.ESTIMATE_HOLD, client=charge.client, appointment=charge.appointment, now=now,
                        note=reason[:300])
+
+
+def _announce(charges: list[Charge], practice: Practice, now: dt.datetime) -> None:
+    """The pre-charge notice for charges released together: one email listing them, sent with the release."""
+    # Imported here: schedule imports this module (the guard runs where it prices charges).
+    from billing.services.schedule import notices_enqueue
+
+    if charges and practice.pre_charge_notice_hours:
+        notices_enqueue(charges=charges, now=now, practice=practice)
 
 
 def estimate_hold_release(*, charge: Charge, now: dt.datetime, actor: str, user: User | None, why: str) -> Charge:
@@ -269,8 +282,9 @@ def estimate_hold_release(*, charge: Charge, now: dt.datetime, actor: str, user:
         if charge.status != ChargeStatus.DUE or not is_estimate_hold(charge):
             raise EstimateRefused(f"Charge #{charge.pk} is not held above a good faith estimate "
                                   f"(it is {charge.status_phrase}).")
-        _hold_lift(charge, Practice.load(), now, actor, user,
-                   f"{RELEASED_ANYWAY} ({charge.hold_reason}) by {actor}: {why}")
+        practice = Practice.load()
+        _hold_lift(charge, practice, now, actor, user, f"{RELEASED_ANYWAY} ({charge.hold_reason}) by {actor}: {why}")
+        _announce([charge], practice, now)
     return charge
 
 
@@ -287,9 +301,11 @@ def estimate_held_release_fitting(*, estimate: GoodFaithEstimate, now: dt.dateti
     released = []
     for charge in held:
         decision = estimate_guard_check(charge=charge, practice=practice, estimate=estimate)
-        estimate_guard_apply(charge=charge, decision=decision, now=now, actor=actor, user=user, practice=practice)
+        estimate_guard_apply(charge=charge, decision=decision, now=now, actor=actor, user=user, practice=practice,
+                             announce=False)
         if not is_estimate_hold(charge):
             released.append(charge)
+    _announce(released, practice, now)
     return released
 
 

@@ -15,6 +15,7 @@ from billing.models import (
     Charge,
     ChargeStatus,
     Client,
+    GoodFaithEstimate,
     Practice,
     ReviewItem,
     ReviewKind,
@@ -72,7 +73,7 @@ def session(make_appointment: Callable[..., Appointment], client: Client, starts
 
 
 def estimate_of(client: Client, total_sessions: int, start: dt.date = dt.date(2026, 11, 1),
-                end: dt.date = dt.date(2026, 11, 30)) -> object:
+                end: dt.date = dt.date(2026, 11, 30)) -> GoodFaithEstimate:
     return estimate_create(client=client, period_start=start, period_end=end,
                            lines=[LineIn("90837", total_sessions)], now=NOW - dt.timedelta(days=60), actor="test")
 
