@@ -30,7 +30,8 @@ ADMINISTRATOR = "Administrator"
 ROLES = (FRONT_DESK, BILLING_MANAGER, AUDITOR, ADMINISTRATOR)
 
 # Rows front desk staff keep up to date (billing app model names).
-FRONT_DESK_EDITS = {"client", "coverage", "policyacknowledgment", "appointment", "participant", "reviewitem"}
+FRONT_DESK_EDITS = {"client", "coverage", "policyacknowledgment", "appointment", "participant", "reviewitem",
+                    "goodfaithestimate"}
 FRONT_DESK_DELETES = {"coverage", "participant"}
 FRONT_DESK_ACTIONS = {"send_card_link", "link_stripe_customer", "take_payment"}
 # Practice configuration a billing manager may remove rows of; money and history rows are never deleted.

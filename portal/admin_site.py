@@ -16,6 +16,7 @@ from billing.admin import (
     appointments,
     charges,
     emails,
+    estimates,
     metrics,
     people,
     plans,
@@ -37,7 +38,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("todays-work", "Today's work", ["billing.reviewitem", "billing.charge", "billing.reconciliationfinding"]),
     ("clients-sessions", "Clients & sessions", [
         "billing.client", "billing.appointment", "billing.coverage", "billing.policyacknowledgment",
-        "billing.clinician"]),
+        "billing.goodfaithestimate", "billing.clinician"]),
     ("money", "Money", [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
         "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
@@ -102,6 +103,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.PaymentPlan, plans.PaymentPlanAdmin)
         self.register(models.EmailTemplate, emails.EmailTemplateAdmin)
         self.register(models.AuditSeal, records.AuditSealAdmin)
+        self.register(models.GoodFaithEstimate, estimates.GoodFaithEstimateAdmin)
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
@@ -150,8 +152,11 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
             row.fixes = today.charge_fixes(request, row)
         for row in (*queues["review_items"].rows, *queues["stripe_links"].rows):
             row.fixes = today.item_fixes(request, row)
+        for row in queues["estimates_missing"].rows:
+            row.fixes = today.estimate_fixes(request, row)
         figures = metrics.front_page(now=timezone.now(), zone=_practice(request).zone, queues=queues)
-        context = {"queues": queues, "figures": figures, **(extra_context or {})}
+        context = {"queues": queues, "figures": figures, "estimate_batch_fixes": today.estimate_batch_fixes(
+            request, queues["estimates_missing"].count), **(extra_context or {})}
         return super().index(request, extra_context=context)
 
 

@@ -16,6 +16,9 @@ portal_patterns = [
     path("p/<str:token>/history/", views.history, name="history"),
     path("p/<str:token>/plan/agree/", views.plan_agree_view, name="plan_agree"),
     path("p/<str:token>/superbill/", views.superbill_download, name="superbill_download"),
+    path("p/<str:token>/estimates/<int:estimate_id>/pdf/", views.estimate_download, name="estimate_pdf"),
+    path("p/<str:token>/estimates/<int:estimate_id>/acknowledge/", views.estimate_acknowledge,
+         name="estimate_acknowledge"),
 ]
 
 urlpatterns = [

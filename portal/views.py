@@ -31,6 +31,8 @@ from billing.models import (
     ChargeKind,
     ChargeStatus,
     ClientLink,
+    EstimateStatus,
+    GoodFaithEstimate,
     LinkPurpose,
     Practice,
 )
@@ -49,7 +51,8 @@ from billing.services.cards import (
     enrollment_begin,
     enrollment_link_send,
 )
-from billing.services.documents import PeriodNotAllowed, superbill_pdf
+from billing.services.documents import PeriodNotAllowed, estimate_pdf, superbill_pdf
+from billing.services.estimates import estimate_acknowledge as acknowledge_estimate
 from billing.services.links import LinkProblem, link_mark_used, link_resolve
 from billing.services.payments import payment_client_secret, payment_refresh
 from billing.services.plans import (
@@ -134,6 +137,8 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _history_page(request, client_link, token)
     if client_link.purpose == LinkPurpose.PAYMENT_PLAN:
         return _plan_page(request, client_link, token)
+    if client_link.purpose == LinkPurpose.ESTIMATE:
+        return _estimate_page(request, client_link, token)
     return _problem(request, LinkProblem("unknown"))
 
 
@@ -381,6 +386,47 @@ def receipt_download(request: HttpRequest, client_link: ClientLink, token: str, 
     response["Content-Disposition"] = f'attachment; filename="receipt-{charge.pk}.html"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _estimate_page(request: HttpRequest, client_link: ClientLink, token: str,
+                   acknowledged_now: bool = False) -> HttpResponse:
+    """The client's good faith estimate in force (the newest issued), to read, download and acknowledge; the
+    earlier ones as PDFs."""
+    estimates = list(GoodFaithEstimate.objects.filter(client=client_link.client).select_related("client")
+                     .order_by("-issued_at", "-pk")[:24])
+    current = next((e for e in estimates if e.status == EstimateStatus.ISSUED), None)
+    return _page(request, "portal/estimate.html", {
+        "client": client_link.client, "token": token, "acknowledged_now": acknowledged_now,
+        "current": {"estimate": current, "lines": list(current.lines.all())} if current else None,
+        "earlier": [e for e in estimates if e is not current]})
+
+
+def _client_estimate(client_link: ClientLink, estimate_id: int) -> GoodFaithEstimate | None:
+    return GoodFaithEstimate.objects.filter(pk=estimate_id, client=client_link.client).select_related("client").first()
+
+
+@require_GET
+@_with_link(LinkPurpose.ESTIMATE, answer_json=False)
+def estimate_download(request: HttpRequest, client_link: ClientLink, token: str, estimate_id: int) -> HttpResponse:
+    """One of the client's good faith estimates as a PDF."""
+    estimate = _client_estimate(client_link, estimate_id)
+    if estimate is None:
+        return _problem(request, LinkProblem("unknown"))
+    response = HttpResponse(estimate_pdf(estimate=estimate), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="good-faith-estimate-{estimate.pk}.pdf"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@_with_link(LinkPurpose.ESTIMATE, answer_json=False)
+def estimate_acknowledge(request: HttpRequest, client_link: ClientLink, token: str, estimate_id: int) -> HttpResponse:
+    """The client confirms they received the estimate: recorded once, with when and from where."""
+    estimate = _client_estimate(client_link, estimate_id)
+    if estimate is None:
+        return _problem(request, LinkProblem("unknown"))
+    acknowledge_estimate(estimate=estimate, now=timezone.now(), by="client (portal)", ip_address=_client_ip(request))
+    return _estimate_page(request, client_link, token, acknowledged_now=True)
 
 
 def _stripe_js() -> dict[str, str]:

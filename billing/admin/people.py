@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from billing.admin import linking, money, statements
+from billing.admin import estimates, linking, money, statements
 from billing.admin.common import (
     DollarsMixin,
     IdCheckedAutocompleteMixin,
@@ -188,7 +188,7 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
     inlines = (CoverageInline, PolicyAcknowledgmentInline, ClientPlanInline, ClientChargeInline, LedgerEntryInline,
                StaffActionInline)
     actions = ("link_to_stripe", "create_stripe_customer", "link_chosen_customer", "ignore_stripe_link",
-               "send_card_link")
+               "send_card_link", "issue_estimates")
     change_form_template = "admin/billing/client/change_form.html"
 
     def get_urls(self) -> list[URLPattern]:
@@ -206,6 +206,7 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         if client is not None:
             extra_context["money_tools"] = [*money.client_money_tools(request, client),
+                                            *estimates.client_estimate_tools(request, client),
                                             *statements.client_statement_tools(request, client, self)]
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -237,6 +238,14 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
     @admin.action(description="Send card link", permissions=["card_link"])
     def send_card_link(self, request: HttpRequest, queryset: QuerySet[Client]) -> TemplateResponse | None:
         return linking.send_card_links(self, request, list(queryset), "send_card_link")
+
+    def has_issue_estimate_permission(self, request: HttpRequest) -> bool:
+        return has_billing_permission(request, estimates.ISSUE)
+
+    @admin.action(description="Issue a good faith estimate to each self-pay client without one",
+                  permissions=["issue_estimate"])
+    def issue_estimates(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
+        self.message_user(request, estimates.estimates_for_all(request, list(queryset)), messages.SUCCESS)
 
     @admin.display(description="Name", ordering="last_name")
     def name(self, client: Client) -> str:

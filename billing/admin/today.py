@@ -22,6 +22,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing.admin.common import has_billing_permission, plural, staff_user
+from billing.admin.estimates import ISSUE, REVISE, estimates_for_all
 from billing.admin.linking import CARD_LINK_PERMISSION, LINK_PERMISSION
 from billing.errors import BillingError
 from billing.models import (
@@ -31,6 +32,8 @@ from billing.models import (
     Charge,
     ChargeStatus,
     Client,
+    EstimateStatus,
+    GoodFaithEstimate,
     ReviewItem,
     ReviewKind,
     ReviewStatus,
@@ -38,6 +41,7 @@ from billing.models import (
 from billing.money import format_cents
 from billing.selectors.dashboard import FEE_KINDS
 from billing.services.cards import enrollment_link_send
+from billing.services.estimates import is_estimate_hold
 from billing.services.holds import charge_release, is_cap_hold
 from billing.services.review import review_resolve
 from billing.services.schedule import appointment_sync_charges, fee_waive
@@ -71,7 +75,10 @@ def charge_fixes(request: HttpRequest, charge: Charge) -> list[Fix]:
     fixes = []
     if charge.kind in FEE_KINDS and charge.status in CANCELABLE_STATUSES and _may(request, "waive_fee"):
         fixes.append(Fix("Waive fee", name="waive", target=charge.pk, reason="Why waive it", reason_required=True))
-    if charge.status == ChargeStatus.DUE and is_cap_hold(charge) and _may(request, "release_charge"):
+    if charge.status == ChargeStatus.DUE and is_estimate_hold(charge):
+        fixes += revise_fixes(request, charge.client_id)
+    if (charge.status == ChargeStatus.DUE and (is_cap_hold(charge) or is_estimate_hold(charge))
+            and _may(request, "release_charge")):
         fixes.append(Fix("Charge anyway", name="release", target=charge.pk, reason="Why it may go ahead",
                          reason_required=True))
     if (charge.status == ChargeStatus.DUE and charge.hold_reason == CHOICE_HOLD
@@ -81,6 +88,29 @@ def charge_fixes(request: HttpRequest, charge: Charge) -> list[Fix]:
             and _may(request, CARD_LINK_PERMISSION)):
         fixes.append(Fix("Email a card link", name="card_link", target=charge.client_id))
     return fixes
+
+
+def revise_fixes(request: HttpRequest, client_id: int) -> list[Fix]:
+    """A link to revise the client's good faith estimate in force (the guard held or warned about a charge)."""
+    estimate = (GoodFaithEstimate.objects.filter(client_id=client_id, status=EstimateStatus.ISSUED)
+                .order_by("-issued_at", "-pk").first())
+    if estimate is None or not _may(request, REVISE):
+        return []
+    return [Fix("Issue a revised estimate", url=reverse("admin:billing_goodfaithestimate_revise", args=[estimate.pk]))]
+
+
+def estimate_fixes(request: HttpRequest, client: Client) -> list[Fix]:
+    """A self-pay client without an estimate: issue one (the page proposes the lines)."""
+    if not _may(request, ISSUE):
+        return []
+    return [Fix("Issue an estimate", url=reverse("admin:billing_goodfaithestimate_issue", args=[client.pk]))]
+
+
+def estimate_batch_fixes(request: HttpRequest, count: int) -> list[Fix]:
+    """One estimate for each of them at once: weekly sessions for 12 months at their rate or the practice fee."""
+    if not count or not _may(request, ISSUE):
+        return []
+    return [Fix(f"Issue and email an estimate to all {count}", name="estimates_all", target=0)]
 
 
 def item_fixes(request: HttpRequest, item: ReviewItem) -> list[Fix]:
@@ -99,7 +129,10 @@ def item_fixes(request: HttpRequest, item: ReviewItem) -> list[Fix]:
                          fields={"_selected_action": item.pk}))
         fixes.append(Fix("Create a Stripe customer", url=changelist, action="stripe_create_customer",
                          fields={"_selected_action": item.pk}))
-    elif kind in (ReviewKind.NO_CARD, ReviewKind.CHARGE_CAP, ReviewKind.WAITING_CHOICE) and item.charge is not None:
+    elif kind == ReviewKind.ESTIMATE_WARNING:
+        fixes += revise_fixes(request, item.client_id)
+    elif kind in (ReviewKind.NO_CARD, ReviewKind.CHARGE_CAP, ReviewKind.WAITING_CHOICE,
+                  ReviewKind.ESTIMATE_HOLD) and item.charge is not None:
         fixes.extend(charge_fixes(request, item.charge))
     elif kind == ReviewKind.NO_CARD and _may(request, CARD_LINK_PERMISSION):
         fixes.append(Fix("Email a card link", name="card_link", target=item.client_id))
@@ -173,6 +206,10 @@ def _waive(request: HttpRequest, pk: int, why: str) -> str:
     return f"Waived {charge.get_kind_display().lower()} #{charge.pk} ({format_cents(charge.amount_cents)})."
 
 
+def _estimates_all(request: HttpRequest, pk: int, why: str) -> str:
+    return estimates_for_all(request)
+
+
 # name: (the permission it needs, whether a reason is required, what it does)
 FIXES: dict[str, tuple[str, bool, Callable[[HttpRequest, int, str], str]]] = {
     "recheck": ("change_appointment", False, _recheck),
@@ -181,6 +218,7 @@ FIXES: dict[str, tuple[str, bool, Callable[[HttpRequest, int, str], str]]] = {
     "release": ("release_charge", True, _release),
     "release_waiting": ("release_charge", False, _release_waiting),
     "waive": ("waive_fee", True, _waive),
+    "estimates_all": (ISSUE, False, _estimates_all),
 }
 
 

@@ -25,6 +25,7 @@ from billing.models.charges import (
     ChargeStatus,
     PaymentAttempt,
 )
+from billing.models.estimates import EstimateLine, EstimateStatus, GoodFaithEstimate
 from billing.models.insurance import InsurancePayment
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
@@ -105,10 +106,13 @@ __all__ = [
     "Coverage",
     "EmailStatus",
     "EmailTemplate",
+    "EstimateLine",
+    "EstimateStatus",
     "FeeScheduleEntry",
     "FindingKind",
     "FindingStatus",
     "Installment",
+    "GoodFaithEstimate",
     "InsurancePayment",
     "LedgerEntry",
     "LedgerKind",

@@ -79,6 +79,8 @@ class ReviewKind(models.TextChoices):
     FEE_NO_ACK = "fee_no_ack", "Fee not charged: no current policy acknowledgment"
     WAITING_CHOICE = "waiting_choice", "Charges from before the card was saved, waiting for a choice"
     PLAN_LAPSED = "plan_lapsed", "Payment plan lapsed"
+    ESTIMATE_WARNING = "estimate_warning", "Billed nearing $400 above the good faith estimate"
+    ESTIMATE_HOLD = "estimate_hold", "Charge held: $400 or more above the good faith estimate"
 
 
 # Causes about the client rather than one session: one open item per client, whatever the session.

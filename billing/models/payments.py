@@ -14,6 +14,7 @@ class LinkPurpose(models.TextChoices):
     PAY_BALANCE = "pay_balance", "Pay the balance"
     RECEIPTS = "receipts", "See receipts"
     PAYMENT_PLAN = "payment_plan", "See and agree to a payment plan"
+    ESTIMATE = "estimate", "See a good faith estimate"
 
 
 class ClientLink(models.Model):
@@ -202,6 +203,7 @@ EMAIL_TITLES = {
     "statement": "Monthly statement",
     "payment_plan_offer": "Payment plan offered",
     "payment_plan_lapsed": "Payment plan lapsed",
+    "good_faith_estimate": "Good faith estimate",
 }
 
 

@@ -98,6 +98,11 @@ class Practice(models.Model):
     card_authorization_text = models.TextField(
         blank=True, help_text="What the client agrees to when saving a card: what is charged, when, and how.")
 
+    estimate_warning_cents = _cents(
+        default=30_000, validators=[MaxValueValidator(39_999)],
+        help_text="Warn staff when a self-pay client's charges reach this much above their good faith estimate "
+                  "(a charge that would bill $400 or more above it is held; the client may dispute that).")
+
     balance_reminder_threshold_cents = _cents(default=15_000)
     balance_reminder_days = models.PositiveSmallIntegerField(default=14, validators=[MinValueValidator(1)])
     balance_second_reminder_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1)])

@@ -33,6 +33,7 @@ from billing.models import (
     ReviewKind,
     ReviewStatus,
 )
+from billing.selectors.estimates import clients_without_estimate
 from billing.services.ledger import OWED_KINDS
 
 FEE_KINDS = (ChargeKind.NO_SHOW_FEE, ChargeKind.LATE_CANCEL_FEE)
@@ -61,7 +62,8 @@ def end_of_today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
 
 # Review items about a held charge or a Stripe link have their own queue on the page (on hold, Stripe
 # links), where their fix is offered: "needs review" lists the rest, so nothing shows twice.
-OWN_QUEUE_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD, ReviewKind.WAITING_CHOICE, ReviewKind.STRIPE_LINK)
+OWN_QUEUE_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD, ReviewKind.WAITING_CHOICE, ReviewKind.STRIPE_LINK,
+                   ReviewKind.ESTIMATE_HOLD)
 
 
 def needs_review(items: QuerySet[ReviewItem]) -> QuerySet[ReviewItem]:
@@ -162,6 +164,11 @@ def findings_to_settle(*, limit: int = ROWS_SHOWN) -> Queue:
     return _queue(findings, limit)
 
 
+def estimates_missing(*, today: dt.date, limit: int = ROWS_SHOWN) -> Queue:
+    """Self-pay clients with no good faith estimate in force today: the law wants one for each."""
+    return _queue(clients_without_estimate(today=today), limit)
+
+
 def today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dict[str, Queue]:
     return {
         "review_items": open_review_items(),
@@ -173,6 +180,7 @@ def today(*, now: dt.datetime, zone: zoneinfo.ZoneInfo) -> dict[str, Queue]:
         "unknown_attempts": unknown_attempts(now=now),
         "stripe_links": stripe_link_items(),
         "findings": findings_to_settle(),
+        "estimates_missing": estimates_missing(today=now.astimezone(zone).date()),
     }
 
 

@@ -31,6 +31,7 @@ from billing.models import (
     ChargeStatus,
     Client,
     Coverage,
+    GoodFaithEstimate,
     Practice,
 )
 from billing.models import Service as ServiceModel
@@ -151,4 +152,14 @@ def superbill_pdf(*, client: Client, start: dt.date, end: dt.date, today: dt.dat
             "balance": format_cents(abs(balance)), "balance_owed": balance > 0, "balance_credit": balance < 0,
             "place_missing": any(not line.place_of_service for line in lines),
             "diagnoses": list(letters.items())})
+    return bytes(HTML(string=html).write_pdf())
+
+
+def estimate_pdf(*, estimate: GoodFaithEstimate) -> bytes:
+    """A good faith estimate as a PDF: what the law's model form holds (the client's page shows the same)."""
+    from weasyprint import HTML  # imported here: it loads system libraries and is needed only for PDFs
+
+    with practice_zone_active(Practice.load()):  # whoever asks: the practice's dates
+        html = render_to_string("documents/good_faith_estimate.html", {
+            "estimate": estimate, "lines": list(estimate.lines.all())})
     return bytes(HTML(string=html).write_pdf())

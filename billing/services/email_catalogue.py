@@ -19,6 +19,7 @@ from billing.models import (
     Client,
     Clinician,
     EmailTemplate,
+    GoodFaithEstimate,
     NoticeTone,
 )
 
@@ -50,6 +51,8 @@ CATALOGUE = [
                            "age, and a pay link."),
     EmailKind("payment_plan_offer", "Staff offer a payment plan: the installments, with a link to agree."),
     EmailKind("payment_plan_lapsed", "A payment plan lapsed (an installment unpaid): the balance is due as usual."),
+    EmailKind("good_faith_estimate", "A self-pay client's good faith estimate (or a revised one), with a secure link "
+                                     "to read, download and acknowledge it."),
 ]
 NAMES = [kind.name for kind in CATALOGUE]
 
@@ -96,5 +99,9 @@ def sample_context(name: str, *, tone: str = NoticeTone.NEUTRAL) -> dict[str, An
         "total": "$30.00", "count": 3, "why": "installment 2 ($300.00) was declined and its retries ended",
         "installments": [{"number": n, "due_on": (when + dt.timedelta(days=30 * n)).date(), "amount": "$300.00"}
                          for n in range(1, 4)],
+        "revised": False,
+        "estimate": GoodFaithEstimate(client=client, period_start=when.date(),
+                                      period_end=when.date() + dt.timedelta(days=364), total_cents=728000,
+                                      frequency="Weekly", practice_name="Riverbend Counseling", issued_at=when),
         "in_credit": False, **_statement_sample(),
     }

@@ -1,7 +1,9 @@
 """Staff decisions on charges the portal would not take by itself: charge anyway, or cancel.
 
 ``charge_release`` approves a due charge held above the practice's per-charge cap: the hold is cleared and
-the approval is recorded as a charge event for that exact amount (a re-priced charge needs a new one).
+the approval is recorded as a charge event for that exact amount (a re-priced charge needs a new one). A charge
+held above the client's good faith estimate is released the estimate's way (``estimate_hold_release``: a
+pre-charge notice first, since none went out while it was held).
 ``charge_cancel`` cancels a charge no money moved for and reverses what the ledger says it owes.
 Both lock the charge, so a billing run that is claiming it at the same moment either wins (and the
 charge is no longer ours to change) or skips it.
@@ -18,6 +20,7 @@ from billing.errors import Refused
 from billing.models import CANCELABLE_STATUSES, Charge, ChargeKind, ChargeStatus, LedgerKind, Practice, ReviewKind
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
+from billing.services.estimates import estimate_hold_release, is_estimate_hold
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD, payment_withdraw_after_commit
 from billing.services.review import review_close_stale
@@ -28,7 +31,7 @@ RELEASED = "released by staff"
 CANCELED_BY_STAFF = "canceled by staff"
 # A charge may be canceled by staff before money moves. One waiting for the client to authenticate
 # may be too: its request to the bank is withdrawn at Stripe once the cancel is committed.
-HELD_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD)
+HELD_KINDS = (ReviewKind.CHARGE_CAP, ReviewKind.NO_CARD, ReviewKind.ESTIMATE_HOLD)
 
 
 class HoldNotChanged(Refused):
@@ -44,6 +47,8 @@ def charge_release(*, charge: Charge, now: dt.datetime, actor: str, user: User |
     why = why.strip()
     if not why:
         raise HoldNotChanged("Say why the charge may go ahead.")
+    if is_estimate_hold(charge):
+        return estimate_hold_release(charge=charge, now=now, actor=actor, user=user, why=why)
     with transaction.atomic():
         charge = Charge.objects.select_for_update(of=("self",)).select_related("client", "appointment").get(
             pk=charge.pk)

@@ -25,6 +25,8 @@ LIFETIME = {
     LinkPurpose.RECEIPTS: dt.timedelta(days=30),
     # A plan's page shows its installments while it is paid, not only the offer.
     LinkPurpose.PAYMENT_PLAN: dt.timedelta(days=120),
+    # A good faith estimate: the client may come back to read it, and acknowledge it, for a while.
+    LinkPurpose.ESTIMATE: dt.timedelta(days=60),
 }
 
 

@@ -34,6 +34,7 @@ from billing.models import (
 )
 from billing.money import format_cents
 from billing.services.charges import charge_event_record, charge_transition
+from billing.services.estimates import estimate_guard_enforce
 from billing.services.ledger import ledger_owed_for_charge, ledger_post
 from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
@@ -298,6 +299,7 @@ def _charge_create(appointment: Appointment, client: Client, share: Share, pract
     ledger_post(client=client, kind=LedgerKind.SESSION_CHARGE, amount_cents=share.amount_cents,
                 occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
                 appointment=appointment, charge=charge, memo=share.lines[0].label)
+    estimate_guard_enforce(charge=charge, now=now, actor=actor, user=user, practice=practice)
     return charge
 
 
@@ -308,6 +310,7 @@ def _charge_revive(charge: Charge, appointment: Appointment, share: Share, pract
                       reason="session billable again", **_priced_fields(share), scheduled_for=due,
                       notice_due_at=notice_due_at(practice, due, now), notice_sent_at=None)
     ledger_follow_charge(charge, appointment, share.amount_cents, practice, now, actor, user, "session billable again")
+    estimate_guard_enforce(charge=charge, now=now, actor=actor, user=user, practice=practice)
 
 
 def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
@@ -342,6 +345,8 @@ def _charge_reprice(charge: Charge, appointment: Appointment, share: Share, prac
                         reason=f"re-priced from {format_cents(old_amount)}")
     ledger_follow_charge(charge, appointment, share.amount_cents, practice, now, actor, user,
                    f"re-priced from {format_cents(old_amount)}")
+    if old_amount != charge.amount_cents:
+        estimate_guard_enforce(charge=charge, now=now, actor=actor, user=user, practice=practice)
 
 
 def failed_charge_renotify(*, charge: Charge, practice: Practice, now: dt.datetime) -> None:
