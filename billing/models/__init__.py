@@ -24,7 +24,7 @@ from billing.models.charges import (
     ChargeStatus,
     PaymentAttempt,
 )
-from billing.models.insurance import InsurancePayment
+from billing.models.insurance import InsurancePayment, Remittance, RemittanceLine, RemittanceLineStatus
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
     AppendOnlyError,
@@ -120,6 +120,9 @@ __all__ = [
     "ReconciliationRun",
     "Refund",
     "RefundStatus",
+    "Remittance",
+    "RemittanceLine",
+    "RemittanceLineStatus",
     "ReviewItem",
     "ReviewKind",
     "ReviewStatus",
