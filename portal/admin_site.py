@@ -12,7 +12,19 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils import timezone
 
 from billing import models, roles
-from billing.admin import appointments, charges, emails, metrics, people, practice, records, reports, review, today
+from billing.admin import (
+    appointments,
+    charges,
+    emails,
+    metrics,
+    people,
+    practice,
+    records,
+    remittances,
+    reports,
+    review,
+    today,
+)
 from billing.models import Practice
 from billing.money import format_cents
 from billing.selectors import dashboard
@@ -27,7 +39,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "billing.clinician"]),
     ("money", "Money", [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
-        "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
+        "ehr.remittanceupload", "billing.remittance", "billing.remittanceline", "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
     ("reports", "Reports", ["billing.reconciliationrun"]),
     ("integrations", "Integrations", [
         "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
@@ -81,6 +93,8 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.OutboundEmail, records.OutboundEmailAdmin)
         self.register(models.StripeEvent, records.StripeEventAdmin)
         self.register(models.InsurancePayment, reports.InsurancePaymentAdmin)
+        self.register(models.Remittance, remittances.RemittanceAdmin)
+        self.register(models.RemittanceLine, remittances.RemittanceLineAdmin)
         self.register(models.ReconciliationFinding, reports.ReconciliationFindingAdmin)
         self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
