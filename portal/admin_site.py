@@ -39,7 +39,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "billing.clinician"]),
     ("money", "Money", [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
-        "ehr.remittanceupload", "billing.remittance", "billing.remittanceline", "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
+        "ehr.remittanceupload", "billing.remittance", "billing.remittanceline", "billing.balanceepisode",
+        "billing.balanceallocation", "billing.cardconsent"]),
     ("reports", "Reports", ["billing.reconciliationrun"]),
     ("integrations", "Integrations", [
         "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
