@@ -168,7 +168,8 @@ class PostReport:
     def summary(self) -> str:
         c = self.counts
         verb = "" if self.applied else "would be "
-        parts = [f"{self.claims} claims, {len(self.lines)} lines: {c[POSTED]} {verb}posted",
+        claims, lines = ("claim" if self.claims == 1 else "claims"), ("line" if len(self.lines) == 1 else "lines")
+        parts = [f"{self.claims} {claims}, {len(self.lines)} {lines}: {c[POSTED]} {verb}posted",
                  f"{c[UNMATCHED]} {verb}left for staff to match", f"{c[ALREADY]} already posted"]
         if c[REVERSED]:
             parts.append(f"{c[REVERSED]} {verb}reversed")

@@ -105,6 +105,18 @@ def test_primary_posts_matched_lines_and_leaves_the_stranger_for_staff(planted: 
     assert (stranger.cpt_code, stranger.modifiers, stranger.coinsurance_cents) == ("90834", "95", 2_000)
 
 
+def test_the_insurers_coinsurance_corrects_the_coverage(planted: dict[str, Any]) -> None:
+    coverage = planted["jane"].coverages.get()
+    coverage.coinsurance_percent = 25
+    coverage.save()
+    post("aetna_primary.835")
+    coverage.refresh_from_db()
+    # $14.00 of the $70.00 left after the deductible: 20%, for the next sessions.
+    assert coverage.coinsurance_percent == 20
+    line = RemittanceLine.objects.get(claim_id="RB1001")
+    assert "coinsurance 25% -> 20%" in line.detail and "deductible met $100.00 -> $150.00" in line.detail
+
+
 def test_the_same_file_twice_changes_nothing(planted: dict[str, Any]) -> None:
     post("aetna_primary.835")
     before = state()
