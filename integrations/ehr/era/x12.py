@@ -164,6 +164,9 @@ def _segments(text: str) -> tuple[list[Segment], str]:
         reader.cleanup()
     except pyx12.errors.X12Error as error:
         raise RemittanceFileError(f"Segment {len(segments) + 1}: {error}") from None
+    except Exception as error:  # pyx12 trips over some broken envelopes (a GE with no GS before it)
+        raise RemittanceFileError(f"Segment {len(segments) + 1}: the envelope (ISA, GS, ST and their trailers) "
+                                  f"is broken here ({type(error).__name__}).") from None
     problems += [f"At the end of the file: {e[2]}" for e in reader.pop_errors()]
     rest = reader.raw.buffer.strip(" \r\n")
     if rest:
@@ -200,6 +203,9 @@ def _check_map(text: str, segments: list[Segment]) -> None:
             pass
     except pyx12.errors.X12Error as error:
         errors.found.append((errors.position, str(error)))
+    except Exception as error:  # the map walker gives up on some structures instead of reporting them
+        errors.found.append((errors.position, f"the 835's loops cannot be followed past here "
+                                              f"({type(error).__name__})"))
     if errors.found:
         by_position = {s.position: s for s in segments}
         messages = []
