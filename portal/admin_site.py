@@ -22,6 +22,7 @@ from billing.admin import (
     plans,
     practice,
     records,
+    remittances,
     reports,
     review,
     statements,
@@ -41,7 +42,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "billing.goodfaithestimate", "billing.clinician"]),
     ("money", "Money", [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
-        "billing.balanceepisode", "billing.balanceallocation", "billing.cardconsent"]),
+        "ehr.remittanceupload", "billing.remittance", "billing.remittanceline", "billing.balanceepisode",
+        "billing.balanceallocation", "billing.paymentplan", "billing.cardconsent"]),
     ("reports", "Reports", ["billing.reconciliationrun", "billing.statement"]),
     ("integrations", "Integrations", [
         "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
@@ -95,6 +97,8 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.OutboundEmail, records.OutboundEmailAdmin)
         self.register(models.StripeEvent, records.StripeEventAdmin)
         self.register(models.InsurancePayment, reports.InsurancePaymentAdmin)
+        self.register(models.Remittance, remittances.RemittanceAdmin)
+        self.register(models.RemittanceLine, remittances.RemittanceLineAdmin)
         self.register(models.ReconciliationFinding, reports.ReconciliationFindingAdmin)
         self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
         self.register(models.Statement, statements.StatementAdmin)

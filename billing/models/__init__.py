@@ -26,7 +26,7 @@ from billing.models.charges import (
     PaymentAttempt,
 )
 from billing.models.estimates import EstimateLine, EstimateStatus, GoodFaithEstimate
-from billing.models.insurance import InsurancePayment
+from billing.models.insurance import InsurancePayment, Remittance, RemittanceLine, RemittanceLineStatus
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
     AppendOnlyError,
@@ -133,6 +133,9 @@ __all__ = [
     "ReconciliationRun",
     "Refund",
     "RefundStatus",
+    "Remittance",
+    "RemittanceLine",
+    "RemittanceLineStatus",
     "ReviewItem",
     "ReviewKind",
     "ReviewStatus",

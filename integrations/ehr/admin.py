@@ -20,6 +20,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from billing.admin.common import staff_user
+from billing.services.remittances import PostReport
+from integrations.ehr.era.posting import RemittanceFileError, era_post, summary
 from integrations.ehr.imports.csv_import import ImportFileError, Report, csv_check, parse_mapping
 from integrations.ehr.imports.csv_jobs import (
     ImportBusy,
@@ -39,6 +41,8 @@ from integrations.ehr.models import (
     CsvImportJobAction,
     CsvImportJobStatus,
     CsvImportStatus,
+    RemittanceUpload,
+    RemittanceUploadStatus,
     WebhookEndpoint,
     WebhookEvent,
     WebhookEventStatus,
@@ -269,6 +273,112 @@ class CsvImportAdmin(admin.ModelAdmin):
         return response
 
 
+# --- ERA (X12 835) uploads ----------------------------------------------------------------------------------
+
+class EraUploadForm(forms.Form):
+    file = forms.FileField(help_text="The 835 file as the insurer or clearinghouse sent it (.835, .txt, .edi).")
+
+
+class RemittanceUploadAdmin(admin.ModelAdmin):
+    """Upload an 835, see the dry run line by line, then post it all at once (or discard it).
+
+    Billing staff's work: the page asks for the billing permission on remittance lines (the billing manager
+    role posts; everyone who may see remittance lines sees the uploads). Every POST redirects.
+    """
+
+    list_display = ("created_at", "file_name", "status", "summary", "created_by")
+    list_filter = ("status",)
+    list_select_related = ("created_by",)
+    show_full_result_count = False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("billing.view_remittanceline")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.change_remittanceline")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("billing.change_remittanceline")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def _page(self, record: RemittanceUpload) -> str:
+        return reverse("admin:ehr_remittanceupload_change", args=[record.pk])
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+                 ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = EraUploadForm(request.POST or None, request.FILES or None)
+        error = ""
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            data = upload.read()
+            name = Path(upload.name or "remittance.835").name[:255]
+            now = timezone.now()
+            try:
+                reports = era_post(data=data, file_name=name, actor=f"staff:{staff_user(request).get_username()}",
+                                   now=now, dry_run=True)
+            except RemittanceFileError as problem:
+                error = f"{name} cannot be posted: {problem} Nothing was posted."
+            else:
+                record = RemittanceUpload.objects.create(
+                    file_name=name, content=data.decode("latin-1"), report=[r.as_dict() for r in reports],
+                    summary=summary(reports), created_by=staff_user(request), created_at=now)
+                return HttpResponseRedirect(self._page(record))
+        return TemplateResponse(request, "admin/ehr/remittanceupload/upload.html", {
+            **self.admin_site.each_context(request), "title": "Post an ERA (835) file", "form": form,
+            "error": error, "opts": self.model._meta})
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        record = self.get_object(request, object_id)
+        if record is None or not self.has_view_permission(request, record):
+            raise PermissionDenied
+        error = ""
+        if request.method == "POST":
+            if not self.has_change_permission(request, record):
+                raise PermissionDenied
+            error = self._act(request, record, request.POST.get("action", ""))
+            if not error:
+                return HttpResponseRedirect(self._page(record))
+        reports = [PostReport.from_dict(r) for r in record.report]
+        return TemplateResponse(request, "admin/ehr/remittanceupload/preview.html", {
+            **self.admin_site.each_context(request), "title": f"ERA: {record.file_name}", "record": record,
+            "reports": reports, "error": error, "opts": self.model._meta,
+            "lines_url": reverse("admin:billing_remittanceline_changelist"),
+            "can_apply": record.status == RemittanceUploadStatus.PREVIEWED and self.has_change_permission(request)})
+
+    def _act(self, request: HttpRequest, record: RemittanceUpload, action: str) -> str:
+        if record.status != RemittanceUploadStatus.PREVIEWED:
+            return "This file is done with; upload it again to post it anew."
+        if action == "discard":
+            record.status, record.content = RemittanceUploadStatus.DISCARDED, ""
+            record.save(update_fields=["status", "content"])
+            self.message_user(request, "Discarded: nothing was posted.", messages.INFO)
+            return ""
+        if action != "apply":
+            return "That cannot be done to this file."
+        now = timezone.now()
+        try:
+            reports = era_post(data=record.content.encode("latin-1"), file_name=record.file_name,
+                               actor=f"staff:{staff_user(request).get_username()}", now=now, dry_run=False)
+        except RemittanceFileError as problem:
+            return f"Not posted: {problem}"
+        record.status, record.applied_at, record.content = RemittanceUploadStatus.APPLIED, now, ""
+        record.report, record.summary = [r.as_dict() for r in reports], summary(reports)
+        record.save()
+        unmatched = sum(r.counts["unmatched"] for r in reports)
+        self.message_user(request, f"Posted: {record.summary}." + (
+            f" {unmatched} lines wait for you to pick their session." if unmatched else ""),
+            messages.WARNING if unmatched else messages.SUCCESS)
+        return ""
+
+
 # --- Write-back webhooks -----------------------------------------------------------------------------------
 
 class WebhookEndpointAdmin(admin.ModelAdmin):
@@ -337,5 +447,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 admin.site.register(CsvImport, CsvImportAdmin)
+admin.site.register(RemittanceUpload, RemittanceUploadAdmin)
 admin.site.register(WebhookEndpoint, WebhookEndpointAdmin)
 admin.site.register(WebhookEvent, WebhookEventAdmin)

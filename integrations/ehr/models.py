@@ -185,3 +185,31 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} for charge #{self.charge_id}"
+
+
+class RemittanceUploadStatus(models.TextChoices):
+    PREVIEWED = "previewed", "Previewed (nothing posted yet)"
+    APPLIED = "applied", "Posted"
+    DISCARDED = "discarded", "Discarded"
+
+
+class RemittanceUpload(models.Model):
+    """An 835 file staff uploaded: its dry run, then posted all at once (or discarded)."""
+
+    file_name = models.CharField(max_length=255)
+    content = models.TextField(help_text="The file as uploaded (remittances are small).")
+    status = models.CharField(max_length=10, choices=RemittanceUploadStatus.choices,
+                              default=RemittanceUploadStatus.PREVIEWED)
+    report = models.JSONField(default=list, help_text="One report per payment in the file.")
+    summary = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "ERA (835) upload"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.file_name

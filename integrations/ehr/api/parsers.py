@@ -6,7 +6,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 from integrations.ehr.api.errors import PayloadTooLarge
 
@@ -58,3 +58,25 @@ def nested_deeper_than(data: Any, limit: int) -> bool:
             if isinstance(item, dict | list):
                 stack.append((item, depth + 1))
     return False
+
+
+class X12Parser(BaseParser):
+    """An X12 file as the body (``POST /api/v1/remittances/``): the bytes as sent, within the size limit."""
+
+    media_type = "application/edi-x12"
+
+    def parse(self, stream: IO[Any], media_type: str | None = None,
+              parser_context: Mapping[str, Any] | None = None) -> Any:  # the bytes as sent
+        limit = settings.EHR_API_MAX_BODY_BYTES
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit // (1024 * 1024)} MB.")
+        return bytes(body)
+
+
+class X12TextParser(X12Parser):
+    media_type = "text/plain"
+
+
+class X12OctetParser(X12Parser):
+    media_type = "application/octet-stream"

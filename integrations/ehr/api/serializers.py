@@ -395,6 +395,47 @@ class InsurancePaymentOut(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+# --- Remittances (ERA, X12 835) ---------------------------------------------------------------------------
+
+class RemittanceLineOut(serializers.Serializer):
+    claim_id = serializers.CharField()
+    claim_status = serializers.CharField(help_text="CLP02: 1 primary, 2 secondary, 4 denied, 22 reversal...")
+    line_number = serializers.IntegerField()
+    patient = serializers.CharField()
+    member_id = serializers.CharField()
+    cpt_code = serializers.CharField()
+    service_date = serializers.CharField(help_text="YYYY-MM-DD, or empty when the line gives none.")
+    charge_cents = serializers.IntegerField()
+    paid_cents = serializers.IntegerField()
+    patient_responsibility_cents = serializers.IntegerField()
+    outcome = serializers.ChoiceField(choices=["posted", "unmatched", "already posted", "reversal"])
+    detail = serializers.CharField()
+    line_id = serializers.IntegerField(allow_null=True)
+
+
+class RemittancePaymentOut(serializers.Serializer):
+    payer_name = serializers.CharField()
+    payee_name = serializers.CharField()
+    payee_npi = serializers.CharField()
+    trace_number = serializers.CharField()
+    method = serializers.CharField()
+    paid_cents = serializers.IntegerField()
+    paid_on = serializers.DateField()
+    dry_run = serializers.BooleanField()
+    applied = serializers.BooleanField()
+    remittance_id = serializers.IntegerField(allow_null=True)
+    claims = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    summary = serializers.CharField()
+    notes = serializers.ListField(child=serializers.CharField())
+    lines = RemittanceLineOut(many=True)
+
+
+class RemittancePostOut(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    payments = RemittancePaymentOut(many=True)
+
+
 # --- Events -----------------------------------------------------------------------------------------------
 
 EVENT_TYPES = ("client", "coverage", "appointment", "insurance_payment", "policy_acknowledgment")

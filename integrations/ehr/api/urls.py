@@ -29,6 +29,7 @@ v1 = [
     re_path(r"^appointments/?$", views.AppointmentList.as_view(), name="appointments"),
     re_path(rf"^appointments/{ID}/?$", views.AppointmentDetail.as_view(), name="appointment"),
     re_path(r"^insurance-payments/?$", views.InsurancePaymentList.as_view(), name="insurance-payments"),
+    re_path(r"^remittances/?$", views.Remittances.as_view(), name="remittances"),
     re_path(r"^events/?$", views.Events.as_view(), name="events"),
     re_path(r"^charges/?$", views.ChargeList.as_view(), name="charges"),
     # Any segment: an id that is not a number gets the API's JSON 404, not the site's HTML page.

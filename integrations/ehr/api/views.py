@@ -66,7 +66,8 @@ from integrations.ehr.api.fields import (
     iso_week_pattern,
 )
 from integrations.ehr.api.pagination import CURSOR_PATTERN, IdCursorPagination
-from integrations.ehr.api.parsers import LimitedJSONParser
+from integrations.ehr.api.parsers import LimitedJSONParser, X12OctetParser, X12Parser, X12TextParser
+from integrations.ehr.era.posting import RemittanceFileError, era_post
 from integrations.ehr.models import ApiKey
 
 
@@ -603,6 +604,42 @@ class InsurancePaymentList(EhrView):
         with self.audited():
             outcome = intake.insurance_payment_record(push=self.new_push(), data=data)
         return Response(api.InsurancePaymentOut(outcome.obj).data, status=created_or_ok(outcome))
+
+
+# --- Remittances (ERA) -----------------------------------------------------------------------------------
+
+class RemittanceQuery(serializers.Serializer):
+    dry_run = QueryBoolean(required=False, default=False, help_text="true: report what would be posted; "
+                                                                     "write nothing.")
+
+
+class Remittances(EhrView):
+    parser_classes = [X12Parser, X12TextParser, X12OctetParser]
+
+    @extend_schema(
+        operation_id="remittances_create", tags=["insurance payments"], parameters=[RemittanceQuery],
+        request={"application/octet-stream": OpenApiTypes.BINARY, "text/plain": OpenApiTypes.STR},
+        responses=responses({200: api.RemittancePostOut, 201: api.RemittancePostOut}, WRITE),
+        description="An insurer's ERA, an X12 835 (005010X221A1) file, as the body (Content-Type "
+                    "application/edi-x12, text/plain or application/octet-stream). Each service line is matched "
+                    "to a session and recorded as an insurance payment, or left for staff to match. 201 when "
+                    "something was posted; 200 when nothing was new (the same file again changes nothing) or "
+                    "for a dry run. A broken file, or one that is not an 835, is 400 with the segment at fault "
+                    "under `file`; nothing is posted.")
+    def post(self, request: Request) -> Response:
+        dry_run = self.filters(RemittanceQuery)["dry_run"]
+        data = request.data
+        if not isinstance(data, bytes):
+            raise InvalidInput({"file": ["Send the 835 file as the body."]})
+        try:
+            with self.audited():
+                reports = era_post(data=data, file_name="", actor=f"api:{self.source}", now=timezone.now(),
+                                   dry_run=dry_run, audit_actor=self.api_key.user)
+        except RemittanceFileError as error:
+            raise InvalidInput({"file": [str(error)]}) from None
+        posted = not dry_run and any(line.outcome != "already posted" for r in reports for line in r.lines)
+        return Response({"dry_run": dry_run, "payments": [r.as_dict() for r in reports]},
+                        status=status.HTTP_201_CREATED if posted else status.HTTP_200_OK)
 
 
 # --- Events ----------------------------------------------------------------------------------------------
