@@ -45,8 +45,6 @@ PREVIEW_HOLD = "from preview, not charged"
 SYSTEM = "system:preview"
 # A replay follows the period's charges this long past its end (weekly batches, retries), never past now.
 FOLLOW_AFTER_END = dt.timedelta(days=31)
-# The replay also ticks once a day at this hour (practice time): reminders and the weekly reconciliation.
-DAILY_HOUR = 6
 
 
 class PeriodInvalid(Refused):
@@ -125,6 +123,7 @@ class PreviewLine:
     status: str  # the charge's status now, as a phrase
     would_cents: int
     would_at: dt.datetime | None
+    would_status: str  # where the replay left it: "paid", or why not ("due (no card on file)")
     notice: str  # the notice's subject ("" when none: immediate timing, or no lead time)
     notice_at: dt.datetime | None
     collected_cents: int
@@ -205,8 +204,9 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
             at = moment
             tick_run(now=at, replay=True)
             ticks += 1
-            moment = _next_moment(at, ids, finish, practice)
+            moment = _next_moment(at, ids)
         would = _money(ids)
+        would_status = {c.pk: _status(c) for c in Charge.objects.filter(pk__in=ids)}
         notices = _notices(ids, begin)
         transaction.set_rollback(True)
     lines = []
@@ -216,9 +216,8 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
         notice, notice_at = notices.get(charge.pk, ("", None))
         lines.append(PreviewLine(
             charge_id=charge.pk, client=str(charge.client), session_at=charge.appointment.starts_at,  # type: ignore[union-attr]
-            kind=charge.get_kind_display(), status=charge.status_phrase
-            + (f" ({charge.hold_reason})" if charge.status == ChargeStatus.DUE and charge.hold_reason else ""),
-            would_cents=would_cents, would_at=would_at, notice=notice, notice_at=notice_at,
+            kind=charge.get_kind_display(), status=_status(charge), would_cents=would_cents, would_at=would_at,
+            would_status=would_status.get(charge.pk, ""), notice=notice, notice_at=notice_at,
             collected_cents=collected_cents, collected_at=collected_at,
             eob_paid_cents=eob.get((charge.appointment_id or 0, charge.client_id), 0)))
     totals = {"would": sum(line.would_cents for line in lines),
@@ -228,6 +227,11 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
     return PreviewReport(start, end, lines, ticks, totals)
 
 
+def _status(charge: Charge) -> str:
+    held = charge.status == ChargeStatus.DUE and charge.hold_reason
+    return charge.status_phrase + (f" ({charge.hold_reason})" if held else "")
+
+
 def _reopen(ids: list[int]) -> None:
     """In the replay only: the period's charges that were never charged (due, held from preview or for want of a
     card) go back on their schedule, so the replay takes them when the tick would have."""
@@ -235,24 +239,17 @@ def _reopen(ids: list[int]) -> None:
         status=ChargeStatus.SCHEDULED, hold_reason="")
 
 
-def _next_moment(after: dt.datetime, ids: list[int], finish: dt.datetime,
-                 practice: Practice) -> dt.datetime | None:
-    """The next moment something of the period falls due: a notice, a charge, a retry; and, within the period,
-    each day's morning (reminders, the weekly reconciliation). None when nothing is left."""
+def _next_moment(after: dt.datetime, ids: list[int]) -> dt.datetime | None:
+    """The next moment something of the period's charges falls due (a notice, a charge, a retry), as a tick
+    each minute would meet it; None when nothing is left. The tick's other steps (reminders, the weekly
+    reconciliation) run at these moments too, but move no charge."""
     ours = Charge.objects.filter(pk__in=ids)
     found = ours.aggregate(
         notice=Min("notice_due_at", filter=Q(status=ChargeStatus.SCHEDULED, notice_sent_at__isnull=True,
                                              notice_due_at__gt=after)),
         charge=Min("scheduled_for", filter=Q(status=ChargeStatus.SCHEDULED, scheduled_for__gt=after)),
         retry=Min("next_retry_at", filter=Q(status=ChargeStatus.FAILED, next_retry_at__gt=after)))
-    moments = [m for m in found.values() if m is not None]
-    local = after.astimezone(practice.zone)
-    morning = dt.datetime.combine(local.date(), dt.time(DAILY_HOUR), tzinfo=practice.zone)
-    if morning <= local:
-        morning = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(DAILY_HOUR), tzinfo=practice.zone)
-    if morning < finish:
-        moments.append(morning.astimezone(dt.UTC))
-    return min(moments, default=None)
+    return min((m for m in found.values() if m is not None), default=None)
 
 
 def _money(ids: list[int]) -> dict[int, tuple[int, dt.datetime | None]]:
