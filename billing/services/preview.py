@@ -20,7 +20,6 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Min, Q, Sum
 
@@ -91,8 +90,7 @@ def charging_preview_set(*, on: bool, now: dt.datetime, actor: str) -> int:
     return len(charges)
 
 
-def preview_charges_release(*, charges: list[Charge], now: dt.datetime, actor: str,
-                            user: User | None = None) -> list[Charge]:
+def preview_charges_release(*, charges: list[Charge], now: dt.datetime, actor: str) -> list[Charge]:
     """Staff choose to charge sessions from preview: each is told first (a pre-charge notice at the next
     tick) and charged the practice's lead time later (at least an hour, so the notice always goes first)."""
     practice = Practice.load()

@@ -10,10 +10,13 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Callable
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.test import Client as HttpClient
+from django.urls import reverse
 
 from billing.models import (
     Appointment,
@@ -248,3 +251,55 @@ def test_the_command_prints_the_report_and_refuses_a_bad_period(
             call_command("billing_preview", *bad, stdout=StringIO())
     with pytest.raises(PeriodInvalid):
         preview_report(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31), now=starts)
+
+
+def practice_form(http: HttpClient) -> dict[str, Any]:
+    """The practice settings form as the page shows it."""
+    form = http.get(reverse("admin:billing_practice_change", args=[Practice.SINGLETON_ID])).context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if value is None or value is False:
+            continue
+        data[name] = "on" if value is True else value
+    return data
+
+
+def test_staff_switch_preview_and_read_the_report_on_the_practice_page(
+        practice: Practice, billing_manager: Any, make_client: Callable[..., Client],
+        make_appointment: Callable[..., Appointment]) -> None:
+    http = HttpClient()
+    http.force_login(billing_manager)
+    page = reverse("admin:billing_practice_change", args=[Practice.SINGLETON_ID])
+    assert http.post(page, {**practice_form(http), "charging_preview": "on"}).status_code == 302
+    assert Practice.load().charging_preview is True
+    client = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=14000,
+                         stripe_customer_id="cus_unknown", card_payment_method_id="pm_unknown", card_brand="visa",
+                         card_last4="4242", card_exp_month=12, card_exp_year=2030)
+    starts = dt.datetime(2026, 10, 5, 10, tzinfo=NEW_YORK)
+    appointment_set_status(appointment=make_appointment(client, starts_at=starts),
+                           status=AppointmentStatus.COMPLETED, now=starts + HOUR, actor="api:ehr")
+
+    report = http.get(reverse("admin:billing_practice_preview"), {"start": "2026-10-01", "end": "2026-10-31"})
+    assert report.status_code == 200
+    text = report.content.decode()
+    assert "The portal would have collected</th><td>$140.00" in text and "Individual therapy" not in text
+    for start, end, error in (("2026-10-31", "2026-10-01", "The period ends before it starts."),
+                              ("2026-01-01", "2026-10-31", "at most 92 days"),
+                              ("2099-01-01", "2099-01-31", "must end before today"),
+                              ("October", "2026-10-31", "Enter a valid date.")):
+        answer = http.get(reverse("admin:billing_practice_preview"), {"start": start, "end": end})
+        assert answer.status_code == 200 and error in answer.content.decode()
+
+    data = practice_form(http)
+    data.pop("charging_preview")
+    answer = http.post(page, data, follow=True)
+    assert "1 charge of earlier sessions wait" in answer.content.decode()
+    [charge] = Charge.objects.all()
+    assert (charge.status, charge.hold_reason) == (ChargeStatus.DUE, PREVIEW_HOLD)
+    listing = reverse("admin:billing_charge_changelist")
+    form = {"action": "release_preview", "_selected_action": [charge.pk]}
+    assert "Charge sessions from preview" in http.post(listing, form).content.decode()
+    http.post(listing, {**form, "apply": "yes"})
+    charge.refresh_from_db()
+    assert (charge.status, charge.hold_reason, charge.notice_sent_at) == (ChargeStatus.SCHEDULED, "", None)
