@@ -41,7 +41,8 @@ from billing.services.tick import tick_run
 
 # Why a charge of a session before preview was switched off waits: the portal never charges it by itself.
 PREVIEW_HOLD = "from preview, not charged"
-SYSTEM = "system:preview"
+# In a replay only (rolled back): a due charge of a session outside the replayed period.
+OUTSIDE_HOLD = "outside the replayed period"
 # A replay follows the period's charges this long past its end (weekly batches, retries), never past now.
 FOLLOW_AFTER_END = dt.timedelta(days=31)
 
@@ -232,9 +233,14 @@ def _status(charge: Charge) -> str:
 
 def _reopen(ids: list[int]) -> None:
     """In the replay only: the period's charges that were never charged (due, held from preview or for want of a
-    card) go back on their schedule, so the replay takes them when the tick would have."""
+    card) go back on their schedule, so the replay takes them when the tick would have. Charges of other
+    sessions still waiting to be taken (months of them, in a practice that previews) are left out of it: each
+    session's figures are its own, and the replay does not charge what the report does not show."""
     Charge.objects.filter(pk__in=ids, status=ChargeStatus.DUE).exclude(hold_reason=PORTAL_HOLD).update(
         status=ChargeStatus.SCHEDULED, hold_reason="")
+    others = Charge.objects.exclude(pk__in=ids).exclude(kind__in=PAYMENT_KINDS)
+    others.filter(status=ChargeStatus.DUE, hold_reason="").update(hold_reason=OUTSIDE_HOLD)
+    others.filter(status=ChargeStatus.FAILED, next_retry_at__isnull=False).update(next_retry_at=None)
 
 
 def _next_moment(after: dt.datetime, ids: list[int]) -> dt.datetime | None:
