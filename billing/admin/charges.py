@@ -46,6 +46,7 @@ from billing.models import (
 from billing.money import format_cents
 from billing.selectors import dashboard
 from billing.services.holds import HoldNotChanged, charge_cancel, charge_release, is_cap_hold
+from billing.services.preview import PREVIEW_HOLD, NothingFromPreview, preview_charges_release
 from billing.services.refunds import RefundNotAllowed, charge_refund, refundable_cents
 from billing.services.schedule import FEE_FOR_STATUS, WaiveNotAllowed, fee_waive
 from billing.services.waiting import CHOICE_HOLD, NothingWaiting, waiting_charges_release
@@ -159,7 +160,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                                 "payment_reference")}),
     )
     inlines = (PaymentAttemptInline, RefundInline, ChargeEventInline)
-    actions = ("release_charge", "release_waiting", "cancel_charge", "waive_fee")
+    actions = ("release_charge", "release_waiting", "release_preview", "cancel_charge", "waive_fee")
     change_form_template = "admin/billing/charge/change_form.html"
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
@@ -296,6 +297,36 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"{client}: notice sent for {plural(len(released), 'charge')}; the card "
                                            f"is charged in {hours} hour(s).", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Charge sessions from preview: notice first, then charge", permissions=["release"])
+    def release_preview(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
+        charges = list(queryset.select_related("client"))
+        held = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == PREVIEW_HOLD]
+        others = [c for c in charges if c not in held]
+        if not held:
+            self.message_user(request, "None of the selected charges is a session from preview, not charged.",
+                              messages.WARNING)
+            return None
+        hours = max(Practice.load().pre_charge_notice_hours, 1)
+        if not confirmed(request):
+            return confirmation(
+                self, request, action="release_preview", title="Charge sessions from preview",
+                submit=f"Charge {plural(len(held), 'charge')} after a notice",
+                intro=f"These sessions were held while the practice previewed charging. Each client gets a notice "
+                      f"on the next billing run; the card is charged {hours} hour(s) after it:",
+                rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}" for c in held],
+                warnings=[f"Not from preview, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
+                if others else [])
+        user = staff_user(request)
+        try:
+            released = preview_charges_release(charges=held, now=timezone.now(), actor=f"staff:{user.get_username()}")
+        except NothingFromPreview as problem:
+            self.message_user(request, str(problem), messages.ERROR)
+        else:
+            self.message_user(request, f"{plural(len(released), 'charge')} from preview: the notice goes out on the "
+                                       f"next billing run, the card is charged {hours} hour(s) later.",
+                              messages.SUCCESS)
         return None
 
     @admin.action(description="Cancel charge", permissions=["cancel"])

@@ -112,6 +112,8 @@ class EmailStatus(models.TextChoices):
     SENDING = "sending", "Sending"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    # Written while the practice previews charging (``Practice.charging_preview``): kept to read, never sent.
+    PREVIEW = "preview", "Drafted in preview: not sent"
 
 
 class OutboundEmail(models.Model):

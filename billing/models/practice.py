@@ -74,6 +74,13 @@ class Practice(models.Model):
     pre_charge_notice_hours = models.PositiveSmallIntegerField(
         default=2, validators=[MaxValueValidator(24)],
         help_text="Email the client this many hours before a charge (0 sends no notice).")
+    charging_preview = models.BooleanField(
+        "preview: charge nothing", default=False,
+        help_text="Everything runs (prices, schedule, reconciliation) and notices are drafted, but no card is "
+                  "charged and no email reaches a client. Switching it off charges only sessions from then on; "
+                  "earlier ones wait, marked \"from preview, not charged\", until staff choose to charge them.")
+    charging_preview_ended_at = models.DateTimeField(
+        null=True, blank=True, help_text="When preview was last switched off: sessions before it are not charged.")
     max_charge_cents = _cents(default=50_000,
                               help_text="A charge above this goes to review instead of being charged.")
 

@@ -3,6 +3,10 @@
 A service that decides an email should go calls ``email_enqueue`` inside its own transaction, with a
 key naming what the email is about; the email is rendered then and sent after commit (and by every
 billing_tick), so a crash never loses one and a repeated event never sends a second.
+
+While the practice previews charging (``Practice.charging_preview``) the outbox is closed, here and nowhere
+else: what is written is a draft (``EmailStatus.PREVIEW``, never sent, even after preview ends) and
+``emails_send`` sends nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def emails_enqueue(emails: Sequence[Email], *, now: dt.datetime, practice: Pract
     written = set(OutboundEmail.objects.filter(key__in=[e.key for e in wanted]).values_list("key", flat=True))
     practice = practice or Practice.load()
     own = {t.name: t for t in EmailTemplate.objects.filter(name__in={e.template for e in wanted})}
+    status = EmailStatus.PREVIEW if practice.charging_preview else EmailStatus.PENDING
     rows = []
     for email in wanted:
         if email.key in written:
@@ -102,11 +107,11 @@ def emails_enqueue(emails: Sequence[Email], *, now: dt.datetime, practice: Pract
         subject, text, html = _render(email.template, {"practice": practice, "client": email.client, **email.context},
                                       own.get(email.template))
         rows.append(OutboundEmail(key=email.key, client=email.client, template=email.template, to=email.client.email,
-                                  subject=subject, body_text=text, body_html=html, created_at=now,
+                                  subject=subject, body_text=text, body_html=html, created_at=now, status=status,
                                   charge_amounts=[list(pair) for pair in email.charge_amounts]))
     # A concurrent caller that wrote the same key first wins; ours is dropped.
     OutboundEmail.objects.bulk_create(rows, ignore_conflicts=True)
-    if rows and not _deferred.get():
+    if rows and status == EmailStatus.PENDING and not _deferred.get():
         keys = [row.key for row in rows]
         transaction.on_commit(lambda: emails_send(now=now, keys=keys))
     return len(rows)
@@ -147,9 +152,13 @@ def _claim(keys: list[str] | None, tried: set[int]) -> list[OutboundEmail]:
 
 
 def emails_send(*, now: dt.datetime, keys: list[str] | None = None) -> int:
-    """Send what the outbox holds, a batch at a time over one mail-server connection."""
+    """Send what the outbox holds, a batch at a time over one mail-server connection. Nothing while the
+    practice previews charging: what waits goes when preview ends."""
     sent = 0
-    sender = Practice.load().sender_email or settings.DEFAULT_FROM_EMAIL
+    practice = Practice.load()
+    if practice.charging_preview:
+        return 0
+    sender = practice.sender_email or settings.DEFAULT_FROM_EMAIL
     tried: set[int] = set()
     while batch := _claim(keys, tried):
         tried.update(email.pk for email in batch)

@@ -13,6 +13,7 @@ The protocol (docs/architecture.md, "Charging exactly once"):
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import functools
 import logging
@@ -103,7 +104,8 @@ def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
                 answers = [_ask_stripe(attempt) for attempt in claimed]
             else:
                 answers = [future.result() for future in in_flight]
-                in_flight = [pool.submit(_ask_stripe, attempt) for attempt in claimed]
+                # Each call in this thread's context: a gateway standing in for Stripe here (gateway_replaced) answers.
+                in_flight = [pool.submit(contextvars.copy_context().run, _ask_stripe, attempt) for attempt in claimed]
             _settle_answers(answers, now)
             made += len(claimed)
             if not selected and not in_flight:

@@ -4,15 +4,21 @@ Each step claims its rows with ``select_for_update(skip_locked=True)`` and a con
 filter, so any number of ticks may run at once (the task queue every minute, a cron, a person
 with ``--at``) and each piece of work is done once. A step never holds a transaction across a
 call to Stripe or an email server.
+
+Preview (``Practice.charging_preview``) is gated here, in one place (``_gate``): the steps that reach Stripe
+or clients are skipped and any other Stripe call is refused before the network; the outbox drafts instead of
+sending (billing/services/notify.py). A replay (billing/services/preview.py) runs these same steps inside a
+transaction it rolls back, with a gateway that answers Stripe's part itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from billing.audit.chain import chain_seal
 from billing.local_time import practice_zone_active
@@ -27,6 +33,7 @@ from billing.services.reconciliation import reconciliation_weekly
 from billing.services.refunds import refunds_settle_unknown
 from billing.services.schedule import notices_enqueue
 from billing.services.statements import statements_monthly
+from integrations.stripe.gateway import AnsweringGateway, ClosedGateway, gateway_replaced
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -96,13 +103,47 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
 ]
 
 
-def tick_run(*, now: dt.datetime) -> dict[str, int]:
-    """Run every step for ``now``; returns how many things each step did."""
+# What a step reaches beyond the portal's own database (the others only read and write it).
+STRIPE, CLIENTS, EHR, SEAL = "Stripe", "clients", "the EHR", "the audit seal"
+STEP_REACHES: dict[str, str] = {
+    "payments_settled": STRIPE, "payment_attempts": STRIPE, "emails_sent": CLIENTS, "webhooks_delivered": EHR,
+    # One sealer at a time, by a lock held to the end of its transaction: a replay would hold it throughout.
+    "audit_rows_sealed": SEAL,
+}
+
+
+@contextmanager
+def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
+    """The one gate between a tick and the world: what it must not reach, and who answers for Stripe.
+
+    - Charging on: everything runs, against Stripe.
+    - Preview (the practice charges nothing): no step reaching Stripe or clients runs (no charge is claimed,
+      no email leaves), and any Stripe call left (reconciliation's read) is refused before the network.
+    - Replay (a preview report, inside a transaction rolled back at its end): Stripe is answered here, every
+      payment going through; nothing leaves the database (no email, no EHR write-back) nor outlives it.
+    """
+    if replay:
+        if not connection.in_atomic_block:
+            raise RuntimeError("A replay runs inside a transaction rolled back at its end.")
+        with gateway_replaced(AnsweringGateway()):
+            yield frozenset({CLIENTS, EHR, SEAL})
+    elif practice.charging_preview:
+        with gateway_replaced(ClosedGateway()):
+            yield frozenset({STRIPE, CLIENTS})
+    else:
+        yield frozenset()
+
+
+def tick_run(*, now: dt.datetime, replay: bool = False) -> dict[str, int]:
+    """Run every step for ``now``; returns how many things each step did (a step kept from Stripe or
+    clients by preview, or by a ``replay``, is left out). ``replay`` is for billing/services/preview.py."""
     done = {}
     # One read of the practice's policy per tick; emails wait for the tick's own sending step. The tick runs
     # outside any request: the practice's zone is made current, as a request's is, for what it writes.
-    with Practice.pinned() as practice, practice_zone_active(practice), emails_deferred():
+    with Practice.pinned() as practice, practice_zone_active(practice), emails_deferred(), \
+            _gate(practice, replay) as closed:
         for name, step in TICK_STEPS:
-            done[name] = step(now=now)
-    log.info("billing_tick at %s: %s", now.isoformat(), done)
+            if STEP_REACHES.get(name) not in closed:
+                done[name] = step(now=now)
+    log.info("billing_tick at %s%s: %s", now.isoformat(), " (replay)" if replay else "", done)
     return done

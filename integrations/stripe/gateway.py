@@ -15,7 +15,9 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,7 +27,7 @@ from django.conf import settings
 # Raised here, defined by billing: callers catch billing's errors, never Stripe's own types.
 from billing.errors import GatewayRefused, OutcomeUnknown
 
-__all__ = ["GatewayRefused", "OutcomeUnknown", "get_gateway"]
+__all__ = ["AnsweringGateway", "ClosedGateway", "GatewayRefused", "OutcomeUnknown", "gateway_replaced", "get_gateway"]
 
 T = TypeVar("T")
 
@@ -397,8 +399,7 @@ def _declined(error: stripe.CardError, amount_cents: int) -> Payment:
 
 
 @functools.cache
-def get_gateway() -> StripeGateway:
-    """The gateway for the configured Stripe (real, or the local fake server in the demo and tests)."""
+def _configured_gateway() -> StripeGateway:
     options: dict[str, Any] = {"max_network_retries": settings.STRIPE_MAX_NETWORK_RETRIES}
     if settings.STRIPE_API_BASE:
         options["base_addresses"] = {"api": settings.STRIPE_API_BASE}
@@ -407,3 +408,74 @@ def get_gateway() -> StripeGateway:
                                                                   allow_sync_methods=True),
                                  **options)
     return StripeGateway(client, rate_per_second=settings.STRIPE_MAX_REQUESTS_PER_SECOND)
+
+
+class _GatewayGetter:
+    def __call__(self) -> StripeGateway:
+        """The gateway for the configured Stripe (real, or the local fake server in the demo and tests), unless
+        a stand-in answers for it in this context (``gateway_replaced``)."""
+        return _stand_in.get() or _configured_gateway()
+
+    def cache_clear(self) -> None:
+        """Forget the configured gateway: the next call reads the settings again."""
+        _configured_gateway.cache_clear()
+
+
+get_gateway = _GatewayGetter()
+_stand_in: ContextVar[StripeGateway | None] = ContextVar("stripe_gateway_stand_in", default=None)
+
+
+@contextmanager
+def gateway_replaced(gateway: StripeGateway) -> Iterator[StripeGateway]:
+    """Within this block (this thread or task, and what it hands its context to) ``get_gateway()`` is
+    ``gateway``: a preview's replay charges through ``AnsweringGateway``, a tick while the practice previews
+    through ``ClosedGateway``."""
+    token = _stand_in.set(gateway)
+    try:
+        yield gateway
+    finally:
+        _stand_in.reset(token)
+
+
+class ClosedGateway(StripeGateway):
+    """Stripe is not called: every call is refused here, before any network (the practice previews)."""
+
+    def __init__(self, reason: str = "The practice is in preview: nothing is sent to Stripe.") -> None:
+        self.reason = reason
+        self.limiter = RateLimiter(0)
+        self.max_429_retries = 0
+
+    def _call(self, make: Callable[[], T]) -> T:
+        raise GatewayRefused(self.reason, "preview")
+
+
+class AnsweringGateway(ClosedGateway):
+    """Answers as Stripe would when everything goes through, without any network call: what a replay of the
+    tick charges through (billing/services/preview.py). Ids are made from the idempotency keys, so a repeated
+    request gets the same answer, as Stripe's replay would."""
+
+    def __init__(self) -> None:
+        super().__init__("Stripe is not called during a preview replay.")
+
+    def payment_off_session(self, *, amount_cents: int, customer_id: str, payment_method_id: str,
+                            idempotency_key: str, reference: str) -> Payment:
+        return Payment("succeeded", f"pi_preview_{idempotency_key}"[:MAX_ID_LENGTH], amount_cents, reference=reference)
+
+    def payment_on_session(self, *, amount_cents: int, customer_id: str, payment_method_id: str,
+                           idempotency_key: str, reference: str) -> Payment:
+        return Payment("succeeded", f"pi_preview_{idempotency_key}"[:MAX_ID_LENGTH], amount_cents, reference=reference)
+
+    def payment_once(self, *, amount_cents: int, customer_id: str, idempotency_key: str, reference: str) -> Payment:
+        return Payment("succeeded", f"pi_preview_{idempotency_key}"[:MAX_ID_LENGTH], amount_cents, reference=reference)
+
+    def payment_get(self, payment_intent_id: str) -> Payment:
+        return Payment("succeeded", payment_intent_id, 0)
+
+    def payment_cancel(self, payment_intent_id: str) -> Payment:
+        return Payment("canceled", payment_intent_id, 0)
+
+    def refund_create(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str) -> Refund:
+        return Refund(f"re_preview_{idempotency_key}"[:MAX_ID_LENGTH], "succeeded", amount_cents)
+
+    def charges_since(self, created_after: int) -> list[StripeCharge]:
+        return []

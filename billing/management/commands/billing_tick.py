@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from billing.models import Practice
 from billing.services.tick import tick_run
 
 
@@ -29,4 +30,6 @@ class Command(BaseCommand):
         now = parse_moment(options["at"]) if options["at"] else timezone.now()
         done = tick_run(now=now)
         summary = ", ".join(f"{name}: {count}" for name, count in done.items())
-        self.stdout.write(f"billing_tick at {now.isoformat()}: {summary}")
+        preview = " (preview: charging is off; nothing went to Stripe or clients)" if Practice.load().charging_preview \
+            else ""
+        self.stdout.write(f"billing_tick at {now.isoformat()}: {summary}{preview}")
