@@ -2,7 +2,8 @@
 
 Every value an operator sets comes from the environment (django-environ); a variable
 named ``X_FILE`` reads the secret ``X`` from that file instead. The defaults run the
-demo: SQLite, the local fake Stripe server, emails written to files, no credentials.
+demo: this machine's PostgreSQL (``bin/demo`` sets ``DATABASE_URL``), the local fake Stripe server, emails
+written to files, no credentials.
 Production (``DEBUG`` off) refuses to start without its secrets: see ``portal/checks.py``.
 """
 
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
@@ -108,14 +110,13 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The demo runs the web server and the task cluster on one SQLite file.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
-    )
+# PostgreSQL only: the portal relies on its row locks (SKIP LOCKED), advisory locks and SQL. bin/demo and bin/test
+# set DATABASE_URL (this machine's server, or an embedded one under var/: devtools/localpg.py).
+DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/portal_demo"
+DATABASES = {"default": env.db_url("DATABASE_URL", default=DATABASE_URL_DEFAULT)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(f"DATABASE_URL must name a PostgreSQL database (postgres://...); it names a "
+                               f"{DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} one.")
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
