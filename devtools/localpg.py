@@ -89,6 +89,7 @@ class EmbeddedServer:
         """As root: a system user of its own, which must be able to reach the data folder and the binaries."""
         if not self.as_root():
             return
+        # POSIX only (as is running as root).
         import pwd
 
         try:
@@ -199,6 +200,7 @@ class EmbeddedServer:
 
 def ensure_database(url: str) -> None:
     """Reach the server (through its maintenance database) and create the named database if missing."""
+    # Installed with the portal; this module itself runs before any setup, so it waits until needed.
     import psycopg
     from psycopg import sql
 

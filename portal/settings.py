@@ -67,6 +67,8 @@ if DEBUG and importlib.util.find_spec("devtools") is not None:
     INSTALLED_APPS.append("devtools.apps.DevtoolsConfig")
 
 MIDDLEWARE = [
+    # /healthz, answered first: no sign-in, no host check, no HTTPS redirect (portal/health.py).
+    "portal.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The Content-Security-Policy header, with Stripe's origins read from the settings on each request.
     "portal.security.StripeAwareCSPMiddleware",
@@ -196,6 +198,10 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Task queue",
 }
+
+# /healthz and `manage.py doctor`: the tick runs every minute; past these ages something has stopped.
+HEALTH_TICK_MAX_AGE_SECONDS = env.int("HEALTH_TICK_MAX_AGE_SECONDS", default=300)
+HEALTH_QUEUE_MAX_LAG_SECONDS = env.int("HEALTH_QUEUE_MAX_LAG_SECONDS", default=300)
 
 # --- Security (SECURITY.md) -------------------------------------------------------------------------------
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off (tests/security/test_deploy.py).

@@ -37,6 +37,7 @@ from billing.models.ledger import (
     StaffAction,
     StaffActionKind,
 )
+from billing.models.operations import TickHeartbeat
 from billing.models.payments import (
     BalanceAllocation,
     BalanceEpisode,
@@ -128,5 +129,6 @@ __all__ = [
     "StaffActionKind",
     "StripeEvent",
     "StripeLinkStatus",
+    "TickHeartbeat",
     "Weekday",
 ]
