@@ -13,6 +13,7 @@ import datetime as dt
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -188,9 +189,8 @@ SPECTACULAR_SETTINGS = {
 
 # django-q2 runs billing_tick every minute. It delivers at least once and may cut a task off at
 # its timeout, so retry stays above timeout and every task is idempotent.
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "portal",
-    "orm": "default",
     "workers": env.int("Q_WORKERS", default=2),
     "timeout": 240,
     "retry": 300,
@@ -198,6 +198,14 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Task queue",
 }
+# The queue's broker: PostgreSQL itself (django-q2's ORM broker) unless Q_REDIS_URL names a Redis server
+# (e.g. redis://redis:6379/0; pip install '.[redis]'), for many workers on several machines. The schedule,
+# the results and every task's own work stay in PostgreSQL either way.
+Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
+if Q_REDIS_URL:
+    Q_CLUSTER["redis"] = Q_REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
 
 # /healthz and `manage.py doctor`: the tick runs every minute; past these ages something has stopped.
 HEALTH_TICK_MAX_AGE_SECONDS = env.int("HEALTH_TICK_MAX_AGE_SECONDS", default=300)
