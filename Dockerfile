@@ -29,7 +29,7 @@ COPY deploy deploy
 # service collects them again into the volume the reverse proxy serves /static/ from.
 RUN useradd --system --home-dir /app --shell /usr/sbin/nologin portal \
     && python manage.py collectstatic --noinput -v0 \
-    && chown -R portal /var/lib/portal
+    && mkdir -p /var/lib/portal/csv-imports && chown -R portal /var/lib/portal
 USER portal
 
 EXPOSE 8000
