@@ -24,7 +24,7 @@ from tests.payment_fixtures import CARD_OK, save_card
 from tests.practice_fixtures import FRIDAY_10AM
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENTS, SESSIONS_EACH, TICKS = 6, 4, 6
+CLIENTS, SESSIONS_EACH, TICKS = 4, 5, 6
 
 
 def _cluster_env(stripe_server: FakeStripe) -> dict[str, str]:
@@ -46,11 +46,11 @@ def _wait(done: Callable[[], bool], clusters: list[subprocess.Popen[bytes]], log
 
 
 def _stop(clusters: list[subprocess.Popen[bytes]]) -> None:
-    """As a process manager stops them (SIGTERM); what is still up after a few seconds is killed (all their
+    """As a process manager stops them (SIGTERM); what is still up after two seconds is killed (all their
     work is saved by then)."""
     for cluster in clusters:
         os.killpg(cluster.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     for cluster in clusters:
         try:
             cluster.wait(max(deadline - time.monotonic(), 0.1))
