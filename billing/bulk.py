@@ -22,8 +22,6 @@ for, the primary keys reserved from the table's sequence beforehand (integration
 a batch's new appointments so while it reads the next events).
 
 ``AnyOf``: ``__in`` for a thousand values, as one array parameter.
-
-Other databases (the demo's SQLite) get ``bulk_create``, ``bulk_update`` and ``IN`` themselves.
 """
 
 from __future__ import annotations
@@ -42,9 +40,6 @@ from django.db.models.lookups import In
 def rows_update(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
     """Write ``fields`` of each row (already set on the instances) to the database, in one statement."""
     if not rows:
-        return
-    if connection.vendor != "postgresql":
-        type(rows[0])._default_manager.bulk_update(rows, fields)
         return
     meta = rows[0]._meta
     columns: list[models.Field[Any, Any]] = [meta.pk, *(meta.get_field(name) for name in fields)]  # type: ignore[list-item]
@@ -86,21 +81,6 @@ def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence
     db = db or connections[connection.alias]  # the connection itself: the proxy looks it up on each use
     fields = _fields(model)
     assert set(columns) == {f.attname for f in fields}, "give every column"
-    if db.vendor != "postgresql":
-        names = [f.attname for f in fields]
-        rows = zip(*(columns[name] for name in names), strict=True)
-        objs = [model(**dict(zip(names, row, strict=True))) for row in rows]
-        manager = model._default_manager.using(db.alias)
-        manager.bulk_create(objs)
-        # bulk_create stamps auto_now fields with a moment of its own: keep the ones given, as on PostgreSQL
-        # (an audit entry written from the same columns shows them).
-        stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-        if stamped:
-            for obj, row in zip(objs, zip(*(columns[f.attname] for f in stamped), strict=True), strict=True):
-                for field, value in zip(stamped, row, strict=True):
-                    setattr(obj, field.attname, value)
-            manager.bulk_update(objs, [f.name for f in stamped])
-        return [obj.pk for obj in objs]
     sql, arrays = _insert(model, fields, columns, db, f" RETURNING {db.ops.quote_name(str(model._meta.pk.column))}")
     db.ensure_connection()
     # Django's own cursor binds parameters client-side, spelling 12,000 values out as SQL text for the

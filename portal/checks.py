@@ -17,7 +17,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 # The demo's placeholder Stripe values (portal/settings.py): never a real practice's.
 DEMO_STRIPE_VALUES = {"sk_test_demo", "pk_test_demo", "whsec_demo"}
 # Commands that must run on a machine being set up, before its secrets are there (an image build).
-RUNS_UNCONFIGURED = {"check", "collectstatic", "help", "version", "--help", "--version", "makemigrations"}
+# ``doctor`` too: it is what says, in plain sentences, what is missing.
+RUNS_UNCONFIGURED = {"check", "collectstatic", "help", "version", "--help", "--version", "makemigrations", "doctor"}
 
 
 class UnsafeStart(ImproperlyConfigured):

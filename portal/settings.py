@@ -2,7 +2,8 @@
 
 Every value an operator sets comes from the environment (django-environ); a variable
 named ``X_FILE`` reads the secret ``X`` from that file instead. The defaults run the
-demo: SQLite, the local fake Stripe server, emails written to files, no credentials.
+demo: this machine's PostgreSQL (``bin/demo`` sets ``DATABASE_URL``), the local fake Stripe server, emails
+written to files, no credentials.
 Production (``DEBUG`` off) refuses to start without its secrets: see ``portal/checks.py``.
 """
 
@@ -12,8 +13,10 @@ import datetime as dt
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
@@ -65,6 +68,8 @@ if DEBUG and importlib.util.find_spec("devtools") is not None:
     INSTALLED_APPS.append("devtools.apps.DevtoolsConfig")
 
 MIDDLEWARE = [
+    # /healthz, answered first: no sign-in, no host check, no HTTPS redirect (portal/health.py).
+    "portal.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The Content-Security-Policy header, with Stripe's origins read from the settings on each request.
     "portal.security.StripeAwareCSPMiddleware",
@@ -108,14 +113,13 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The demo runs the web server and the task cluster on one SQLite file.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
-    )
+# PostgreSQL only: the portal relies on its row locks (SKIP LOCKED), advisory locks and SQL. bin/demo and bin/test
+# set DATABASE_URL (this machine's server, or an embedded one under var/: devtools/localpg.py).
+DATABASE_URL_DEFAULT = "postgres://postgres@127.0.0.1:5432/portal_demo"
+DATABASES = {"default": env.db_url("DATABASE_URL", default=DATABASE_URL_DEFAULT)}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(f"DATABASE_URL must name a PostgreSQL database (postgres://...); it names a "
+                               f"{DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} one.")
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -185,9 +189,8 @@ SPECTACULAR_SETTINGS = {
 
 # django-q2 runs billing_tick every minute. It delivers at least once and may cut a task off at
 # its timeout, so retry stays above timeout and every task is idempotent.
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "portal",
-    "orm": "default",
     "workers": env.int("Q_WORKERS", default=2),
     "timeout": 240,
     "retry": 300,
@@ -195,6 +198,18 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Task queue",
 }
+# The queue's broker: PostgreSQL itself (django-q2's ORM broker) unless Q_REDIS_URL names a Redis server
+# (e.g. redis://redis:6379/0; pip install '.[redis]'), for many workers on several machines. The schedule,
+# the results and every task's own work stay in PostgreSQL either way.
+Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
+if Q_REDIS_URL:
+    Q_CLUSTER["redis"] = Q_REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# /healthz and `manage.py doctor`: the tick runs every minute; past these ages something has stopped.
+HEALTH_TICK_MAX_AGE_SECONDS = env.int("HEALTH_TICK_MAX_AGE_SECONDS", default=300)
+HEALTH_QUEUE_MAX_LAG_SECONDS = env.int("HEALTH_QUEUE_MAX_LAG_SECONDS", default=300)
 
 # --- Security (SECURITY.md) -------------------------------------------------------------------------------
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off (tests/security/test_deploy.py).

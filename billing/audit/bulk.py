@@ -238,12 +238,6 @@ _Entry = tuple[int, Any, str, dict[str, Any] | None]  # content type, primary ke
 def _write(audit: BulkAudit, entries: list[_Entry], cursor: psycopg.Cursor[Any] | None = None) -> None:
     if not entries:
         return
-    if audit.db.vendor != "postgresql":
-        LogEntry.objects.using(audit.db.alias).bulk_create([
-            LogEntry(**audit.common, content_type_id=content_type, object_pk=str(pk),
-                     object_id=pk if isinstance(pk, int) else None, object_repr=text, changes=changes)
-            for content_type, pk, text, changes in entries])
-        return
     statement = _insert(audit, entries)
     if cursor is not None:
         cursor.execute(*statement)

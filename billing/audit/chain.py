@@ -72,9 +72,7 @@ SEALER_LOCK = 74_210_001  # an arbitrary, fixed PostgreSQL advisory-lock key for
 
 def _sealer_lock() -> bool:
     """Only one sealer at a time, even when there is no seal yet to lock (PostgreSQL advisory lock,
-    released at commit). SQLite serialises writers by itself."""
-    if connection.vendor != "postgresql":
-        return True
+    released at commit)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEALER_LOCK])
         return bool(cursor.fetchone()[0])

@@ -39,6 +39,7 @@ from billing.models.ledger import (
     StaffAction,
     StaffActionKind,
 )
+from billing.models.operations import TickHeartbeat
 from billing.models.payments import (
     BalanceAllocation,
     BalanceEpisode,
@@ -146,5 +147,6 @@ __all__ = [
     "StatementRun",
     "StripeEvent",
     "StripeLinkStatus",
+    "TickHeartbeat",
     "Weekday",
 ]

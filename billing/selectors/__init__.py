@@ -131,7 +131,7 @@ def _entries_sql(*, client_ids: list[int] | None, clinician_id: int | None, bill
         params["until"] = until
         where.append("l.occurred_on <= %(until)s")
     if client_ids is not None:
-        # Integers, written into the statement: one form for PostgreSQL and SQLite (the demo's database).
+        # Integers, written into the statement.
         where.append(f"l.client_id IN ({', '.join(str(int(pk)) for pk in client_ids) or 'NULL'})")
     if billing_type:
         params["billing_type"] = billing_type
@@ -159,8 +159,6 @@ def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | Non
     entries = _entries_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
                            billing_type=billing_type, params=params, until=until)
     sql = _AGING_SQL.format(entries=entries, select=select)
-    if connection.vendor == "sqlite":
-        sql = sql.replace("GREATEST(", "MAX(")  # SQLite's two-argument MAX is GREATEST
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())

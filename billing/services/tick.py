@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from billing.audit.chain import chain_seal
 from billing.local_time import practice_zone_active
-from billing.models import Charge, ChargeStatus, Practice
+from billing.models import Charge, ChargeStatus, Practice, TickHeartbeat
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.charges import charges_transition
 from billing.services.notify import emails_deferred, emails_send
@@ -138,6 +140,7 @@ def tick_run(*, now: dt.datetime, replay: bool = False) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did (a step kept from Stripe or
     clients by preview, or by a ``replay``, is left out). ``replay`` is for billing/services/preview.py."""
     done = {}
+    started = time.monotonic()
     # One read of the practice's policy per tick; emails wait for the tick's own sending step. The tick runs
     # outside any request: the practice's zone is made current, as a request's is, for what it writes.
     with Practice.pinned() as practice, practice_zone_active(practice), emails_deferred(), \
@@ -145,5 +148,15 @@ def tick_run(*, now: dt.datetime, replay: bool = False) -> dict[str, int]:
         for name, step in TICK_STEPS:
             if STEP_REACHES.get(name) not in closed:
                 done[name] = step(now=now)
+    if not replay:
+        heartbeat_record(as_of=now, seconds=time.monotonic() - started)
     log.info("billing_tick at %s%s: %s", now.isoformat(), " (replay)" if replay else "", done)
     return done
+
+
+def heartbeat_record(*, as_of: dt.datetime, seconds: float) -> None:
+    """Note that a tick ran to its end, at the clock's time (the health endpoint and ``doctor`` read it). One
+    statement that creates or updates the row, so ticks running side by side never conflict."""
+    TickHeartbeat.objects.bulk_create(
+        [TickHeartbeat(pk=TickHeartbeat.SINGLETON_ID, finished_at=timezone.now(), as_of=as_of, seconds=seconds)],
+        update_conflicts=True, unique_fields=["id"], update_fields=["finished_at", "as_of", "seconds"])

@@ -6,8 +6,10 @@ through the enrollment flow against it, then runs the web server and the task cl
 processes until Ctrl-C. ``bin/demo`` is the usual way in: it makes the virtualenv and sets the demo's
 defaults.
 
-The fake server keeps its data in ``var/fakestripe.pickle`` next to the SQLite database, so the Stripe
-ids the database holds stay valid when the demo is restarted. Its webhooks are not kept, so the
+The demo's database is PostgreSQL, as in production: ``bin/demo`` points ``DATABASE_URL`` at the database
+``portal_demo`` on this machine's server, or on an embedded one it starts under ``var/postgres``
+(devtools/localpg.py). The fake server keeps its data in ``var/fakestripe.pickle``, so the Stripe ids the
+database holds stay valid when the demo is restarted. Its webhooks are not kept, so the
 portal's endpoint is registered on every start.
 """
 
@@ -197,8 +199,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true",
                             help="Set up, seed and save the demo cards, then stop (for tests and CI).")
         parser.add_argument("--fresh", action="store_true",
-                            help="Delete the demo's SQLite database and fake Stripe data first, to start from "
-                                 "a new practice.")
+                            help="Empty the demo's database (one whose name has 'demo' in it) and delete the "
+                                 "fake Stripe data first, to start from a new practice.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         port: int = options["port"]
@@ -262,18 +264,24 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def delete_data(self) -> None:
-        database = settings.DATABASES["default"]
-        if database["ENGINE"] != "django.db.backends.sqlite3":
-            raise CommandError("--fresh deletes only the demo's SQLite database; empty other databases yourself.")
+        name = str(settings.DATABASES["default"]["NAME"])
+        if "demo" not in name:
+            raise CommandError(f"--fresh empties only a demo database (its name has 'demo' in it, as bin/demo's "
+                               f"portal_demo does), not {name!r}; empty other databases yourself.")
         connections.close_all()
-        path = Path(database["NAME"])
-        # The fake Stripe data goes too: its customers belong to the clients of the database deleted here.
-        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), stripe_store_path()):
-            file.unlink(missing_ok=True)
-        self.stdout.write(f"Deleted {path} and {stripe_store_path()}.")
+        # Dropped and made again from the server's maintenance database (the demo's own cannot drop itself).
+        database = connections["default"]
+        with database._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {database.ops.quote_name(name)} WITH (FORCE)")
+            cursor.execute(f"CREATE DATABASE {database.ops.quote_name(name)}")
+        connections.close_all()
+        # The fake Stripe data goes too: its customers belong to the clients of the database emptied here.
+        stripe_store_path().unlink(missing_ok=True)
+        self.stdout.write(f"Emptied the database {name} and deleted {stripe_store_path()}.")
 
     def print_access(self, port: int, stripe_url: str, enrollment: tuple[Any, str] | None) -> None:
         emails = settings.EMAIL_FILE_PATH or "the console (set EMAIL_FILE_PATH to write them to files)"
+        database = settings.DATABASES["default"]
         lines = [
             "",
             f"  Staff admin:  http://{HOST}:{port}/admin/",
@@ -281,6 +289,9 @@ class Command(BaseCommand):
             f"  {demo_sign_in_hint()}",
             f"  Fake Stripe:  {stripe_url}  (test cards: 4242 4242 4242 4242 pays, 4000 0000 0000 0341 "
             "declines, 4000 0027 6000 3184 asks to authenticate)",
+            f"  Database:     PostgreSQL, {database['NAME']} on {database['HOST']}:{database['PORT']} (DATABASE_URL="
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']} for other "
+            "commands)",
             f"  Emails go to: {emails}",
             "                Emails with links for clients (card, payment, receipts) land there; open a link "
             "in a browser to act as the client.",

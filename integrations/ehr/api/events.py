@@ -217,14 +217,14 @@ class QuietCreates:
     A chunk is three INSERTs (rows, participants, events) and one of audit entries, column by column,
     with no model instance per row.
 
-    On PostgreSQL the chunks go through the connection's pipeline mode: each is sent and the batch goes
+    The chunks go through the connection's pipeline mode: each is sent and the batch goes
     on reading the next events while the database writes it. Their primary keys are reserved up front
     (``room``: as many as the batch's events could create; an id not used is a gap, as a rolled-back
     insert leaves), since nothing comes back until the pipeline is synchronised. ``flush`` synchronises,
     and runs before any other event (so every event sees the ones before it; it may query) and at the
     end of the batch. The chunks since the last ``flush`` share a savepoint: if one failed (a concurrent
     request created one of its appointments) they are rolled back and their events applied one by one.
-    Other databases (the demo's SQLite) write each chunk at once. Written rows are left out of the batch's
+    Written rows are left out of the batch's
     cache, so an event naming one again reads it back from the database.
     """
 
@@ -288,9 +288,6 @@ class QuietCreates:
         if not self.items:
             return
         items, self.items = self.items, []
-        if connection.vendor != "postgresql":
-            self._write_now(items)
-            return
         participants = sum(len(clients) for *_, clients in items)
         if len(self.ids) < len(items) or len(self.participant_ids) < participants:
             self._sync()
@@ -347,16 +344,6 @@ class QuietCreates:
             return
         transaction.savepoint_commit(self.savepoint)
         self._created(sent)
-
-    def _write_now(self, items: list[Gathered]) -> None:
-        savepoint = transaction.savepoint()
-        try:
-            appointments_insert_quiet(self.push, items, bulk_audit([Appointment, Participant]))
-        except (IntegrityError, OperationalError):
-            self._one_by_one(savepoint, items)
-            return
-        transaction.savepoint_commit(savepoint)
-        self._created(items)
 
     def _one_by_one(self, savepoint: str, items: list[Gathered]) -> None:
         transaction.savepoint_rollback(savepoint)

@@ -13,11 +13,10 @@ second connection to the same database, in autocommit, and updates only ``rows_d
 the job row through it: each update commits at once, so the admin's poll sees it while the import's own rows
 are still invisible. The import's transaction does not touch the job row until its very end (an apply is
 marked done inside it, so "applied" commits with the rows or not at all), so the two connections never wait on
-each other. SQLite (the demo) has one writer at a time and the import holds it: there the bar moves only
-when the run ends.
+each other.
 
 **Running once.** The task queue gives a task to another worker when it has not finished within Q_CLUSTER's
-``retry`` (5 minutes), which a large import can outlast. On PostgreSQL a run holds an advisory lock for its
+``retry`` (5 minutes), which a large import can outlast. A run holds an advisory lock for its
 job until it has written the outcome, and a second delivery that finds the lock held leaves at once. If a
 worker dies mid-run (the cluster was restarted), PostgreSQL rolls its transaction back (nothing written) and
 drops the lock: the task queue's next delivery starts the job again, and the admin's page marks it failed
@@ -134,10 +133,9 @@ class ProgressWriter:
         self.last = float("-inf")
         self.writes = 0
         self._connection: BaseDatabaseWrapper | None = None
-        self.enabled = connection.vendor != "sqlite"  # one writer at a time, and the import holds it
 
     def __call__(self, rows: int, seconds: float) -> None:
-        if not self.enabled or time.monotonic() - self.last < self.every_seconds:
+        if time.monotonic() - self.last < self.every_seconds:
             return
         self.last = time.monotonic()
         self.write(rows)
@@ -146,10 +144,9 @@ class ProgressWriter:
         if self._connection is None:
             # Not registered in ``connections``: it is this writer's alone, and it is closed with it.
             self._connection = connections.create_connection(DEFAULT_DB_ALIAS)
-            if self._connection.vendor == "postgresql":
-                with self._connection.cursor() as cursor:
-                    # The job row is never locked while rows are read; should it be, skip a beat, never wait.
-                    cursor.execute("SET lock_timeout = '2s'")
+            with self._connection.cursor() as cursor:
+                # The job row is never locked while rows are read; should it be, skip a beat, never wait.
+                cursor.execute("SET lock_timeout = '2s'")
         return self._connection
 
     def write(self, rows: int) -> None:
@@ -182,14 +179,11 @@ class ProgressWriter:
 
 @contextlib.contextmanager
 def _run_lock(job_id: int) -> Iterator[bool]:
-    """Hold the job's advisory lock (PostgreSQL) on this thread's connection; yields whether it was free.
+    """Hold the job's advisory lock on this thread's connection; yields whether it was free.
 
     Session-level, not transaction-level: it is held across the import's transaction and until the outcome
     is written, and released when the process dies with its connection.
     """
-    if connection.vendor != "postgresql":
-        yield True
-        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [JOB_LOCK_SPACE, job_id])
         row = cursor.fetchone()
@@ -209,11 +203,11 @@ def _run_lock(job_id: int) -> Iterator[bool]:
 def _claim(job_id: int, now: dt.datetime, *, lock_held: bool) -> CsvImportJob | None:
     """Mark the job running if this delivery should run it; None if another run has it or it is over.
 
-    A job already running is taken over only under its advisory lock (PostgreSQL): holding it means the
+    A job already running is taken over only under its advisory lock: holding it means the
     run that marked it running is gone, its transaction rolled back with its connection.
     """
     claimable = [CsvImportJobStatus.QUEUED]
-    if lock_held and connection.vendor == "postgresql":
+    if lock_held:
         claimable.append(CsvImportJobStatus.RUNNING)
     job = CsvImportJob.objects.filter(pk=job_id).first()
     if job is None or job.status not in claimable:
@@ -232,10 +226,9 @@ def _claim(job_id: int, now: dt.datetime, *, lock_held: bool) -> CsvImportJob | 
 def job_check_stopped(job: CsvImportJob, now: dt.datetime) -> bool:
     """A running job whose advisory lock is free has lost its worker: mark it failed. True if it did.
 
-    Only on PostgreSQL (SQLite has no such lock: the page says the job has stalled instead). The lock is
-    taken before the check, so a run finishing meanwhile is seen as done, never as stopped.
+    The lock is taken before the check, so a run finishing meanwhile is seen as done, never as stopped.
     """
-    if job.status != CsvImportJobStatus.RUNNING or connection.vendor != "postgresql":
+    if job.status != CsvImportJobStatus.RUNNING:
         return False
     with _run_lock(job.pk) as held:
         if not held:
@@ -369,7 +362,7 @@ def job_progress(job: CsvImportJob, now: dt.datetime) -> dict[str, Any]:
         hint = ("No worker has picked this up yet: is the task cluster running (manage.py qcluster; bin/demo "
                 "starts it)?")
     elif job.status == CsvImportJobStatus.RUNNING and job.progress_at and (
-            now - job.progress_at).total_seconds() > STALLED_SECONDS and connection.vendor == "postgresql":
+            now - job.progress_at).total_seconds() > STALLED_SECONDS:
         hint = "No progress for a while: the import may be waiting for a lock held by other work."
     return {
         "job": job.pk, "import": job.csv_import_id, "action": job.action, "status": job.status,
