@@ -60,6 +60,7 @@ from billing.services.schedule import (
     appointment_event_record,
     appointment_set_status,
     appointment_sync_charges,
+    new_sessions_bill,
     session_is_billable,
 )
 
@@ -509,10 +510,10 @@ Gathered = tuple[dict[str, Any], str, dict[str, Any], Clinician, list[Client]]
 
 def appointments_insert_quiet(push: Push, items: list[Gathered], audit: BulkAudit,
                               cursor: psycopg.Cursor[Any] | None = None,
-                  ids: list[int] | None = None, participant_ids: list[int] | None = None) -> None:
+                  ids: list[int] | None = None, participant_ids: list[int] | None = None) -> list[int]:
     """The rows ``appointment_put`` would create (with ``save()``'s ``auto_now`` times), their
     participants, creation events and audit entries: sent on ``cursor`` (pipeline mode) with the
-    reserved ``ids`` and ``participant_ids``, or else written at once."""
+    reserved ``ids`` and ``participant_ids``, or else written at once. Returns the appointments' ids."""
     db, n, now = audit.db, len(items), timezone.now()
 
     def insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]], reserved: list[int] | None = None
@@ -541,3 +542,24 @@ def appointments_insert_quiet(push: Push, items: list[Gathered], audit: BulkAudi
     # The client itself, not only its id: a participant's entry shows the client's name.
     audit_bulk_created_columns(audit, Participant, {"id": participant_ids, **participants,
                                                     "client": [client for _, client in attending]}, cursor)
+    return ids
+
+
+def appointments_insert_billed(push: Push, items: list[Gathered], audit: BulkAudit) -> None:
+    """New appointments already at the billing trigger (a completed session, under the "completed"
+    trigger): the rows ``appointments_insert_quiet`` writes, then what ``appointment_put``'s sync
+    bills for them (``new_sessions_bill``: charges, their events, ledger lines, review items, audit
+    entries), in a few statements for the lot rather than some thirty queries each. The caller checked
+    each one is new and ``status_is_billable``."""
+    ids = appointments_insert_quiet(push, items, audit)
+    # Full client rows: the batch read only their names, and billing decisions may read any field.
+    clients = {c.pk: c for c in Client.objects.filter(
+        AnyOf(F("pk"), list({c.pk for *_, attending in items for c in attending})))}
+    sessions = []
+    for appointment_id, (_, external_id, data, clinician, attending) in zip(ids, items, strict=True):
+        appointment = Appointment(pk=appointment_id, source=push.source, external_id=external_id,
+                                  clinician=clinician, status=data["status"],
+                                  **{name: data[name] for name in APPOINTMENT_FIELDS})
+        appointment._state.adding = False
+        sessions.append((appointment, [clients[c.pk] for c in attending]))
+    new_sessions_bill(sessions=sessions, practice=push.practice, now=push.now, actor=push.actor)

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
+from billing.audit.bulk import audit_bulk_created
+from billing.bulk import instances_insert
 from billing.errors import Refused
 from billing.models import (
     CANCELABLE_STATUSES,
@@ -33,12 +36,12 @@ from billing.models import (
     ReviewKind,
 )
 from billing.money import format_cents
-from billing.services.charges import charge_event_record, charge_transition
-from billing.services.ledger import ledger_owed_for_charge, ledger_post
+from billing.services.charges import charge_event_build, charge_event_record, charge_transition
+from billing.services.ledger import ledger_entry_build, ledger_owed_for_charge, ledger_post
 from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
 from billing.services.payments import payment_withdraw_after_commit
-from billing.services.pricing import NeedsReview, Share, share_compute
+from billing.services.pricing import NeedsReview, Share, pricing_lookups, pricing_preloaded, share_compute
 from billing.services.receipts import charges_email, service_descriptions
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
@@ -286,19 +289,81 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
                                   f"now computes {format_cents(share.amount_cents)}")
 
 
-def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
-                   now: dt.datetime, actor: str, user: User | None) -> Charge:
+def charge_build(*, appointment: Appointment, client: Client, share: Share, practice: Practice,
+                 now: dt.datetime) -> Charge:
+    """The new session charge for ``share``, not saved yet: its amount, when it is taken and when the
+    client is told. Every way a session charge is created builds it here (one by one in
+    ``_charge_create``, a batch's new sessions in ``new_sessions_bill``), so a rule about new charges
+    belongs here once."""
     due = charge_at(practice, now)
-    charge = Charge.objects.create(
+    return Charge(
         client=client, appointment=appointment, kind=share.kind, amount_cents=share.amount_cents,
         insurance_cents=share.insurance_cents, deductible_applied_cents=share.deductible_applied_cents,
         breakdown=share.breakdown(), status=ChargeStatus.SCHEDULED, scheduled_for=due,
         notice_due_at=notice_due_at(practice, due, now))
-    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user, reason="session billable")
+
+
+CHARGE_CREATED = "session billable"
+
+
+def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
+                   now: dt.datetime, actor: str, user: User | None) -> Charge:
+    charge = charge_build(appointment=appointment, client=client, share=share, practice=practice, now=now)
+    charge.save(force_insert=True)
+    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user, reason=CHARGE_CREATED)
     ledger_post(client=client, kind=LedgerKind.SESSION_CHARGE, amount_cents=share.amount_cents,
                 occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
                 appointment=appointment, charge=charge, memo=share.lines[0].label)
     return charge
+
+
+def new_sessions_bill(*, sessions: Sequence[tuple[Appointment, Sequence[Client]]], practice: Practice,
+                      now: dt.datetime, actor: str) -> None:
+    """``appointment_sync_charges`` for many sessions just written with their participants, all at the
+    billing trigger and in a status that carries no fee, none with a charge or review item yet (the
+    events batch's new completed sessions): the same charges, status events, ledger lines, review items
+    and audit entries, in a few statements for the lot.
+
+    The decisions are the one-by-one path's own: each participant (in id order) priced by
+    ``share_compute`` (its look-ups loaded once for the lot, ``pricing_lookups``), a ``NeedsReview``
+    sent to ``review_open``, each charge built by ``charge_build``; the deductible a charge applies
+    counts for the client's next session in the lot, as it would one by one. For a session just
+    created, the sync's other steps (closing stale review items, withdrawing charges, fees) have
+    nothing to act on. The caller holds the appointments (it created them in this transaction)."""
+    moment = timezone.now()  # the charges' created_at, as save() would stamp it
+    participant_counts = {appointment.pk: len(clients) for appointment, clients in sessions}
+    client_ids = {client.pk for _, clients in sessions for client in clients}
+    lookups = pricing_lookups(client_ids=client_ids, participant_counts=participant_counts, zone=practice.zone)
+    planned: list[tuple[Charge, Share, Appointment]] = []
+    with pricing_preloaded(lookups):
+        for appointment, clients in sessions:
+            for client in sorted(clients, key=lambda c: c.pk):
+                try:
+                    share = share_compute(appointment=appointment, client=client)
+                except NeedsReview as problem:
+                    review_open(kind=ReviewKind.PRICING, client=client, appointment=appointment, reason=str(problem),
+                                now=now)
+                    continue
+                if share.amount_cents == 0:
+                    continue
+                charge = charge_build(appointment=appointment, client=client, share=share, practice=practice, now=now)
+                charge.created_at = charge.updated_at = moment
+                planned.append((charge, share, appointment))
+                if charge.deductible_applied_cents:
+                    lookups.deductible_charges.setdefault(client.pk, []).append(
+                        (0, moment, charge.deductible_applied_cents))
+    if not planned:
+        return
+    charges = [charge for charge, _, _ in planned]
+    instances_insert(charges)
+    instances_insert([charge_event_build(charge=charge, from_status="", now=now, actor=actor, reason=CHARGE_CREATED)
+                      for charge in charges])
+    instances_insert([ledger_entry_build(client=charge.client, kind=LedgerKind.SESSION_CHARGE,
+                                         amount_cents=share.amount_cents,
+                                         occurred_on=service_date(appointment, practice), now=now, actor=actor,
+                                         appointment=appointment, charge=charge, memo=share.lines[0].label)
+                      for charge, share, appointment in planned])
+    audit_bulk_created(charges)
 
 
 def _charge_revive(charge: Charge, appointment: Appointment, share: Share, practice: Practice,
