@@ -26,7 +26,7 @@ from rest_framework import serializers
 
 from billing.audit.bulk import BulkAudit, bulk_audit
 from billing.bulk import ids_reserve
-from billing.models import Appointment, Participant, Practice
+from billing.models import Appointment, Charge, Participant, Practice
 from billing.services.intake import (
     CREATED,
     ERROR,
@@ -299,17 +299,7 @@ class QuietCreates:
         if len(self.ids) < len(items) or len(self.participant_ids) < participants:
             self._sync()
             self._reserve(len(items), participants)
-        if self.pipeline is None:
-            self.audit = bulk_audit([Appointment, Participant])
-            self.savepoint = transaction.savepoint()
-            self.pipeline = ExitStack()
-            self.pipeline.enter_context(self.audit.db.connection.pipeline())
-            self.cursor = self.pipeline.enter_context(psycopg.Cursor(self.audit.db.connection))
-            # Foreign keys checked as each INSERT ends, while the batch reads on, rather than all at COMMIT
-            # (a quarter of a batch's time, with nothing else to do meanwhile). Every row here comes after
-            # the rows it points to. Rolling back to the savepoint restores the deferred checks; ``_sync``
-            # restores them otherwise (every deferrable constraint here is initially deferred).
-            self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        self._open()
         ids, self.ids = self.ids[:len(items)], self.ids[len(items):]
         participant_ids, self.participant_ids = self.participant_ids[:participants], self.participant_ids[participants:]
         assert self.audit is not None and self.cursor is not None
@@ -321,6 +311,22 @@ class QuietCreates:
                 appointments_insert_quiet(self.push, items, self.audit, self.cursor, ids, participant_ids)
         except (IntegrityError, OperationalError):
             self._sync(failed=True)
+
+    def _open(self) -> psycopg.Cursor[Any]:
+        """The cursor in pipeline mode, opened (with the savepoint its chunks share) if it is not."""
+        if self.pipeline is None:
+            self.audit = bulk_audit([Appointment, Participant, Charge])
+            self.savepoint = transaction.savepoint()
+            self.pipeline = ExitStack()
+            self.pipeline.enter_context(self.audit.db.connection.pipeline())
+            self.cursor = self.pipeline.enter_context(psycopg.Cursor(self.audit.db.connection))
+            # Foreign keys checked as each INSERT ends, while the batch reads on, rather than all at COMMIT
+            # (a quarter of a batch's time, with nothing else to do meanwhile). Every row here comes after
+            # the rows it points to. Rolling back to the savepoint restores the deferred checks; ``_sync``
+            # restores them otherwise (every deferrable constraint here is initially deferred).
+            self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        assert self.cursor is not None
+        return self.cursor
 
     def _reserve(self, appointments: int, participants: int) -> None:
         db = connections[DEFAULT_DB_ALIAS]
@@ -417,15 +423,39 @@ class BilledCreates:
         if not self.items:
             return
         items, self.items = self.items, []
-        self.quiet.flush()
-        savepoint = transaction.savepoint()
-        try:
-            appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant]))
-        except (IntegrityError, OperationalError):
-            self.quiet._one_by_one(savepoint, items)
+        quiet = self.quiet
+        quiet.flush()  # its rows written: billing reads next
+        if connection.vendor != "postgresql":
+            savepoint = transaction.savepoint()
+            try:
+                appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant, Charge]))
+            except (IntegrityError, OperationalError):
+                quiet._one_by_one(savepoint, items)
+                return
+            transaction.savepoint_commit(savepoint)
+            quiet._created(items)
             return
-        transaction.savepoint_commit(savepoint)
-        self.quiet._created(items)
+        # Read and decide, then send every row on ``quiet``'s pipeline, which the next flush synchronises
+        # (the database writes this chunk while the batch reads on); a conflict is settled there, one by
+        # one, with ``quiet``'s own chunks.
+        reads, opened = transaction.savepoint(), False
+
+        def pipeline() -> psycopg.Cursor[Any]:
+            nonlocal opened
+            transaction.savepoint_commit(reads)
+            cursor = quiet._open()
+            quiet.sent.extend(items)
+            opened = True
+            return cursor
+
+        try:
+            with connection.wrap_database_errors:
+                appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant, Charge]), pipeline)
+        except (IntegrityError, OperationalError):
+            if opened:
+                quiet._sync(failed=True)
+            else:
+                quiet._one_by_one(reads, items)
 
 
 def _fail(result: dict[str, Any], code: str, errors: dict[str, list[str]]) -> None:
