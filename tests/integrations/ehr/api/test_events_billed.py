@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections import Counter
 from typing import Any
 
@@ -23,6 +24,7 @@ from billing.models import (
     ChargeEvent,
     ChargeStatus,
     Client,
+    Clinician,
     LedgerEntry,
     OutboundEmail,
     Participant,
@@ -199,3 +201,36 @@ def _amounts(state: dict[str, Any]) -> dict[tuple[str, str], int]:
         fields = dict(row)
         out[(fields["appointment_id"], fields["client_id"])] = int(fields["amount_cents"])
     return out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_conflict_committed_while_completed_sessions_are_sent_falls_back_to_one_by_one(
+        practice: Practice, put: Call, post: Call, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another request commits one of the batch's new completed sessions after the batch looked them up:
+    the batch still ends as if applied one by one, each session billed once."""
+    put("clinicians/clin-1/", clinician_body())
+    put("clients/c-1/", client_body("Ana", session_rate_cents=14000))
+    prefetch = ehr_events._prefetch_batch
+
+    def meanwhile(push: intake.Push, events: list[Any]) -> tuple[int, int]:
+        room = prefetch(push, events)
+        other = threading.Thread(target=other_request)
+        other.start()
+        other.join(10)
+        return room
+
+    def other_request() -> None:
+        try:
+            Appointment.objects.create(source=SOURCE, external_id="z-1", service_code="90837", status="completed",
+                                       clinician=Clinician.objects.get(external_id="clin-1"), starts_at=NOW)
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(ehr_events, "_prefetch_batch", meanwhile)
+    events = [done(f"z-{i}", ["c-1"], 10 + i) for i in range(3)]
+    response = post("events/", events, expect=200)
+    assert [r["status"] for r in response["results"]] == ["created", "updated", "created"]
+    assert Appointment.objects.count() == Participant.objects.count() == 3
+    assert sorted(Charge.objects.values_list("appointment__external_id", "amount_cents")) == [
+        ("z-0", 14000), ("z-1", 14000), ("z-2", 14000)]
+    assert LedgerEntry.objects.count() == ChargeEvent.objects.count() == 3
