@@ -1,30 +1,36 @@
 """How much the portal adds to each card charge, against bare stripe-python calls to the same server.
 
-    .venv/bin/python bench/charge_run.py [--charges 500] [--profile] [--measure-limit]
+    .venv/bin/python bench/charge_run.py [--charges 500] [--profile] [--measure-limit [--limit-charges 5000]
+                                         [--rate 20]]
 
-Issue 3's speed requirement: charging is bound by Stripe (25 requests/s in test mode, 100 live), so the
-portal's own cost per charge must vanish beside it. Target: ``billing_tick`` takes at most 1.3x the time
-of the same number of bare off-session PaymentIntent calls.
+Charging is bound by Stripe (25 requests/s in test mode, 100 live), so the portal's own cost per charge
+must vanish beside it. Target: ``billing_tick`` takes at most 1.3x the time of the same number of bare
+off-session PaymentIntent calls made with the same parallelism.
 
 What it does, in one run:
-1. Its own PostgreSQL database (``portal_bench_charges``: created if missing, migrated, emptied) and its
-   own fake Stripe server (``python -m devtools.fakestripe --port 0``).
+1. Its own PostgreSQL database (``portal_bench_charges``, or ``BENCH_DATABASE``: created if missing,
+   migrated, emptied) and its own fake Stripe server (``python -m devtools.fakestripe --port 0``).
 2. Not timed: N self-pay clients, each with a Stripe customer and a 4242 card made directly through the
-   fake server's API; one completed session each, billed through the portal's services
-   (``appointment_set_status``), then marked due.
+   fake server's API; one completed session each, billed through the portal's services (as the events
+   batch bills new completed sessions, ``new_sessions_price``), then marked due.
 3. Timed: ``tick_run(now=...)`` in this process, which charges the N due charges exactly as the task
-   cluster does (claim, attempt, one PaymentIntent each, settle, ledger, receipt email).
+   cluster does (claim, attempt, one PaymentIntent each from ``STRIPE_PARALLEL_CHARGES`` threads, 4 by
+   default, settle, ledger, receipt email).
 4. The fake server is wiped (``DELETE /_config/everything``) and the same N customers and cards are made
    again, so the bare loop starts from the same store size the tick did (localstripe scans its whole
    store on each call, so a bigger store is a slower server). Timed: N bare
    ``payment_intents.create(off_session=True, confirm=True)`` calls with the same parameters, the same
-   ``StripeClient`` options and their own idempotency keys, one after the other like the tick.
+   ``StripeClient`` options and their own idempotency keys, from as many threads as the tick uses, each
+   taking the next card as soon as its call returns.
 
 The gateway's request limit (``STRIPE_MAX_REQUESTS_PER_SECOND``, 20/s with test keys) is set to 0 for
 the timed runs: it deliberately protects Stripe, so with it both sides would only measure the limit.
-The output also says what the tick takes at the default limit (estimated; ``--measure-limit`` runs it).
+``--measure-limit`` then seeds ``--limit-charges`` due charges afresh and runs the tick at the limit
+(``--rate``, the gateway's default for test keys unless given): it prints the share of the limit the
+tick sustained and this process's resident memory every 10 seconds (current and peak, from /proc).
 Emails go to Django's in-memory backend (rendering and building them is counted; no SMTP), and
-DEBUG is off, as in production.
+DEBUG is off, as in production. The load average is printed with the figures: on a shared machine,
+compare figures from one run only.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
-DATABASE = "portal_bench_charges"
+DATABASE = os.environ.get("BENCH_DATABASE", "portal_bench_charges")
 SECRET_KEY = "sk_test_bench"
 TARGET = 1.3
 DEFAULT_TEST_RATE = 20.0  # the gateway's default limit with test keys (portal/settings.py)
@@ -117,18 +124,21 @@ def configure_django(database_url: str, stripe_url: str) -> None:
 
 
 def make_cards(stripe_url: str, count: int) -> list[tuple[str, str]]:
-    """(customer id, payment method id) pairs, made straight through the fake server's API (not timed)."""
-    pairs = []
-    with httpx.Client(base_url=stripe_url, headers={"Authorization": f"Bearer {SECRET_KEY}"}, timeout=30) as http:
-        for n in range(count):
+    """(customer id, payment method id) pairs, made straight through the fake server's API (not timed;
+    8 at a time)."""
+    with httpx.Client(base_url=stripe_url, headers={"Authorization": f"Bearer {SECRET_KEY}"}, timeout=60,
+                      limits=httpx.Limits(max_connections=8)) as http:
+        def make(n: int) -> tuple[str, str]:
             customer = http.post("/v1/customers", data={"email": f"bench{n}@example.com", "name": f"Bench {n}"})
             method = http.post("/v1/payment_methods", data={
                 "type": "card", "card[number]": CARD, "card[exp_month]": "12", "card[exp_year]": "2030",
                 "card[cvc]": "123"})
             customer_id, method_id = customer.json()["id"], method.json()["id"]
             http.post(f"/v1/payment_methods/{method_id}/attach", data={"customer": customer_id}).raise_for_status()
-            pairs.append((customer_id, method_id))
-    return pairs
+            return customer_id, method_id
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(make, range(count)))
 
 
 def wipe(stripe_url: str) -> None:
@@ -143,18 +153,20 @@ def seed(count: int, cards: list[tuple[str, str]]) -> None:
     """N self-pay clients with a card on file, one completed session each, billed and marked due."""
     from django.core.management import call_command
 
+    from billing.audit.bulk import bulk_audit
     from billing.audit.chain import chain_seal
     from billing.models import (
         Appointment,
         AppointmentStatus,
         BillingType,
+        Charge,
         Client,
         Clinician,
         Participant,
         Practice,
         Service,
     )
-    from billing.services.schedule import appointment_set_status
+    from billing.services.schedule import new_session_charges_write, new_sessions_price
     from billing.services.tick import charges_mark_due, tick_run
 
     call_command("migrate", interactive=False, verbosity=0)
@@ -169,13 +181,18 @@ def seed(count: int, cards: list[tuple[str, str]]) -> None:
                stripe_customer_id=customer, stripe_link_status="matched", card_payment_method_id=method,
                card_brand="visa", card_last4=CARD[-4:], card_exp_month=12, card_exp_year=2030)
         for n, (customer, method) in enumerate(cards))
-    for n, client in enumerate(clients):
-        starts = COMPLETED_AT - dt.timedelta(hours=1, minutes=n % 60)
-        appointment = Appointment.objects.create(clinician=clinician, service_code="90837", starts_at=starts,
-                                                 diagnosis_codes=["F41.1"])
-        Participant.objects.create(appointment=appointment, client=client)
-        appointment_set_status(appointment=appointment, status=AppointmentStatus.COMPLETED, now=COMPLETED_AT,
-                               actor="bench")
+    # The sessions billed as the events batch bills new completed ones (``new_sessions_price``): the
+    # same charges, ledger lines and audit entries as one by one, in a few statements for thousands.
+    appointments = Appointment.objects.bulk_create(
+        Appointment(clinician=clinician, service_code="90837", diagnosis_codes=["F41.1"],
+                    starts_at=COMPLETED_AT - dt.timedelta(hours=1, minutes=n % 60),
+                    status=AppointmentStatus.COMPLETED) for n in range(len(clients)))
+    Participant.objects.bulk_create(Participant(appointment=a, client=c) for a, c in zip(appointments, clients,
+                                                                                         strict=True))
+    with Practice.pinned() as practice:
+        billing = new_sessions_price(sessions=[(a, [c]) for a, c in zip(appointments, clients, strict=True)],
+                                     practice=practice, now=COMPLETED_AT, actor="bench")
+        new_session_charges_write(billing, now=COMPLETED_AT, audit=bulk_audit([Charge]))
     # Everything a tick would do about the seed itself (sealing the audit chain over the new rows, emails)
     # is done now, as of the completions, so the timed tick does only the charging's work.
     tick_run(now=COMPLETED_AT)
@@ -276,14 +293,20 @@ def bare_loop(stripe_url: str, cards: list[tuple[str, str]]) -> float:
                                  max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
                                  http_client=stripe.HTTPXClient(timeout=settings.STRIPE_TIMEOUT_SECONDS,
                                                                   allow_sync_methods=True))
-    start = time.perf_counter()
-    for n, (customer, method) in enumerate(cards):
+    def call(n: int) -> None:
+        customer, method = cards[n]
         params: Any = {"amount": 14000 + n % 7 * 500, "currency": "usd", "customer": customer,
                        "payment_method": method, "off_session": True, "confirm": True,
                        "metadata": {"portal_charge": str(n)}}
         intent = client.v1.payment_intents.create(params=params, options={"idempotency_key": f"bare-{n}"})
         if intent.status != "succeeded":
             raise SystemExit(f"bare call {n} ended {intent.status}")
+
+    # As many calls at once as the tick makes (STRIPE_PARALLEL_CHARGES threads), each thread taking the
+    # next card as soon as its call returns: like with like.
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=settings.STRIPE_PARALLEL_CHARGES) as pool:
+        list(pool.map(call, range(len(cards))))
     return time.perf_counter() - start
 
 
@@ -301,7 +324,10 @@ def main() -> None:
     parser.add_argument("--charges", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="profile the tick with cProfile and print it")
     parser.add_argument("--measure-limit", action="store_true",
-                        help=f"also run the tick at the default {DEFAULT_TEST_RATE:g} requests/s and time it")
+                        help="also run the tick at the gateway's request limit over --limit-charges charges")
+    parser.add_argument("--limit-charges", type=int, default=5_000)
+    parser.add_argument("--rate", type=float, default=DEFAULT_TEST_RATE,
+                        help=f"the request limit for --measure-limit (default {DEFAULT_TEST_RATE:g}/s, test keys)")
     args = parser.parse_args()
     count = args.charges
 
@@ -324,7 +350,7 @@ def main() -> None:
 
         limited = None
         if args.measure_limit:
-            limited = measure_limited(stripe_url, count)
+            limited = measure_limited(stripe_url, args.limit_charges, args.rate)
 
     ratio = tick_seconds / bare_seconds
     threads = int(os.environ["STRIPE_PARALLEL_CHARGES"])
@@ -348,29 +374,65 @@ def main() -> None:
     print(f"  ratio tick / bare:                {ratio:7.2f}x  ({verdict} the {TARGET}x target)")
     bound = "the limit" if per_request * tick_requests >= tick_seconds else "the portal's own work"
     print(f"  at the default limit ({DEFAULT_TEST_RATE:g}/s, test keys): at least {estimate:.1f} s for this tick, "
-          f"bounded by {bound}" + (f" (measured: {limited:.1f} s)" if limited is not None else "")
-          + f"; the bare loop at that limit: {bare_requests * per_request:.1f} s")
+          f"bounded by {bound}; the bare loop at that limit: {bare_requests * per_request:.1f} s")
+    if limited is not None:
+        seconds, requests, samples = limited
+        print(f"\n  at the limit of {args.rate:g} requests/s, {args.limit_charges:,} due charges: {seconds:.1f} s, "
+              f"{requests:,} Stripe requests, {requests / seconds:.2f} requests/s = "
+              f"{requests / seconds / args.rate:.1%} of the limit (target >= 95%)")
+        print("    time    payment calls   calls/s in the interval   RSS MiB   peak RSS MiB")
+        last_t, last_n = 0.0, 0
+        for t, n, rss, peak in samples:
+            interval = (n - last_n) / (t - last_t) if t > last_t else 0.0
+            print(f"    {t:6.1f} s {n:10,}      {interval:10.2f}               {rss / 1024:7.1f}   {peak / 1024:7.1f}")
+            last_t, last_n = t, n
+    print(f"  load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
     if report:
         print("\n" + report)
 
 
-def measure_limited(stripe_url: str, count: int) -> float:
-    """The tick again, from a fresh seed, at the gateway's default test-mode limit."""
+def _rss_kib() -> tuple[int, int]:
+    """This process's resident memory now and at its peak (KiB), from /proc."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def measure_limited(stripe_url: str, count: int, rate: float) -> tuple[float, int, list[tuple[float, int, int, int]]]:
+    """The tick again, from a fresh seed of ``count`` charges, at ``rate`` Stripe requests a second (the
+    gateway's limit). Returns its time, its Stripe requests, and samples taken every 10 s (time, payment calls
+    made so far, RSS, peak RSS)."""
+    import threading
+
     from django.conf import settings
 
     from integrations.stripe.gateway import get_gateway
 
     wipe(stripe_url)
     seed(count, make_cards(stripe_url, count))
-    settings.STRIPE_MAX_REQUESTS_PER_SECOND = DEFAULT_TEST_RATE
+    settings.STRIPE_MAX_REQUESTS_PER_SECOND = rate
     get_gateway.cache_clear()
     from billing.services.tick import tick_run
 
-    start = time.perf_counter()
-    tick_run(now=TICK_AT)
-    elapsed = time.perf_counter() - start
+    samples: list[tuple[float, int, int, int]] = []
+    stop = threading.Event()
+    before = stripe_requests(stripe_url)
+    with stripe_call_clock() as calls:
+        start = time.perf_counter()
+
+        def sample() -> None:
+            while not stop.wait(10):
+                samples.append((time.perf_counter() - start, len(calls), *_rss_kib()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        tick_run(now=TICK_AT)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        samples.append((elapsed, len(calls), *_rss_kib()))
     check_outcome(count)
-    return elapsed
+    return elapsed, stripe_requests(stripe_url) - before, samples
 
 
 if __name__ == "__main__":

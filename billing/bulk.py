@@ -92,6 +92,36 @@ def bulk_insert_values(model: type[models.Model], columns: Mapping[str, Sequence
         return [row[0] for row in cursor.fetchall()]
 
 
+def instances_insert(objs: Sequence[models.Model], db: BaseDatabaseWrapper | None = None) -> None:
+    """``bulk_insert_values`` for unsaved model instances of one model (built as ``save()`` would write them,
+    ``auto_now`` fields filled in by the caller): every column read off the instances, so a field added
+    to the model is written too; each instance gets its primary key."""
+    if not objs:
+        return
+    model = type(objs[0])
+    columns = {f.attname: [getattr(obj, f.attname) for obj in objs] for f in _fields(model)}
+    for obj, pk in zip(objs, bulk_insert_values(model, columns, db), strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = (db or connection).alias
+
+
+def instances_send(objs: Sequence[models.Model], db: BaseDatabaseWrapper, cursor: psycopg.Cursor[Any]) -> None:
+    """``instances_insert`` on a cursor in pipeline mode (``rows_send``), with the instances' primary keys if
+    they have them (``ids_reserve``; else the instances are left without)."""
+    if not objs:
+        return
+    model = type(objs[0])
+    fields = _fields(model)
+    if all(obj.pk is not None for obj in objs):
+        fields = [model._meta.pk, *fields]
+    columns = {f.attname: [getattr(obj, f.attname) for obj in objs] for f in fields}
+    rows_send(model, columns, db, cursor)
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = db.alias
+
+
 def _fields(model: type[models.Model]) -> list[Any]:
     assert not model._meta.parents, "multi-table inheritance is bulk_create's business"
     return [f for f in model._meta.local_concrete_fields if not f.primary_key]

@@ -200,11 +200,16 @@ def bulk_audit(models_: Iterable[type[models.Model]]) -> BulkAudit:
                      connections[DEFAULT_DB_ALIAS])
 
 
-def audit_bulk_created(instances: Sequence[models.Model]) -> None:
-    """Creation entries for rows written in bulk, given as model instances."""
-    audit = bulk_audit({type(instance) for instance in instances})
+def audit_bulk_created(instances: Sequence[models.Model], audit: BulkAudit | None = None,
+                       cursor: psycopg.Cursor[Any] | None = None) -> None:
+    """Creation entries for rows written in bulk, given as model instances; ``audit`` when the caller has it
+    (naming their models), ``cursor`` as for ``audit_bulk_created_columns``."""
+    if not instances:
+        return
+    audit = audit or bulk_audit({type(instance) for instance in instances})
     _write(audit, [(content_type, instance.pk, smart_str(instance), creation_changes(instance))
-                   for instance in instances if (content_type := audit.content_types[type(instance)]) is not None])
+                   for instance in instances if (content_type := audit.content_types[type(instance)]) is not None],
+           cursor)
 
 
 def audit_bulk_created_columns(audit: BulkAudit, model: type[models.Model], columns: Mapping[str, Sequence[Any]],

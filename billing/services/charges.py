@@ -16,9 +16,17 @@ from billing.states import CHARGE_TRANSITIONS, check_transition
 
 def charge_event_record(*, charge: Charge, from_status: str, now: dt.datetime, actor: str,
                         user: User | None = None, reason: str = "") -> ChargeEvent:
-    return ChargeEvent.objects.create(
-        charge=charge, from_status=from_status, to_status=charge.status, amount_cents=charge.amount_cents,
-        at=now, actor=actor, user=user, reason=reason[:300])
+    event = charge_event_build(charge=charge, from_status=from_status, now=now, actor=actor, user=user,
+                               reason=reason)
+    event.save(force_insert=True)
+    return event
+
+
+def charge_event_build(*, charge: Charge, from_status: str, now: dt.datetime, actor: str,
+                       user: User | None = None, reason: str = "") -> ChargeEvent:
+    """The event row ``charge_event_record`` writes, not saved yet (for rows written in bulk)."""
+    return ChargeEvent(charge=charge, from_status=from_status, to_status=charge.status,
+                       amount_cents=charge.amount_cents, at=now, actor=actor, user=user, reason=reason[:300])
 
 
 def charge_transition(*, charge: Charge, to_status: str, now: dt.datetime, actor: str,

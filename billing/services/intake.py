@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.audit.bulk import BulkAudit, audit_bulk_created_columns
-from billing.bulk import AnyOf, bulk_insert_values, rows_send
+from billing.bulk import AnyOf, bulk_insert_values, ids_reserve, rows_send
 from billing.errors import Conflict, InvalidInput, NotFound
 from billing.models import (
     MONEY_MOVED_STATUSES,
@@ -60,6 +60,8 @@ from billing.services.schedule import (
     appointment_event_record,
     appointment_set_status,
     appointment_sync_charges,
+    new_session_charges_write,
+    new_sessions_price,
     session_is_billable,
 )
 
@@ -73,6 +75,10 @@ M = TypeVar("M", bound=models.Model)
 class Outcome(Generic[M]):
     status: str
     obj: M
+
+
+PREFETCHED_CLIENT_FIELDS = ("id", "source", "external_id", "first_name", "last_name", "billing_type",
+                            "session_rate_cents")
 
 
 @dataclass
@@ -143,9 +149,10 @@ class Push:
     def prefetch(self, *, clients: Iterable[str], clinicians: Iterable[str], appointments: Iterable[str]) -> None:
         """Look up a batch's rows in one query per kind (the appointments locked, in id order).
 
-        Clients are loaded with the fields the events use (the id, and the name that audit entries show
-        for a participant): a client row has some forty columns, and reading them all for 1,000 clients
-        cost more than the query. Any other field is read from the database if ever asked for.
+        Clients are loaded with the fields the events use (the id, the name that audit entries show for
+        a participant, and the billing terms a completed session is priced by): a client row has some
+        forty columns, and reading them all for 1,000 clients cost more than the query. Any other field
+        is read from the database if ever asked for.
 
         Each query also says ``external_id <> ''`` (true of every id looked up): the unique index on
         (source, external id) leaves out blank ids, and PostgreSQL cannot tell by itself that a list of
@@ -155,7 +162,7 @@ class Push:
         self.clients.update(dict.fromkeys(clients))
         self.clients.update({c.external_id: c for c in Client.objects.filter(
             AnyOf(F("external_id"), self.clients), source=self.source).exclude(external_id="").only(
-            "id", "source", "external_id", "first_name", "last_name")})
+            *PREFETCHED_CLIENT_FIELDS)})
         self.clinicians.update(dict.fromkeys(clinicians))
         self.clinicians.update({c.external_id: c for c in Clinician.objects.filter(
             AnyOf(F("external_id"), self.clinicians), source=self.source).exclude(external_id="")})
@@ -509,10 +516,10 @@ Gathered = tuple[dict[str, Any], str, dict[str, Any], Clinician, list[Client]]
 
 def appointments_insert_quiet(push: Push, items: list[Gathered], audit: BulkAudit,
                               cursor: psycopg.Cursor[Any] | None = None,
-                  ids: list[int] | None = None, participant_ids: list[int] | None = None) -> None:
+                  ids: list[int] | None = None, participant_ids: list[int] | None = None) -> list[int]:
     """The rows ``appointment_put`` would create (with ``save()``'s ``auto_now`` times), their
     participants, creation events and audit entries: sent on ``cursor`` (pipeline mode) with the
-    reserved ``ids`` and ``participant_ids``, or else written at once."""
+    reserved ``ids`` and ``participant_ids``, or else written at once. Returns the appointments' ids."""
     db, n, now = audit.db, len(items), timezone.now()
 
     def insert(model: type[models.Model], columns: Mapping[str, Sequence[Any]], reserved: list[int] | None = None
@@ -541,3 +548,40 @@ def appointments_insert_quiet(push: Push, items: list[Gathered], audit: BulkAudi
     # The client itself, not only its id: a participant's entry shows the client's name.
     audit_bulk_created_columns(audit, Participant, {"id": participant_ids, **participants,
                                                     "client": [client for _, client in attending]}, cursor)
+    return ids
+
+
+def appointments_insert_billed(push: Push, items: list[Gathered], audit: BulkAudit,
+                               pipeline: Callable[[], psycopg.Cursor[Any]] | None = None) -> None:
+    """New appointments already at the billing trigger (a completed session, under the "completed"
+    trigger): the rows ``appointments_insert_quiet`` writes, and what ``appointment_put``'s sync bills
+    for them (``new_sessions_price``: charges, their events, ledger lines, review items, audit entries),
+    in a few statements for the lot rather than some thirty queries each. The caller checked each one is
+    new and ``status_is_billable``. ``audit`` names Appointment, Participant and Charge.
+
+    With ``pipeline`` (PostgreSQL), the reads and decisions come first (the clients, the pricing look-ups,
+    the primary keys reserved), then every row is sent on the cursor in pipeline mode it returns, not
+    waited for; without, each is written at once."""
+    # The batch's clients as it read them (``PREFETCHED_CLIENT_FIELDS``, with what pricing reads): a
+    # decision reading another field has it read then, as it would one by one.
+    participant_ids = None
+    if pipeline is None:
+        ids = appointments_insert_quiet(push, items, audit)
+    else:
+        ids = ids_reserve(Appointment, len(items), audit.db)
+        participant_ids = ids_reserve(Participant, sum(len(attending) for *_, attending in items), audit.db)
+    sessions = []
+    for appointment_id, (_, external_id, data, clinician, attending) in zip(ids, items, strict=True):
+        appointment = Appointment(pk=appointment_id, source=push.source, external_id=external_id,
+                                  clinician=clinician, status=data["status"],
+                                  **{name: data[name] for name in APPOINTMENT_FIELDS})
+        appointment._state.adding = False
+        sessions.append((appointment, attending))
+    billing = new_sessions_price(sessions=sessions, practice=push.practice, now=push.now, actor=push.actor)
+    if pipeline is None:
+        new_session_charges_write(billing, now=push.now, audit=audit)
+        return
+    charge_ids = ids_reserve(Charge, len(billing.charges), audit.db) if billing.charges else []
+    cursor = pipeline()
+    appointments_insert_quiet(push, items, audit, cursor, ids, participant_ids)
+    new_session_charges_write(billing, now=push.now, audit=audit, cursor=cursor, charge_ids=charge_ids)

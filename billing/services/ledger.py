@@ -15,9 +15,19 @@ OWED_KINDS = (LedgerKind.SESSION_CHARGE, LedgerKind.FEE, LedgerKind.ADJUSTMENT, 
 def ledger_post(*, client: Client, kind: str, amount_cents: int, occurred_on: dt.date, now: dt.datetime,
                 actor: str, user: User | None = None, appointment: Appointment | None = None,
                 charge: Charge | None = None, memo: str = "") -> LedgerEntry:
-    return LedgerEntry.objects.create(
-        client=client, kind=kind, amount_cents=amount_cents, occurred_on=occurred_on, appointment=appointment,
-        charge=charge, memo=memo[:300], actor=actor, user=user, created_at=now)
+    entry = ledger_entry_build(client=client, kind=kind, amount_cents=amount_cents, occurred_on=occurred_on,
+                               now=now, actor=actor, user=user, appointment=appointment, charge=charge, memo=memo)
+    entry.save(force_insert=True)
+    return entry
+
+
+def ledger_entry_build(*, client: Client, kind: str, amount_cents: int, occurred_on: dt.date, now: dt.datetime,
+                       actor: str, user: User | None = None, appointment: Appointment | None = None,
+                       charge: Charge | None = None, memo: str = "") -> LedgerEntry:
+    """The entry ``ledger_post`` writes, not saved yet (for entries written in bulk)."""
+    return LedgerEntry(client=client, kind=kind, amount_cents=amount_cents, occurred_on=occurred_on,
+                       appointment=appointment, charge=charge, memo=memo[:300], actor=actor, user=user,
+                       created_at=now)
 
 
 def ledger_post_many(entries: list[LedgerEntry]) -> list[LedgerEntry]:

@@ -17,7 +17,7 @@ import contextvars
 import datetime as dt
 import functools
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -86,28 +86,35 @@ def _collectable(now: dt.datetime) -> Q:
 def charges_collect(*, now: dt.datetime, client: Client | None = None) -> int:
     """Charge every due charge and every failed one whose retry day has come. Returns attempts made.
 
-    A pipeline, so the portal's bookkeeping overlaps Stripe's answers: while a few threads send one
-    claimed batch to Stripe (they only call Stripe), this thread settles the batch before and claims
-    the next, each batch in a few bulk queries. Every attempt is committed and keyed before its call,
-    so nothing can collide. Inside an open transaction (a test's) the calls run one by one instead,
-    since the rows are visible to no other connection anyway.
+    A pipeline, so the portal's bookkeeping overlaps Stripe's answers: a few threads send the claimed
+    attempts to Stripe (they only call Stripe) while this thread claims the next batch and settles the
+    one before, each batch in a few bulk queries. The next batch is queued for the threads as soon as
+    it is claimed, before waiting for the last answers of the one before, so no thread idles while the
+    slowest call of a batch finishes; a batch is settled whole (its client's charges receipted
+    together), and at most two are in flight, so memory stays flat however many charges are due.
+    Every attempt is committed and keyed before its call, so nothing can collide. Inside an open
+    transaction (a test's) the calls run one by one instead, since the rows are visible to no other
+    connection anyway.
     """
     made = 0
     no_card: set[int] = set()
     busy: set[int] = set()
     workers = settings.STRIPE_PARALLEL_CHARGES if not connection.in_atomic_block else 1
     with ThreadPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
-        in_flight: list[Future[Answer]] = []
+        in_flight: deque[list[Future[Answer]]] = deque()  # claimed batches, oldest first
         while True:
             selected, claimed = _claim_batch(now, client, no_card, busy)
-            if pool is None:
-                answers = [_ask_stripe(attempt) for attempt in claimed]
-            else:
-                answers = [future.result() for future in in_flight]
-                # Each call in this thread's context: a gateway standing in for Stripe here (gateway_replaced) answers.
-                in_flight = [pool.submit(contextvars.copy_context().run, _ask_stripe, attempt) for attempt in claimed]
-            _settle_answers(answers, now)
             made += len(claimed)
+            if pool is None:
+                _settle_answers([_ask_stripe(attempt) for attempt in claimed], now)
+            else:
+                if claimed:
+                    # Each call in this thread's context: a gateway standing in for Stripe here
+                    # (gateway_replaced) answers.
+                    in_flight.append([pool.submit(contextvars.copy_context().run, _ask_stripe, attempt)
+                                      for attempt in claimed])
+                if in_flight and (len(in_flight) > 1 or not selected):
+                    _settle_answers([future.result() for future in in_flight.popleft()], now)
             if not selected and not in_flight:
                 card_needed_ask(client_ids=no_card, now=now)  # one email a client, listing all that waits
                 return made

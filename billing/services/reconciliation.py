@@ -40,7 +40,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zoneinfo
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -52,7 +51,6 @@ from billing.models import (
     PAID_STATUSES,
     Appointment,
     AppointmentStatus,
-    CategoryRate,
     Charge,
     ChargeStatus,
     ChargeTrigger,
@@ -71,10 +69,15 @@ from billing.models import (
     ReviewItem,
     ReviewKind,
     ReviewStatus,
-    Service,
 )
 from billing.money import format_cents
-from billing.services.pricing import NeedsReview, PricingLookups, pricing_preloaded, share_compute
+from billing.services.pricing import (
+    NeedsReview,
+    PricingLookups,
+    pricing_lookups,
+    pricing_preloaded,
+    share_compute,
+)
 from billing.services.schedule import NOT_BILLED, SESSION_KINDS
 from integrations.stripe.gateway import GatewayRefused, OutcomeUnknown, get_gateway
 
@@ -139,26 +142,9 @@ def _billable(practice: Practice) -> Q:
 
 def _lookups(client_ids: set[int], appointment_ids: set[int], zone: zoneinfo.ZoneInfo) -> PricingLookups:
     """Everything ``share_compute`` reads for these sessions, in six queries whatever their number."""
-    services = {s.cpt_code: s for s in Service.objects.all()}
-    coverages: dict[int, list[Coverage]] = defaultdict(list)
-    for coverage in Coverage.objects.filter(client_id__in=client_ids).select_related("payer"):
-        coverages[coverage.client_id].append(coverage)
-    deductible: dict[int, list[tuple[int, dt.datetime, int]]] = defaultdict(list)
-    # Only clients with a deductible have charges that count toward one.
-    with_deductible = {cid for cid, items in coverages.items() if any(c.deductible_cents for c in items)}
-    for client_id, pk, created_at, cents in (Charge.objects.filter(client_id__in=with_deductible,
-                                                                   deductible_applied_cents__gt=0)
-                                             .exclude(status=ChargeStatus.CANCELED)
-                                             .values_list("client_id", "pk", "created_at", "deductible_applied_cents")):
-        deductible[client_id].append((pk, created_at, cents))
     counts = dict(Participant.objects.filter(appointment_id__in=appointment_ids).values("appointment_id")
                   .annotate(n=Count("pk")).values_list("appointment_id", "n"))
-    return PricingLookups(
-        services=services,
-        category_rates={r.plan_category: r for r in CategoryRate.objects.all()},
-        allowed={(e.payer_id, e.service_id): e for e in FeeScheduleEntry.objects.all()},
-        coverages={cid: coverages.get(cid, []) for cid in client_ids},
-        participant_counts=counts, deductible_charges=dict(deductible), zone=zone)
+    return pricing_lookups(client_ids=client_ids, participant_counts=counts, zone=zone)
 
 
 def session_findings(*, start: dt.datetime, end: dt.datetime, monday: dt.date, practice: Practice,

@@ -11,10 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
+from billing.audit.bulk import BulkAudit, audit_bulk_created
+from billing.bulk import instances_insert, instances_send
 from billing.errors import Refused
 from billing.models import (
     CANCELABLE_STATUSES,
@@ -23,23 +29,25 @@ from billing.models import (
     AppointmentEvent,
     AppointmentStatus,
     Charge,
+    ChargeEvent,
     ChargeKind,
     ChargeStatus,
     ChargeTiming,
     ChargeTrigger,
     Client,
+    LedgerEntry,
     LedgerKind,
     Practice,
     ReviewKind,
 )
 from billing.money import format_cents
-from billing.services.charges import charge_event_record, charge_transition
+from billing.services.charges import charge_event_build, charge_event_record, charge_transition
 from billing.services.estimates import estimate_guard_enforce
-from billing.services.ledger import ledger_owed_for_charge, ledger_post
+from billing.services.ledger import ledger_entry_build, ledger_owed_for_charge, ledger_post
 from billing.services.notify import email_enqueue, emails_enqueue
 from billing.services.outbound import FEE_WAIVED, charge_event_emit
 from billing.services.payments import payment_withdraw_after_commit
-from billing.services.pricing import NeedsReview, Share, share_compute
+from billing.services.pricing import NeedsReview, Share, pricing_lookups, pricing_preloaded, share_compute
 from billing.services.receipts import charges_email, service_descriptions
 from billing.services.review import review_close_stale, review_open
 from billing.states import APPOINTMENT_TRANSITIONS, check_transition
@@ -287,20 +295,111 @@ def _charge_follow(appointment: Appointment, client: Client, charge: Charge | No
                                   f"now computes {format_cents(share.amount_cents)}")
 
 
-def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
-                   now: dt.datetime, actor: str, user: User | None) -> Charge:
+def charge_build(*, appointment: Appointment, client: Client, share: Share, practice: Practice,
+                 now: dt.datetime) -> Charge:
+    """The new session charge for ``share``, not saved yet: its amount, when it is taken and when the
+    client is told. Every way a session charge is created builds it here (one by one in
+    ``_charge_create``, a batch's new sessions in ``new_sessions_price``), so a rule about new charges
+    belongs here once."""
     due = charge_at(practice, now)
-    charge = Charge.objects.create(
+    return Charge(
         client=client, appointment=appointment, kind=share.kind, amount_cents=share.amount_cents,
         insurance_cents=share.insurance_cents, deductible_applied_cents=share.deductible_applied_cents,
         breakdown=share.breakdown(), status=ChargeStatus.SCHEDULED, scheduled_for=due,
         notice_due_at=notice_due_at(practice, due, now))
-    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user, reason="session billable")
+
+
+CHARGE_CREATED = "session billable"
+
+
+def _charge_create(appointment: Appointment, client: Client, share: Share, practice: Practice,
+                   now: dt.datetime, actor: str, user: User | None) -> Charge:
+    charge = charge_build(appointment=appointment, client=client, share=share, practice=practice, now=now)
+    charge.save(force_insert=True)
+    charge_event_record(charge=charge, from_status="", now=now, actor=actor, user=user, reason=CHARGE_CREATED)
     ledger_post(client=client, kind=LedgerKind.SESSION_CHARGE, amount_cents=share.amount_cents,
                 occurred_on=service_date(appointment, practice), now=now, actor=actor, user=user,
                 appointment=appointment, charge=charge, memo=share.lines[0].label)
     estimate_guard_enforce(charge=charge, now=now, actor=actor, user=user, practice=practice)
     return charge
+
+
+@dataclass
+class NewSessionCharges:
+    """What billing a batch's new sessions writes (``new_sessions_price``), before it is written
+    (``new_session_charges_write``): the charges, their status events and ledger lines, and the review
+    items to open."""
+
+    charges: list[Charge] = field(default_factory=list)
+    events: list[ChargeEvent] = field(default_factory=list)
+    entries: list[LedgerEntry] = field(default_factory=list)
+    reviews: list[tuple[Client, Appointment, str]] = field(default_factory=list)
+
+
+def new_sessions_price(*, sessions: Sequence[tuple[Appointment, Sequence[Client]]], practice: Practice,
+                       now: dt.datetime, actor: str) -> NewSessionCharges:
+    """``appointment_sync_charges`` for many new sessions, all at the billing trigger and in a status that
+    carries no fee, none with a charge or review item yet (the events batch's new completed sessions),
+    decided here and written by ``new_session_charges_write``: the same charges, status events, ledger
+    lines, review items and audit entries as one by one, in a few statements for the lot.
+
+    The decisions are the one-by-one path's own: each participant (in id order) priced by
+    ``share_compute`` (its look-ups loaded once for the lot, ``pricing_lookups``), a ``NeedsReview``
+    becoming a ``review_open``, each charge built by ``charge_build``; the deductible a charge applies
+    counts for the client's next session in the lot, as it would one by one. For a session just
+    created, the sync's other steps (closing stale review items, withdrawing charges, fees) have
+    nothing to act on. Only reads: the appointments need not be written yet, but need their ids."""
+    moment = timezone.now()  # the charges' created_at, as save() would stamp it
+    participant_counts = {appointment.pk: len(clients) for appointment, clients in sessions}
+    client_ids = {client.pk for _, clients in sessions for client in clients}
+    lookups = pricing_lookups(client_ids=client_ids, participant_counts=participant_counts, zone=practice.zone)
+    out = NewSessionCharges()
+    with pricing_preloaded(lookups):
+        for appointment, clients in sessions:
+            for client in sorted(clients, key=lambda c: c.pk):
+                try:
+                    share = share_compute(appointment=appointment, client=client)
+                except NeedsReview as problem:
+                    out.reviews.append((client, appointment, str(problem)))
+                    continue
+                if share.amount_cents == 0:
+                    continue
+                charge = charge_build(appointment=appointment, client=client, share=share, practice=practice, now=now)
+                charge.created_at = charge.updated_at = moment
+                out.charges.append(charge)
+                out.events.append(charge_event_build(charge=charge, from_status="", now=now, actor=actor,
+                                                     reason=CHARGE_CREATED))
+                out.entries.append(ledger_entry_build(
+                    client=client, kind=LedgerKind.SESSION_CHARGE, amount_cents=share.amount_cents,
+                    occurred_on=service_date(appointment, practice), now=now, actor=actor, appointment=appointment,
+                    charge=charge, memo=share.lines[0].label))
+                if charge.deductible_applied_cents:
+                    lookups.deductible_charges.setdefault(client.pk, []).append(
+                        (0, moment, charge.deductible_applied_cents))
+    return out
+
+
+def new_session_charges_write(billing: NewSessionCharges, *, now: dt.datetime, audit: BulkAudit,
+                              cursor: psycopg.Cursor[Any] | None = None, charge_ids: Sequence[int] = ()) -> None:
+    """Write what ``new_sessions_price`` decided, once the appointments are written (or sent before, on
+    the same ``cursor``): at once, or sent on ``cursor`` (pipeline mode) with the charges' ids reserved
+    (``charge_ids``, as many as charges). The review items are opened through ``review_open``, after."""
+    if cursor is None:
+        instances_insert(billing.charges, audit.db)
+    else:
+        for charge, pk in zip(billing.charges, charge_ids, strict=True):
+            charge.pk = pk
+    for event, entry in zip(billing.events, billing.entries, strict=True):  # their charges have ids now
+        event.charge_id = entry.charge_id = event.charge.pk
+    if cursor is None:
+        instances_insert(billing.events, audit.db)
+        instances_insert(billing.entries, audit.db)
+    else:
+        for rows in (billing.charges, billing.events, billing.entries):
+            instances_send(rows, audit.db, cursor)
+    audit_bulk_created(billing.charges, audit, cursor)
+    for client, appointment, reason in billing.reviews:
+        review_open(kind=ReviewKind.PRICING, client=client, appointment=appointment, reason=reason, now=now)
 
 
 def _charge_revive(charge: Charge, appointment: Appointment, share: Share, practice: Practice,

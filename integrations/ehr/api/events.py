@@ -26,7 +26,7 @@ from rest_framework import serializers
 
 from billing.audit.bulk import BulkAudit, bulk_audit
 from billing.bulk import ids_reserve
-from billing.models import Appointment, Participant, Practice
+from billing.models import Appointment, Charge, Participant, Practice
 from billing.services.intake import (
     CREATED,
     ERROR,
@@ -37,6 +37,7 @@ from billing.services.intake import (
     Push,
     appointment_put,
     appointment_unchanged,
+    appointments_insert_billed,
     appointments_insert_quiet,
     client_put,
     coverage_put,
@@ -140,7 +141,8 @@ def events_apply(*, push: Push, events: list[Any]) -> list[dict[str, Any]]:
     with _collector_paused(), transaction.atomic(), Practice.pinned():  # the practice's policy read once
         room = _prefetch_batch(push, events)
         with QuietCreates(push, room) as gathered:
-            _events_apply(push, events, validators, external_id_field, results, gathered)
+            _events_apply(push, events, validators, external_id_field, results, gathered,
+                          BilledCreates(push, gathered))
     return results
 
 
@@ -160,7 +162,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _events_apply(push: Push, events: list[Any], validators: dict[str, BatchValidator], external_id_field: ExternalId,
-                  results: list[dict[str, Any]], gathered: QuietCreates) -> None:
+                  results: list[dict[str, Any]], gathered: QuietCreates, billed: BilledCreates) -> None:
     for index, event in enumerate(events):
         result: dict[str, Any] = {"index": index, "type": None, "external_id": None}
         results.append(result)
@@ -174,10 +176,12 @@ def _events_apply(push: Push, events: list[Any], validators: dict[str, BatchVali
             if appointment_unchanged(push, external_id, data):
                 result["status"] = UNCHANGED
                 continue
-            if gathered.take(result, external_id, data):
+            if gathered.take(result, external_id, data) or billed.take(result, external_id, data):
                 continue
+        billed.flush()
         gathered.flush()
         _event_apply_one(push, result, kind, external_id, data)
+    billed.flush()
     gathered.flush()
 
 
@@ -292,17 +296,7 @@ class QuietCreates:
         if len(self.ids) < len(items) or len(self.participant_ids) < participants:
             self._sync()
             self._reserve(len(items), participants)
-        if self.pipeline is None:
-            self.audit = bulk_audit([Appointment, Participant])
-            self.savepoint = transaction.savepoint()
-            self.pipeline = ExitStack()
-            self.pipeline.enter_context(self.audit.db.connection.pipeline())
-            self.cursor = self.pipeline.enter_context(psycopg.Cursor(self.audit.db.connection))
-            # Foreign keys checked as each INSERT ends, while the batch reads on, rather than all at COMMIT
-            # (a quarter of a batch's time, with nothing else to do meanwhile). Every row here comes after
-            # the rows it points to. Rolling back to the savepoint restores the deferred checks; ``_sync``
-            # restores them otherwise (every deferrable constraint here is initially deferred).
-            self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        self._open()
         ids, self.ids = self.ids[:len(items)], self.ids[len(items):]
         participant_ids, self.participant_ids = self.participant_ids[:participants], self.participant_ids[participants:]
         assert self.audit is not None and self.cursor is not None
@@ -314,6 +308,22 @@ class QuietCreates:
                 appointments_insert_quiet(self.push, items, self.audit, self.cursor, ids, participant_ids)
         except (IntegrityError, OperationalError):
             self._sync(failed=True)
+
+    def _open(self) -> psycopg.Cursor[Any]:
+        """The cursor in pipeline mode, opened (with the savepoint its chunks share) if it is not."""
+        if self.pipeline is None:
+            self.audit = bulk_audit([Appointment, Participant, Charge])
+            self.savepoint = transaction.savepoint()
+            self.pipeline = ExitStack()
+            self.pipeline.enter_context(self.audit.db.connection.pipeline())
+            self.cursor = self.pipeline.enter_context(psycopg.Cursor(self.audit.db.connection))
+            # Foreign keys checked as each INSERT ends, while the batch reads on, rather than all at COMMIT
+            # (a quarter of a batch's time, with nothing else to do meanwhile). Every row here comes after
+            # the rows it points to. Rolling back to the savepoint restores the deferred checks; ``_sync``
+            # restores them otherwise (every deferrable constraint here is initially deferred).
+            self.cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        assert self.cursor is not None
+        return self.cursor
 
     def _reserve(self, appointments: int, participants: int) -> None:
         db = connections[DEFAULT_DB_ALIAS]
@@ -355,6 +365,84 @@ class QuietCreates:
         for result, external_id, *_ in items:
             result["status"] = CREATED
             self.push.appointments.pop(external_id, None)
+
+
+_BILLED_CHUNK = 500  # new billable appointments written and billed at a time
+
+
+@dataclass
+class BilledCreates:
+    """New appointments already at the billing trigger (the completed sessions of a first import or a
+    nightly push), gathered like ``QuietCreates``'s and written and billed a chunk at a time by
+    ``appointments_insert_billed``: the same rows, charges, ledger lines, review items and audit
+    entries ``appointment_put`` writes for each, priced by the same functions.
+
+    ``take`` accepts only an appointment the batch has not seen (by either gatherer; they share
+    ``quiet.taken``), new, whose clinician and clients are known, and at the trigger (``status_is_billable``,
+    which no fee-carrying status is); anything else (an update, a no-show) goes one by one. ``flush``
+    first writes what ``quiet`` holds (billing queries, which a pipeline in flight cannot take), and
+    runs before any other event and at the end of the batch. A chunk shares a savepoint: if it failed
+    (a concurrent request created one of its appointments) it is rolled back and applied one by one.
+    """
+
+    push: Push
+    quiet: QuietCreates
+    items: list[Gathered] = field(default_factory=list)
+
+    def take(self, result: dict[str, Any], external_id: str, data: dict[str, Any]) -> bool:
+        push = self.push
+        if external_id in self.quiet.taken or not status_is_billable(data["status"], data["note_signed_at"],
+                                                                     push.practice):
+            return False
+        if push.appointment_locked(external_id) is not None:
+            return False
+        clinician = push.clinician(data["clinician"])
+        clients = [push.client(external_id) for external_id in data["clients"]]
+        if clinician is None or any(client is None for client in clients):
+            return False  # the one-by-one path reports which
+        self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
+        self.quiet.taken.add(external_id)
+        if len(self.items) >= _BILLED_CHUNK:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items = self.items, []
+        quiet = self.quiet
+        quiet.flush()  # its rows written: billing reads next
+        if connection.vendor != "postgresql":
+            savepoint = transaction.savepoint()
+            try:
+                appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant, Charge]))
+            except (IntegrityError, OperationalError):
+                quiet._one_by_one(savepoint, items)
+                return
+            transaction.savepoint_commit(savepoint)
+            quiet._created(items)
+            return
+        # Read and decide, then send every row on ``quiet``'s pipeline, which the next flush synchronises
+        # (the database writes this chunk while the batch reads on); a conflict is settled there, one by
+        # one, with ``quiet``'s own chunks.
+        reads, opened = transaction.savepoint(), False
+
+        def pipeline() -> psycopg.Cursor[Any]:
+            nonlocal opened
+            transaction.savepoint_commit(reads)
+            cursor = quiet._open()
+            quiet.sent.extend(items)
+            opened = True
+            return cursor
+
+        try:
+            with connection.wrap_database_errors:
+                appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant, Charge]), pipeline)
+        except (IntegrityError, OperationalError):
+            if opened:
+                quiet._sync(failed=True)
+            else:
+                quiet._one_by_one(reads, items)
 
 
 def _fail(result: dict[str, Any], code: str, errors: dict[str, list[str]]) -> None:
