@@ -28,6 +28,7 @@ from billing.models.insurance import InsurancePayment
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
     AppendOnlyError,
+    ClientBalance,
     LedgerEntry,
     LedgerKind,
     OutsideMethod,
@@ -95,6 +96,7 @@ __all__ = [
     "ChargeTiming",
     "ChargeTrigger",
     "Client",
+    "ClientBalance",
     "ClientLink",
     "Clinician",
     "Coverage",
