@@ -184,7 +184,8 @@ def pages() -> list[tuple[str, str]]:
         ("Review items: open", "/admin/billing/reviewitem/?status__exact=open"),
         ("Coverages: search 'garcia'", "/admin/billing/coverage/?q=garcia"),
         ("AR aging", "/admin/billing/client/aging/"),
-        ("AR aging: insurance, oldest first", "/admin/billing/client/aging/?billing_type=insurance&order=-days_over_90"),
+        ("AR aging: insurance, oldest first",
+         "/admin/billing/client/aging/?billing_type=insurance&order=-days_over_90"),
     ]
 
 
