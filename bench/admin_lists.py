@@ -208,7 +208,7 @@ def signed_in_staff() -> Any:
     return browser
 
 
-def measure(repeat: int, show_sql: int = 0) -> None:
+def measure(repeat: int, show_sql: int = 0, warm_up: bool = True) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -218,7 +218,8 @@ def measure(repeat: int, show_sql: int = 0) -> None:
     print(f"\n{Appointment.objects.count():,} sessions")
     print(f"{'page':36} {'queries':>7} {'median ms':>10} {'slowest query ms':>17}")
     for label, url in pages():
-        browser.get(url)  # Warm up caches (content types, templates), as a running server has.
+        if warm_up:
+            browser.get(url)  # Warm up caches (content types, templates), as a running server has.
         timings, slowest = [], 0.0
         for _ in range(repeat):
             with CaptureQueriesContext(connection) as queries:
@@ -240,6 +241,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database", default="portal_bench")
     parser.add_argument("--no-smaller", action="store_true", help="skip the run at a tenth of the size")
+    parser.add_argument("--no-warm-up", action="store_true", help="time each page's first request too")
     parser.add_argument("--show-sql", type=int, default=0, metavar="CHARS",
                         help="print each page's slowest statement, cut to CHARS characters")
     args = parser.parse_args()
@@ -256,12 +258,13 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     seed(args.appointments)
-    measure(args.repeat, args.show_sql)
+    measure(args.repeat, args.show_sql, warm_up=not args.no_warm_up)
 
     if not args.no_smaller:
         # A separate process and database: Django's connection settings are fixed once set up.
         subprocess.run([sys.executable, __file__, "--appointments", str(args.appointments // 10), "--repeat",
-                        str(args.repeat), "--database", f"{args.database}_small", "--no-smaller"], check=True)
+                        str(args.repeat), "--database", f"{args.database}_small", "--no-smaller",
+                        "--show-sql", str(args.show_sql), *(["--no-warm-up"] if args.no_warm_up else [])], check=True)
 
 
 if __name__ == "__main__":

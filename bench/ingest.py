@@ -54,6 +54,8 @@ NPIS = ["1234567893", "1245319599", "1679576722", "1003000126", "1497758544", "1
 
 def fresh_database() -> str:
     """The bench's own database, created anew each run (migrations in flux cannot leave it half-built)."""
+    if os.environ.get("BENCH_DATABASE_URL"):  # a database given as it is (tests/test_benchmarks.py's smoke run)
+        return os.environ["BENCH_DATABASE_URL"]
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -157,8 +159,8 @@ def raw_inserts(url: str, n: int, batch: int, status: str, concurrency: int = 1)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO billing_appointment (source, external_id, created_at, updated_at, clinician_id, "
-                "service_code, diagnosis_codes, starts_at, duration_minutes, status, note_signed_at, fee_cents) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL) RETURNING id",
+                "service_code, diagnosis_codes, starts_at, duration_minutes, status, note_signed_at, fee_cents, "
+                "place_of_service) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, '') RETURNING id",
                 [("raw", f"raw-{i}", now, now, clinicians[i % CLINICIANS], rows[i]["service_code"],
                   Jsonb(rows[i]["diagnosis_codes"]), rows[i]["starts_at"], rows[i]["duration_minutes"],
                   rows[i]["status"]) for i in chunk], returning=True)
