@@ -18,12 +18,15 @@ def indexes_create(apps, schema_editor):
         for column in COLUMNS:
             cursor.execute(f"CREATE INDEX IF NOT EXISTS client_{column}_trgm ON billing_client "
                            f"USING gin (UPPER({column}::text) gin_trgm_ops)")
+        # The client list's search also asks for the EHR's id exactly (``=external_id``, case-insensitive).
+        cursor.execute("CREATE INDEX IF NOT EXISTS client_external_id_upper ON billing_client (UPPER(external_id::text))")
 
 
 def indexes_drop(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     with schema_editor.connection.cursor() as cursor:
+        cursor.execute("DROP INDEX IF EXISTS client_external_id_upper")
         for column in COLUMNS:
             cursor.execute(f"DROP INDEX IF EXISTS client_{column}_trgm")
 

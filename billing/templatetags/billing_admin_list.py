@@ -2,8 +2,10 @@
 
 Django's lists the years, months or days that have rows with ``SELECT DISTINCT`` over every row of the
 list (all sessions for the years, a year's for the months): its cost grows with the table. This one
-offers the periods between the list's first and last row (one MIN/MAX, read off the column's index), so
-a period may now and then be offered that has no rows. The rest (links, titles, template) is Django's.
+offers the periods between the table's first and last row (one MIN/MAX of the unfiltered table, read off
+the column's index: with a search or filter applied, finding the first matching row could read them
+all), within the year or month chosen, so a period may be offered that has no rows in the list. The rest
+(links, titles, template) is Django's.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ register = template.Library()
 
 class _PeriodsFromRange:
     """Stands in for the list's queryset in Django's ``date_hierarchy``: ``dates``/``datetimes`` answer from
-    the first and last row's dates, read once."""
+    the table's first and last row's dates (read once), within the chosen year and month."""
 
-    def __init__(self, queryset: Any, field_name: str) -> None:
+    def __init__(self, queryset: Any, field_name: str, year: str | None, month: str | None) -> None:
         self.queryset, self.field_name = queryset, field_name
+        self.year = int(year) if year and year.isdigit() else None
+        self.month = int(month) if month and month.isdigit() and 1 <= int(month) <= 12 else None
         self._range: dict[str, Any] | None = None
 
     def aggregate(self, **kwargs: Any) -> dict[str, Any]:
@@ -49,6 +53,13 @@ class _PeriodsFromRange:
         if bounds is None:
             return []
         first, last = bounds
+        if self.year is not None and kind != "year":
+            chosen_start = dt.date(self.year, self.month or 1, 1)
+            chosen_end = (dt.date(self.year + 1, 1, 1) if self.month in (None, 12)
+                          else dt.date(self.year, (self.month or 0) + 1, 1)) - dt.timedelta(days=1)
+            first, last = max(first, chosen_start), min(last, chosen_end)
+            if first > last:
+                return []
         if kind == "year":
             return [dt.date(year, 1, 1) for year in range(first.year, last.year + 1)]
         if kind == "month":
@@ -64,7 +75,9 @@ class _List:
 
     def __init__(self, cl: Any) -> None:
         self._cl = cl
-        self.queryset = _PeriodsFromRange(cl.queryset, cl.date_hierarchy)
+        field = cl.date_hierarchy
+        self.queryset = _PeriodsFromRange(cl.root_queryset, field, cl.params.get(f"{field}__year"),
+                                          cl.params.get(f"{field}__month"))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cl, name)
