@@ -180,25 +180,46 @@ def pages() -> list[tuple[str, str]]:
         ("Charges: search 'garcia'", "/admin/billing/charge/?q=garcia"),
         ("Charge page", f"/admin/billing/charge/{charge.pk}/change/"),
         ("Ledger", "/admin/billing/ledgerentry/"),
+        ("Ledger: search 'garcia'", "/admin/billing/ledgerentry/?q=garcia"),
         ("Review items: open", "/admin/billing/reviewitem/?status__exact=open"),
+        ("Coverages: search 'garcia'", "/admin/billing/coverage/?q=garcia"),
+        ("AR aging", "/admin/billing/client/aging/"),
+        ("AR aging: insurance, oldest first",
+         "/admin/billing/client/aging/?billing_type=insurance&order=-days_over_90"),
     ]
 
 
-def measure(repeat: int) -> None:
+def signed_in_staff() -> Any:
+    """A browser signed in as a superuser whose session passed the second factor, as staff sign in: the
+    console answers nothing else but the sign-in pages (portal.security.StaffSessionMiddleware)."""
     from django.contrib.auth.models import User
-    from django.db import connection
     from django.test import Client as HttpClient
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench")
+    device = (TOTPDevice.objects.filter(user=user, confirmed=True).first()
+              or TOTPDevice.objects.create(user=user, name="bench", confirmed=True))
+    browser = HttpClient()
+    browser.force_login(user)
+    session = browser.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return browser
+
+
+def measure(repeat: int, show_sql: int = 0, warm_up: bool = True) -> None:
+    from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from billing.models import Appointment
 
-    user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench")
-    browser = HttpClient()
-    browser.force_login(user)
+    browser = signed_in_staff()
     print(f"\n{Appointment.objects.count():,} sessions")
     print(f"{'page':36} {'queries':>7} {'median ms':>10} {'slowest query ms':>17}")
     for label, url in pages():
-        browser.get(url)  # Warm up caches (content types, templates), as a running server has.
+        if warm_up:
+            browser.get(url)  # Warm up caches (content types, templates), as a running server has.
         timings, slowest = [], 0.0
         for _ in range(repeat):
             with CaptureQueriesContext(connection) as queries:
@@ -207,8 +228,11 @@ def measure(repeat: int) -> None:
                 timings.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 raise SystemExit(f"{url} answered {response.status_code}")
-            slowest = max(slowest, *(float(q["time"]) * 1000 for q in queries.captured_queries))
-        print(f"{label:36} {len(queries):7d} {statistics.median(timings):10.1f} {slowest:17.1f}")
+            slowest_query = max(queries.captured_queries, key=lambda q: float(q["time"]))
+            slowest = max(slowest, float(slowest_query["time"]) * 1000)
+        print(f"{label:36} {len(queries):7d} {statistics.median(timings):10.1f} {slowest:17.1f}", flush=True)
+        if show_sql:
+            print(f"    {slowest_query['sql'][:show_sql]}")
 
 
 def main() -> None:
@@ -217,6 +241,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database", default="portal_bench")
     parser.add_argument("--no-smaller", action="store_true", help="skip the run at a tenth of the size")
+    parser.add_argument("--no-warm-up", action="store_true", help="time each page's first request too")
+    parser.add_argument("--show-sql", type=int, default=0, metavar="CHARS",
+                        help="print each page's slowest statement, cut to CHARS characters")
     args = parser.parse_args()
 
     ensure_database(args.database)
@@ -231,12 +258,13 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     seed(args.appointments)
-    measure(args.repeat)
+    measure(args.repeat, args.show_sql, warm_up=not args.no_warm_up)
 
     if not args.no_smaller:
         # A separate process and database: Django's connection settings are fixed once set up.
         subprocess.run([sys.executable, __file__, "--appointments", str(args.appointments // 10), "--repeat",
-                        str(args.repeat), "--database", f"{args.database}_small", "--no-smaller"], check=True)
+                        str(args.repeat), "--database", f"{args.database}_small", "--no-smaller",
+                        "--show-sql", str(args.show_sql), *(["--no-warm-up"] if args.no_warm_up else [])], check=True)
 
 
 if __name__ == "__main__":

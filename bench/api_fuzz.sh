@@ -8,15 +8,19 @@
 #   bench/api_fuzz.sh [MAX_EXAMPLES_PER_OPERATION=100] [extra schemathesis options...]
 #
 # Needs PostgreSQL (BENCH_PG_SERVER, default postgres://postgres@127.0.0.1:5432) and the dev extra
-# (schemathesis). The database portal_fuzz is dropped and created at each run.
+# (schemathesis). The database portal_fuzz is dropped and created at each run; BENCH_DATABASE_URL names
+# an existing database to use as it is instead (tests/test_benchmarks.py's smoke run), PYTHON another
+# interpreter than .venv's, FUZZ_PHASES fewer schemathesis phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_EXAMPLES="${1:-100}"
 shift || true
 SERVER="${BENCH_PG_SERVER:-postgres://postgres@127.0.0.1:5432}"
 DB="${FUZZ_DATABASE:-portal_fuzz}"
-PY=.venv/bin/python
+PY="${PYTHON:-.venv/bin/python}"
+PHASES="${FUZZ_PHASES:-examples,coverage,fuzzing,stateful}"
 
+if [ -z "${BENCH_DATABASE_URL:-}" ]; then
 $PY - "$SERVER" "$DB" <<'PY'
 import sys, psycopg
 server, db = sys.argv[1], sys.argv[2]
@@ -24,8 +28,9 @@ with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
     conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     conn.execute(f'CREATE DATABASE "{db}"')
 PY
+fi
 
-export DATABASE_URL="$SERVER/$DB" DEBUG=false SECURE_SSL_REDIRECT=false ALLOWED_HOSTS=127.0.0.1,localhost \
+export DATABASE_URL="${BENCH_DATABASE_URL:-$SERVER/$DB}" DEBUG=false SECURE_SSL_REDIRECT=false ALLOWED_HOSTS=127.0.0.1,localhost \
        EHR_API_RATE=1000000/min LOG_LEVEL=ERROR SECRET_KEY=fuzz-only-0123456789abcdefghijklmnopqrstuvwxyz-0123456789 \
        STRIPE_SECRET_KEY=sk_test_fuzz STRIPE_PUBLISHABLE_KEY=pk_test_fuzz STRIPE_WEBHOOK_SECRET=whsec_fuzz \
        PORTAL_BASE_URL=https://portal.example
@@ -63,9 +68,9 @@ push POST insurance-payments/ '{"appointment": "0", "client": "0", "allowed_cent
   "patient_responsibility_cents": 2500, "paid_on": "2026-12-01", "reference": "0"}'
 
 set +e
-.venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/schema/" \
+"$(dirname "$PY")/schemathesis" run "http://127.0.0.1:$PORT/api/schema/" \
   -H "Authorization: Api-Key $KEY" --checks all --max-examples "$MAX_EXAMPLES" \
-  --phases examples,coverage,fuzzing,stateful --workers 1 --request-timeout 30 --no-color "$@"
+  --phases "$PHASES" --workers 1 --request-timeout 30 --no-color "$@"
 STATUS=$?
 set -e
 echo "server log errors (5xx tracebacks):"

@@ -67,6 +67,8 @@ TICK_AT = COMPLETED_AT + dt.timedelta(hours=25)
 
 
 def ensure_database() -> str:
+    if os.environ.get("BENCH_DATABASE_URL"):  # a database given as it is (tests/test_benchmarks.py's smoke run)
+        return os.environ["BENCH_DATABASE_URL"]
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
             conn.execute(f'CREATE DATABASE "{DATABASE}"')

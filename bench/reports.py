@@ -123,15 +123,16 @@ def _copy_sessions(cur: Any, rng: random.Random, total: int, client_count: int, 
     charges: list[tuple[Any, ...]] = []
     attendees: list[int] = []
     with cur.copy("COPY billing_appointment (id, source, external_id, created_at, updated_at, clinician_id, "
-                  "service_code, diagnosis_codes, starts_at, duration_minutes, status, note_signed_at) "
-                  "FROM STDIN") as appointments:
+                  "service_code, diagnosis_codes, starts_at, duration_minutes, status, note_signed_at, "
+                  "place_of_service) FROM STDIN") as appointments:
         for i in range(total):
             pk = i + 1
             starts_at = first + span * (i / total)
             status = rng.choices(("completed", "no_show", "canceled"), weights=(92, 3, 5))[0]
             client = rng.randrange(client_count)
             appointments.write_row((pk, "", "", starts_at, starts_at, clinician_ids[i % len(clinician_ids)], "90837",
-                                    '["F41.1"]', starts_at, 50, status, starts_at if status == "completed" else None))
+                                    '["F41.1"]', starts_at, 50, status, starts_at if status == "completed" else None,
+                                    ""))
             attendees.append(client + 1)
             if status == "completed":
                 charges.append((pk, client, starts_at))

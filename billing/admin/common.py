@@ -12,9 +12,11 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import models
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
 
 from billing.money import format_cents
 
@@ -187,3 +189,30 @@ class IdCheckedAutocompleteMixin:
             kwargs["widget"] = IdCheckedAutocompleteSelect(db_field, self.admin_site,  # type: ignore[attr-defined]
                                                            using=kwargs.get("using"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+class CappedCountPaginator(Paginator):
+    """Every staff list's paginator: it counts the list's rows only up to ``CAP`` (one ``COUNT(*)`` over
+    ``LIMIT CAP + 1``), so a list of a million sessions costs what a list of ten thousand does. Past that,
+    the list says "more than 10,000" and pages through the first 10,000 rows; a filter or a search narrows
+    it (the admin's own full count, ``show_full_result_count``, is off for the same reason)."""
+
+    CAP = 10_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capped = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if not isinstance(rows, models.QuerySet):
+            return super().count
+        found = rows.order_by()[: self.CAP + 1].count()
+        self.capped = found > self.CAP
+        return min(found, self.CAP)
+
+    @property
+    def count_label(self) -> str:
+        """The count as the list shows it: exact up to CAP, "more than 10,000" beyond."""
+        return f"more than {self.CAP:,}" if self.count and self.capped else f"{self.count:,}"

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -32,6 +31,7 @@ from billing.models import (
     StaffAction,
     StripeLinkStatus,
 )
+from billing.selectors import clients_with_balance
 
 CLIENT_SEARCH = ("client__last_name", "client__first_name", "client__email")
 
@@ -49,14 +49,9 @@ def clients_matching(search_term: str) -> QuerySet[Client]:
 
 
 def with_balance(clients: QuerySet[Client]) -> QuerySet[Client]:
-    """Each client's balance (sum of their ledger) as ``balance_cents``.
-
-    A correlated subquery rather than a join and GROUP BY: PostgreSQL then sums the ledger only for the
-    page of clients shown, through the (client, occurred_on) index, instead of for every client.
-    """
-    per_client = (LedgerEntry.objects.filter(client=OuterRef("pk")).order_by().values("client")
-                  .annotate(total=Sum("amount_cents")).values("total"))
-    return clients.annotate(balance_cents=Coalesce(Subquery(per_client), Value(0)))
+    """Each client's balance as ``balance_cents``: the kept balance (ClientBalance), joined, so sorting and
+    filtering the list by balance reads one row per client rather than the ledger."""
+    return clients_with_balance(clients)
 
 
 class BalanceFilter(admin.SimpleListFilter):

@@ -30,6 +30,7 @@ from billing.models.insurance import InsurancePayment, Remittance, RemittanceLin
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
     AppendOnlyError,
+    ClientBalance,
     LedgerEntry,
     LedgerKind,
     OutsideMethod,
@@ -102,6 +103,7 @@ __all__ = [
     "ChargeTiming",
     "ChargeTrigger",
     "Client",
+    "ClientBalance",
     "ClientLink",
     "Clinician",
     "Coverage",

@@ -54,6 +54,9 @@ class LedgerEntry(models.Model):
             models.Index(fields=["occurred_on"], name="ledger_date"),
             # Balances are sums per client: an index-only scan (admin "sort by balance" at 100k sessions).
             models.Index(fields=["client"], include=["amount_cents"], name="ledger_client_balance"),
+            # AR aging reads the last 90 days' entries of every client (the older ones are the balance less
+            # those): an index-only scan of that range.
+            models.Index(fields=["occurred_on"], include=["client", "amount_cents"], name="ledger_date_amounts"),
         ]
 
     def __str__(self) -> str:
@@ -66,6 +69,24 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise AppendOnlyError("Ledger entries are never deleted; add a correcting entry instead.")
+
+
+class ClientBalance(models.Model):
+    """A client's balance, the sum of their ledger entries, kept by the database itself: triggers on the
+    ledger's table add each statement's new entries per client in the same transaction (migration
+    ``client_balances``), whichever way they are written (one entry, the tick's bulk insert, COPY). A client
+    with no ledger has no row (balance 0). ``manage.py verify_balances`` compares every row with the
+    ledger's own sums; the client list and AR aging read these rows instead of summing the whole ledger.
+    """
+
+    client = models.OneToOneField(Client, on_delete=models.CASCADE, primary_key=True, related_name="balance_row")
+    balance_cents = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "client balance"
+
+    def __str__(self) -> str:
+        return f"{self.client_id}: {self.balance_cents}"
 
 
 class ReviewKind(models.TextChoices):

@@ -15,6 +15,11 @@ settling with GREATEST) used for one client, a page of clients, and the practice
 API's balance, the admin report and the dashboard cannot disagree. Reading many clients never costs a
 query per client.
 
+Balances are kept by the database (``ClientBalance``, one row per client with a ledger, updated by
+triggers in the same transaction as every ledger insert): the client list sorts and filters by them, and
+aging reads them with only the last 90 days' entries, so neither sums the whole ledger.
+``balance_mismatches`` (``manage.py verify_balances``) compares them with the ledger's own sums.
+
 Filtered by clinician, a client's AR is the part of their ledger behind that clinician's sessions:
 entries tied to one of the clinician's appointments (charges, fees, adjustments, card payments and
 refunds of those charges), and the share of any portal balance payment that paid those sessions' charges
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, F, IntegerField, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
 from billing.models import (
@@ -37,6 +42,7 @@ from billing.models import (
     BalanceAllocation,
     Charge,
     Client,
+    ClientBalance,
     FindingKind,
     FindingStatus,
     LedgerEntry,
@@ -70,42 +76,31 @@ class Aging:
 def client_balance(client: Client | int) -> int:
     """What ``client`` owes now, in cents (negative: the client is in credit)."""
     client_id = client if isinstance(client, int) else client.pk
-    total = LedgerEntry.objects.filter(client_id=client_id).aggregate(t=Sum("amount_cents"))["t"]
-    return int(total or 0)
+    return client_balances([client_id])[client_id]
 
 
 def client_balances(client_ids: Iterable[int]) -> dict[int, int]:
     """Balances for many clients in one query; a client with no entries owes 0."""
     ids = list(client_ids)
     balances = dict.fromkeys(ids, 0)
-    rows = (LedgerEntry.objects.filter(client_id__in=ids).values("client_id")
-            .annotate(total=Sum("amount_cents")).values_list("client_id", "total"))
-    for client_id, total in rows:
-        balances[client_id] = int(total or 0)
+    for client_id, total in ClientBalance.objects.filter(client_id__in=ids).values_list("client_id", "balance_cents"):
+        balances[client_id] = int(total)
     return balances
 
 
 def clients_with_balance(queryset: QuerySet[Client]) -> QuerySet[Client]:
-    """``queryset`` with ``balance_cents`` on every row, computed by the database in the same query."""
-    owed = (LedgerEntry.objects.filter(client_id=OuterRef("pk")).order_by().values("client_id")
-            .annotate(total=Sum("amount_cents")).values("total"))
-    return queryset.annotate(balance_cents=Coalesce(Subquery(owed, output_field=IntegerField()), Value(0)))
+    """``queryset`` with ``balance_cents`` on every row (the kept balance: ClientBalance), in the same query."""
+    return queryset.annotate(balance_cents=Coalesce(F("balance_row__balance_cents"), Value(0),
+                                                    output_field=IntegerField()))
 
 
 
 _LEDGER, _APPOINTMENT = LedgerEntry._meta.db_table, Appointment._meta.db_table
 _ALLOCATION, _CHARGE, _CLIENT = BalanceAllocation._meta.db_table, Charge._meta.db_table, Client._meta.db_table
+_BALANCE = ClientBalance._meta.db_table
 
 _AGING_SQL = """
-WITH entries AS ({entries}),
-netted AS (
-    SELECT client_id,
-           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on >= %(d30)s), 0) AS n0,
-           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d30)s AND occurred_on >= %(d60)s), 0) AS n1,
-           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d60)s AND occurred_on >= %(d90)s), 0) AS n2,
-           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d90)s), 0) AS n3
-    FROM entries GROUP BY client_id
-),
+WITH {netted},
 parts AS (
     SELECT client_id, GREATEST(n0, 0) AS o0, GREATEST(n1, 0) AS o1, GREATEST(n2, 0) AS o2, GREATEST(n3, 0) AS o3,
            GREATEST(-n0, 0) + GREATEST(-n1, 0) + GREATEST(-n2, 0) + GREATEST(-n3, 0) AS credit
@@ -124,30 +119,74 @@ settled AS (
 """
 
 
-def _entries_sql(*, client_ids: list[int] | None, clinician_id: int | None, billing_type: str | None,
-                 params: dict[str, Any], until: dt.date | None = None) -> str:
+# Netted by age from every entry read: a clinician's view (its entries are not a client's whole ledger) or
+# the balance as it stood at the end of an earlier day (``until``), where the kept balances cannot stand in.
+_NETTED_FROM_ENTRIES = """entries AS ({entries}),
+netted AS (
+    SELECT client_id,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on >= %(d30)s), 0) AS n0,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d30)s AND occurred_on >= %(d60)s), 0) AS n1,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d60)s AND occurred_on >= %(d90)s), 0) AS n2,
+           COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d90)s), 0) AS n3
+    FROM entries GROUP BY client_id
+)"""
+
+# The same from the kept balances (ClientBalance): only the last 90 days' entries are read (an index-only
+# scan of ledger_date_amounts); what is older is the balance less them. A client whose balance is 0 has
+# nothing in any bucket once the credit is settled, so only clients with a balance are read.
+_NETTED_FROM_BALANCES = """recent AS (
+    SELECT l.client_id,
+           COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on >= %(d30)s), 0) AS n0,
+           COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on < %(d30)s AND l.occurred_on >= %(d60)s), 0) AS n1,
+           COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on < %(d60)s), 0) AS n2
+    FROM {ledger} l WHERE l.occurred_on >= %(d90)s{recent_where} GROUP BY l.client_id
+),
+netted AS (
+    SELECT b.client_id, COALESCE(r.n0, 0) AS n0, COALESCE(r.n1, 0) AS n1, COALESCE(r.n2, 0) AS n2,
+           b.balance_cents - COALESCE(r.n0, 0) - COALESCE(r.n1, 0) - COALESCE(r.n2, 0) AS n3
+    FROM {balances} b LEFT JOIN recent r ON r.client_id = b.client_id
+    WHERE b.balance_cents <> 0{balance_where}
+)"""
+
+
+def _client_filters(column: str, *, client_ids: list[int] | None, billing_type: str | None,
+                    params: dict[str, Any]) -> list[str]:
     where = []
+    if client_ids is not None:
+        # Integers, written into the statement.
+        where.append(f"{column} IN ({', '.join(str(int(pk)) for pk in client_ids) or 'NULL'})")
+    if billing_type:
+        params["billing_type"] = billing_type
+        where.append(f"{column} IN (SELECT id FROM {_CLIENT} WHERE billing_type = %(billing_type)s)")
+    return where
+
+
+def _netted_sql(*, client_ids: list[int] | None, clinician_id: int | None, billing_type: str | None,
+                params: dict[str, Any], until: dt.date | None = None) -> str:
+    if clinician_id is None and until is None:
+        recent = "".join(f" AND {w}" for w in _client_filters(
+            "l.client_id", client_ids=client_ids, billing_type=None, params=params))
+        balance = "".join(f" AND {w}" for w in _client_filters(
+            "b.client_id", client_ids=client_ids, billing_type=billing_type, params=params))
+        return _NETTED_FROM_BALANCES.format(ledger=_LEDGER, balances=_BALANCE, recent_where=recent,
+                                            balance_where=balance)
+    where = _client_filters("l.client_id", client_ids=client_ids, billing_type=billing_type, params=params)
     if until is not None:
         params["until"] = until
         where.append("l.occurred_on <= %(until)s")
-    if client_ids is not None:
-        # Integers, written into the statement.
-        where.append(f"l.client_id IN ({', '.join(str(int(pk)) for pk in client_ids) or 'NULL'})")
-    if billing_type:
-        params["billing_type"] = billing_type
-        where.append(f"l.client_id IN (SELECT id FROM {_CLIENT} WHERE billing_type = %(billing_type)s)")
     if clinician_id is None:
-        return f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l " + (
-            "WHERE " + " AND ".join(where) if where else "")
+        return _NETTED_FROM_ENTRIES.format(
+            entries=f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l WHERE {' AND '.join(where)}")
     params["clinician_id"] = clinician_id
     params["payment"] = LedgerKind.PAYMENT
     extra = "".join(f" AND {w}" for w in where)
-    return (f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l "
-            f"JOIN {_APPOINTMENT} a ON a.id = l.appointment_id WHERE a.clinician_id = %(clinician_id)s{extra} "
-            f"UNION ALL SELECT l.client_id, l.occurred_on, -ba.amount_cents FROM {_LEDGER} l "
-            f"JOIN {_ALLOCATION} ba ON ba.payment_id = l.charge_id JOIN {_CHARGE} c ON c.id = ba.charge_id "
-            f"JOIN {_APPOINTMENT} a ON a.id = c.appointment_id WHERE l.appointment_id IS NULL "
-            f"AND l.kind = %(payment)s AND a.clinician_id = %(clinician_id)s{extra}")
+    entries = (f"SELECT l.client_id, l.occurred_on, l.amount_cents FROM {_LEDGER} l "
+               f"JOIN {_APPOINTMENT} a ON a.id = l.appointment_id WHERE a.clinician_id = %(clinician_id)s{extra} "
+               f"UNION ALL SELECT l.client_id, l.occurred_on, -ba.amount_cents FROM {_LEDGER} l "
+               f"JOIN {_ALLOCATION} ba ON ba.payment_id = l.charge_id JOIN {_CHARGE} c ON c.id = ba.charge_id "
+               f"JOIN {_APPOINTMENT} a ON a.id = c.appointment_id WHERE l.appointment_id IS NULL "
+               f"AND l.kind = %(payment)s AND a.clinician_id = %(clinician_id)s{extra}")
+    return _NETTED_FROM_ENTRIES.format(entries=entries)
 
 
 def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | None = None,
@@ -156,9 +195,9 @@ def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | Non
     # 0-30 days old is occurred_on >= today - 30 (future dates count as current).
     params: dict[str, Any] = {"d30": today - dt.timedelta(days=30), "d60": today - dt.timedelta(days=60),
                               "d90": today - dt.timedelta(days=90), **(extra or {})}
-    entries = _entries_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
-                           billing_type=billing_type, params=params, until=until)
-    sql = _AGING_SQL.format(entries=entries, select=select)
+    netted = _netted_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
+                         billing_type=billing_type, params=params, until=until)
+    sql = _AGING_SQL.format(netted=netted, select=select)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())
@@ -226,6 +265,18 @@ def ar_aging_by_client(today: dt.date, *, clinician_id: int | None = None, billi
     rows = _aging_query(select, today=today, clinician_id=clinician_id, billing_type=billing_type, extra=extra)
     return [ClientAgingRow(row[0], f"{row[2]}, {row[1]}", row[3], Aging(*(int(v) for v in row[4:8])))
             for row in rows]
+
+
+def balance_mismatches() -> list[tuple[int, int, int]]:
+    """Clients whose kept balance (ClientBalance) is not the sum of their ledger: (client id, kept, ledger
+    sum), in client order. One query over the whole ledger: a check, not a page."""
+    sql = (f"SELECT COALESCE(l.client_id, b.client_id), COALESCE(b.balance_cents, 0), COALESCE(l.total, 0) "
+           f"FROM (SELECT client_id, SUM(amount_cents) AS total FROM {_LEDGER} GROUP BY client_id) l "
+           f"FULL OUTER JOIN {_BALANCE} b ON b.client_id = l.client_id "
+           f"WHERE COALESCE(b.balance_cents, 0) <> COALESCE(l.total, 0) ORDER BY 1")
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [(int(a), int(b), int(c)) for a, b, c in cursor.fetchall()]
 
 
 # --- Reconciliation findings -----------------------------------------------------------------------------

@@ -118,6 +118,7 @@ from billing.models import (
     Service,
 )
 from billing.money import format_cents
+from billing.selectors import Aging, balance_mismatches, clients_aging
 from billing.services.balance import ABANDONED_AFTER, client_balance_cents, client_payable, payable_charges
 from billing.services.cards import enrollment_link_send
 from billing.services.ledger import OWED_KINDS
@@ -131,6 +132,7 @@ from billing.services.tick import charges_mark_due, notices_send, tick_run
 from billing.services.waiting import CHOICE_HOLD, waiting_charges_release
 from integrations.stripe.gateway import get_gateway
 from tests.conftest import FakeStripe
+from tests.ledger_reference import aging_from_ledger
 from tests.payment_fixtures import CARD_DECLINES_WHEN_CHARGED, CARD_NEEDS_AUTHENTICATION, CARD_OK
 
 # Monday 23 November 2026, 00:00 in New York; each example starts a drawn number of hours later.
@@ -550,6 +552,14 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert self._on_its_way(intent), (
                     f"Stripe took {intent['amount']} cents ({intent_id}, charge {intent['metadata']}) and the "
                     f"ledger has no payment for it, nor will it: no attempt is open and no webhook is pending")
+
+    @invariant()
+    def kept_balances_are_the_ledger(self) -> None:
+        """Each client's kept balance (what the client list and AR aging read) is their ledger's sum, and
+        AR aging from them is the definition's, whatever charged, paid or refunded in between."""
+        assert balance_mismatches() == [], f"kept balances differ from the ledger: {balance_mismatches()}"
+        today = self.clock.date()
+        assert {k: v for k, v in clients_aging(None, today).items() if v != Aging()} == aging_from_ledger(today)
 
     @invariant()
     def unknown_outcomes_are_settled_by_the_janitor(self) -> None:
