@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0018_policy_effective_date'),
+        ('billing', '0023_good_faith_estimates'),
     ]
 
     operations = [

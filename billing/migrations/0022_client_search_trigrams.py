@@ -34,7 +34,7 @@ def indexes_drop(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0019_client_balances'),
+        ('billing', '0021_client_balances'),
     ]
 
     operations = [

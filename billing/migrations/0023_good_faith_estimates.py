@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0018_policy_effective_date'),
+        ('billing', '0022_client_search_trigrams'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

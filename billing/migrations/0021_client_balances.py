@@ -77,7 +77,7 @@ def triggers_drop(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0018_policy_effective_date'),
+        ('billing', '0020_charging_preview'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
