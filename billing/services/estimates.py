@@ -160,6 +160,12 @@ def estimate_in_force(*, client: Client | int, day: dt.date) -> GoodFaithEstimat
                                              period_end__gte=day).order_by("-issued_at", "-pk").first())
 
 
+def clients_with_estimate() -> set[int]:
+    """The clients with an estimate in force for some period. A batch billing new sessions in bulk leaves theirs
+    to the one-by-one path, where the guard decides each charge after the ones before it."""
+    return set(GoodFaithEstimate.objects.filter(status=EstimateStatus.ISSUED).values_list("client_id", flat=True))
+
+
 def estimate_billed_cents(*, estimate: GoodFaithEstimate, practice: Practice,
                           exclude_charge_ids: Sequence[int] = ()) -> int:
     """What the client's session charges dated in the estimate's period bill now: canceled charges and charges

@@ -27,6 +27,7 @@ from rest_framework import serializers
 from billing.audit.bulk import BulkAudit, bulk_audit
 from billing.bulk import ids_reserve
 from billing.models import Appointment, Charge, Participant, Practice
+from billing.services.estimates import clients_with_estimate
 from billing.services.intake import (
     CREATED,
     ERROR,
@@ -388,6 +389,7 @@ class BilledCreates:
     push: Push
     quiet: QuietCreates
     items: list[Gathered] = field(default_factory=list)
+    guarded: set[int] | None = None  # clients with a good faith estimate, read once for the batch
 
     def take(self, result: dict[str, Any], external_id: str, data: dict[str, Any]) -> bool:
         push = self.push
@@ -400,6 +402,10 @@ class BilledCreates:
         clients = [push.client(external_id) for external_id in data["clients"]]
         if clinician is None or any(client is None for client in clients):
             return False  # the one-by-one path reports which
+        if self.guarded is None:
+            self.guarded = clients_with_estimate()
+        if any(client.pk in self.guarded for client in clients if client is not None):
+            return False  # the dispute guard decides each of their charges in turn, one by one
         self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
         self.quiet.taken.add(external_id)
         if len(self.items) >= _BILLED_CHUNK:
