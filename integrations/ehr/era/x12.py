@@ -114,7 +114,10 @@ def _check_isa(text: str) -> None:
     if fields[11] != "00501":
         raise RemittanceFileError(f"Segment 1 (ISA): version {fields[11]!r} is not 00501; the portal reads 835 "
                                   "files of version 005010X221A1.")
-    del repetition  # ISA11: the reader keeps it apart from data; no element the portal reads repeats
+    # ISA11: no element the portal reads repeats, but a separator that is another's would split wrongly.
+    if repetition in (separator, terminator, component) or repetition.isalnum():
+        raise RemittanceFileError(f"Segment 1 (ISA): the repetition separator (ISA11) {repetition!r} must differ "
+                                  "from the other separators and not be a letter or digit.")
 
 
 class _Errors(pyx12.error_handler.errh_null):
