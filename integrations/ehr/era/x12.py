@@ -302,8 +302,8 @@ def _read(segments: list[Segment]) -> list[RemittanceIn]:
             claim.lines.append(line)
         elif kind == "DTM" and line is not None and segment.get(1) in ("472", "150"):
             line.service_date = date(segment, 2)
-        elif kind == "DTM" and claim is not None and line is None and segment.get(1) in ("232", "050"):
-            pass  # the claim's statement dates: each service line gives its own
+        elif kind == "DTM" and claim is not None and line is None and segment.get(1) == "232":
+            claim.statement_date = date(segment, 2)  # each service line gives its own; a claim without any uses it
         elif kind == "CAS" and claim is not None:
             adjustments = _adjustments(segment)
             if line is not None:

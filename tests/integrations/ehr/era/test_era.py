@@ -168,6 +168,16 @@ def test_a_reversal_takes_back_the_claim_and_the_correction_is_posted(planted: d
     assert state() == before
 
 
+def test_a_claim_paid_without_service_lines_posts_on_its_statement_date(planted: dict[str, Any]) -> None:
+    lines = (b"NM1*QC*1*ROE*JOHN****MI*W222222222~\nSVC*HC:90837*200.00*95.00**1~\nDTM*472*20261103~\n"
+             b"CAS*CO*45*80.00~\nCAS*PR*3*25.00~\nAMT*B6*120.00~\n")
+    claim_level = b"CAS*CO*45*80.00~\nCAS*PR*3*25.00~\nNM1*QC*1*ROE*JOHN****MI*W222222222~\nDTM*232*20261103~\n"
+    assert lines in PRIMARY
+    post("claim-level.835", data=PRIMARY.replace(lines, claim_level).replace(b"SE*40*", b"SE*38*"))
+    john = eob(planted["john_session"])
+    assert (john.allowed_cents, john.paid_cents, john.patient_responsibility_cents) == (12_000, 9_500, 2_500)
+
+
 def test_ambiguous_is_unmatched_never_guessed(planted: dict[str, Any]) -> None:
     # A second Jane Doe and a second session for John that day: neither line is guessed.
     ClientFactory(first_name="Jane", last_name="Doe")
