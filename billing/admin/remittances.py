@@ -97,6 +97,6 @@ class RemittanceLineAdmin(admin.ModelAdmin):
                                                 + "?status__exact=unmatched")
         candidates = line_candidates(line, zone=zone) if may_match else []
         return TemplateResponse(request, "admin/billing/remittanceline/match.html", {
-            **self.admin_site.each_context(request), "title": f"Claim {line.claim_id}, line {line.line_number}",
+            **self.admin_site.each_context(request), "title": str(line),
             "line": line, "candidates": [(p, p.appointment.starts_at.astimezone(zone)) for p in candidates],
             "may_match": may_match, "error": error, "opts": self.model._meta})

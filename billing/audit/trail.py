@@ -23,8 +23,8 @@ def register_models() -> None:
     for model in (billing_models.Client, billing_models.Coverage, billing_models.PolicyAcknowledgment,
                   billing_models.Appointment, billing_models.Participant, billing_models.Clinician,
                   billing_models.Practice, billing_models.Charge, billing_models.ReviewItem,
-                  billing_models.InsurancePayment, billing_models.StaffAction,
-                  billing_models.GoodFaithEstimate):
+                  billing_models.InsurancePayment, billing_models.StaffAction, billing_models.Remittance,
+                  billing_models.RemittanceLine, billing_models.GoodFaithEstimate):
         if not auditlog.contains(model):
             auditlog.register(model)
 

@@ -116,4 +116,4 @@ class RemittanceLine(models.Model):
                    models.Index(fields=["claim_id"], name="remittance_line_claim")]
 
     def __str__(self) -> str:
-        return f"{self.claim_id} line {self.line_number} ({self.patient_name})"
+        return f"Claim {self.claim_id}, line {self.line_number} ({self.patient_name})"

@@ -104,6 +104,7 @@ class ClaimIn:
     member_id: str
     lines: list[ServiceLineIn] = field(default_factory=list)
     adjustments: list[Adjustment] = field(default_factory=list)  # at claim level (before any SVC)
+    statement_date: dt.date | None = None  # DTM*232: the date of service of a claim without service lines
 
     @property
     def patient_name(self) -> str:
@@ -334,8 +335,8 @@ def _reverse(*, remittance: Remittance, line: RemittanceLine, now: dt.datetime) 
 def _claim_lines(claim: ClaimIn) -> list[ServiceLineIn]:
     # A claim paid at claim level only (no SVC) is one line with the claim's figures.
     return claim.lines or [ServiceLineIn(cpt_code="", modifiers=[], charge_cents=claim.charge_cents,
-                                         paid_cents=claim.paid_cents, units="", service_date=None,
-                                         adjustments=[], allowed_cents=claim.paid_cents
+                                         paid_cents=claim.paid_cents, units="", service_date=claim.statement_date,
+                                         adjustments=list(claim.adjustments), allowed_cents=claim.paid_cents
                                          + claim.patient_responsibility_cents)]
 
 

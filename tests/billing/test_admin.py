@@ -25,6 +25,9 @@ from billing.models import (
     LedgerEntry,
     Participant,
     Practice,
+    Remittance,
+    RemittanceLine,
+    RemittanceLineStatus,
     ReviewItem,
     ReviewStatus,
     Service,
@@ -49,6 +52,9 @@ def one_of_everything() -> list[Model]:
                                             last_failure_code="card_declined")
     appointment = charge.appointment
     assert appointment is not None
+    remittance = Remittance.objects.create(payer_name="AETNA", payer_key="1066033492", trace_number="EFT1",
+                                           method="ACH", paid_cents=9500, paid_on=dt.date(2026, 11, 20),
+                                           created_at=timezone.now())
     return [
         Practice.load(), client, coverage, appointment, appointment.clinician, charge,
         factories.ServiceFactory.create(),
@@ -62,6 +68,12 @@ def one_of_everything() -> list[Model]:
         factories.ReviewItemFactory.create(client=client, appointment=appointment),
         StaffAction.objects.create(client=client, kind=StaffActionKind.OUTSIDE_PAYMENT, form_key="k" * 24,
                                    amount_cents=-1000, method="cash", created_at=timezone.now()),
+        remittance,
+        RemittanceLine.objects.create(remittance=remittance, claim_id="RB1", claim_status="1", line_number=1,
+                                      patient_name="JORDAN DOE", charge_cents=20000, allowed_cents=12000,
+                                      paid_cents=9500, patient_responsibility_cents=2500, copay_cents=2500,
+                                      status=RemittanceLineStatus.UNMATCHED, detail="No client has member id X.",
+                                      created_at=timezone.now()),
     ]
 
 

@@ -114,7 +114,10 @@ def _check_isa(text: str) -> None:
     if fields[11] != "00501":
         raise RemittanceFileError(f"Segment 1 (ISA): version {fields[11]!r} is not 00501; the portal reads 835 "
                                   "files of version 005010X221A1.")
-    del repetition  # ISA11: the reader keeps it apart from data; no element the portal reads repeats
+    # ISA11: no element the portal reads repeats, but a separator that is another's would split wrongly.
+    if repetition in (separator, terminator, component) or repetition.isalnum():
+        raise RemittanceFileError(f"Segment 1 (ISA): the repetition separator (ISA11) {repetition!r} must differ "
+                                  "from the other separators and not be a letter or digit.")
 
 
 class _Errors(pyx12.error_handler.errh_null):
@@ -299,8 +302,8 @@ def _read(segments: list[Segment]) -> list[RemittanceIn]:
             claim.lines.append(line)
         elif kind == "DTM" and line is not None and segment.get(1) in ("472", "150"):
             line.service_date = date(segment, 2)
-        elif kind == "DTM" and claim is not None and line is None and segment.get(1) in ("232", "050"):
-            pass  # the claim's statement dates: each service line gives its own
+        elif kind == "DTM" and claim is not None and line is None and segment.get(1) == "232":
+            claim.statement_date = date(segment, 2)  # each service line gives its own; a claim without any uses it
         elif kind == "CAS" and claim is not None:
             adjustments = _adjustments(segment)
             if line is not None:

@@ -25,6 +25,7 @@ from billing.models import (
     RemittanceLine,
     RemittanceLineStatus,
 )
+from billing.services.pricing import deductible_remaining
 from billing.services.remittances import remittance_line_match
 from integrations.ehr.era.posting import RemittanceFileError
 from integrations.ehr.era.x12 import remittance_parse
@@ -89,6 +90,7 @@ def test_primary_posts_matched_lines_and_leaves_the_stranger_for_staff(planted: 
     # The deductible met is now the insurer's: $100.00 before, plus the $50.00 of this session.
     coverage = planted["jane"].coverages.get()
     assert coverage.deductible_met_cents == 15_000 and coverage.coinsurance_percent == 20
+    assert deductible_remaining(coverage) == 35_000  # what the next session is priced with
 
     john = eob(planted["john_session"])
     assert (john.paid_cents, john.patient_responsibility_cents) == (9_500, 2_500)
@@ -106,11 +108,9 @@ def test_primary_posts_matched_lines_and_leaves_the_stranger_for_staff(planted: 
 
 
 def test_the_insurers_coinsurance_corrects_the_coverage(planted: dict[str, Any]) -> None:
-    coverage = planted["jane"].coverages.get()
-    coverage.coinsurance_percent = 25
-    coverage.save()
+    planted["jane"].coverages.update(coinsurance_percent=25)  # as if the EHR had it wrong all along
     post("aetna_primary.835")
-    coverage.refresh_from_db()
+    coverage = planted["jane"].coverages.get()
     # $14.00 of the $70.00 left after the deductible: 20%, for the next sessions.
     assert coverage.coinsurance_percent == 20
     line = RemittanceLine.objects.get(claim_id="RB1001")
@@ -166,6 +166,16 @@ def test_a_reversal_takes_back_the_claim_and_the_correction_is_posted(planted: d
     before = state()
     post("aetna_reversal.835")
     assert state() == before
+
+
+def test_a_claim_paid_without_service_lines_posts_on_its_statement_date(planted: dict[str, Any]) -> None:
+    lines = (b"NM1*QC*1*ROE*JOHN****MI*W222222222~\nSVC*HC:90837*200.00*95.00**1~\nDTM*472*20261103~\n"
+             b"CAS*CO*45*80.00~\nCAS*PR*3*25.00~\nAMT*B6*120.00~\n")
+    claim_level = b"CAS*CO*45*80.00~\nCAS*PR*3*25.00~\nNM1*QC*1*ROE*JOHN****MI*W222222222~\nDTM*232*20261103~\n"
+    assert lines in PRIMARY
+    post("claim-level.835", data=PRIMARY.replace(lines, claim_level).replace(b"SE*40*", b"SE*38*"))
+    john = eob(planted["john_session"])
+    assert (john.allowed_cents, john.paid_cents, john.patient_responsibility_cents) == (12_000, 9_500, 2_500)
 
 
 def test_ambiguous_is_unmatched_never_guessed(planted: dict[str, Any]) -> None:
