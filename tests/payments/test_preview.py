@@ -283,7 +283,7 @@ def test_staff_switch_preview_and_read_the_report_on_the_practice_page(
     report = http.get(reverse("admin:billing_practice_preview"), {"start": "2026-10-01", "end": "2026-10-31"})
     assert report.status_code == 200
     text = report.content.decode()
-    assert "The portal would have collected</th><td>$140.00" in text and "Individual therapy" not in text
+    assert "The portal would have collected</th><td>$140.00" in text and "preview: charging is off" in text
     for start, end, error in (("2026-10-31", "2026-10-01", "The period ends before it starts."),
                               ("2026-01-01", "2026-10-31", "at most 92 days"),
                               ("2099-01-01", "2099-01-31", "must end before today"),
