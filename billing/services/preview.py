@@ -6,8 +6,8 @@
 - ``preview_report``: for a past period, each session's charges as the portal would have collected them,
   against what was actually collected. The period is replayed through the tick itself
   (``tick_run(replay=True)``, billing/services/tick.py) with ``now`` stepped through it, inside one
-  transaction rolled back at its end, with a gateway that answers Stripe without any network call: the
-  figures are the tick's own, and nothing of the replay stays.
+  transaction rolled back at its end (``tick_replay``), with a gateway that answers Stripe without any
+  network call: the figures are the tick's own, and nothing of the replay stays.
 
 The preview gate itself (no Stripe call, no email to a client while the practice previews) lives in two
 places only: the tick's ``_gate`` and the email outbox (billing/services/notify.py).
@@ -37,7 +37,7 @@ from billing.models import (
 )
 from billing.services.charges import charge_event_record, charges_transition
 from billing.services.payments import PORTAL_HOLD
-from billing.services.tick import tick_run
+from billing.services.tick import tick_replay, tick_run
 
 # Why a charge of a session before preview was switched off waits: the portal never charges it by itself.
 PREVIEW_HOLD = "from preview, not charged"
@@ -195,7 +195,7 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
     collected = _money(ids)
     eob = _eob_paid(charges)
     horizon = min(now, finish + FOLLOW_AFTER_END)
-    with transaction.atomic():
+    with tick_replay():
         _reopen(ids)
         ticks = 0
         moment: dt.datetime | None = begin
@@ -207,7 +207,6 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
         would = _money(ids)
         would_status = {c.pk: _status(c) for c in Charge.objects.filter(pk__in=ids)}
         notices = _notices(ids, begin)
-        transaction.set_rollback(True)
     lines = []
     for charge in charges:
         would_cents, would_at = would.get(charge.pk, (0, None))

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.db import connection, transaction
 
@@ -106,6 +107,24 @@ STEP_REACHES: dict[str, str] = {
 }
 
 
+_replaying: ContextVar[bool] = ContextVar("tick_replaying", default=False)
+
+
+@contextmanager
+def tick_replay() -> Iterator[None]:
+    """The one transaction ``tick_run(replay=True)`` runs in: rolled back at its end, whatever happens, so
+    nothing a replay does stays. Inside a transaction the collector calls the gateway inline, in this
+    connection; the steps' own transactions are savepoints, their SKIP LOCKED claims see this transaction's
+    rows."""
+    with transaction.atomic():
+        token = _replaying.set(True)
+        try:
+            yield
+        finally:
+            _replaying.reset(token)
+            transaction.set_rollback(True)
+
+
 @contextmanager
 def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
     """The one gate between a tick and the world: what it must not reach, and who answers for Stripe.
@@ -117,8 +136,8 @@ def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
       payment going through; nothing leaves the database (no email, no EHR write-back) nor outlives it.
     """
     if replay:
-        if not connection.in_atomic_block:
-            raise RuntimeError("A replay runs inside a transaction rolled back at its end.")
+        if not (_replaying.get() and connection.in_atomic_block):
+            raise RuntimeError("A replay runs only inside tick_replay(), which rolls it back.")
         with gateway_replaced(AnsweringGateway()):
             yield frozenset({CLIENTS, EHR, SEAL})
     elif practice.charging_preview:
@@ -130,7 +149,8 @@ def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
 
 def tick_run(*, now: dt.datetime, replay: bool = False) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did (a step kept from Stripe or
-    clients by preview, or by a ``replay``, is left out). ``replay`` is for billing/services/preview.py."""
+    clients by preview, or by a ``replay``, is left out). ``replay`` runs only inside ``tick_replay()``
+    (billing/services/preview.py)."""
     done = {}
     # One read of the practice's policy per tick; emails wait for the tick's own sending step. The tick runs
     # outside any request: the practice's zone is made current, as a request's is, for what it writes.

@@ -28,6 +28,7 @@ from billing.models import (
     ChargeStatus,
     Client,
     EmailStatus,
+    InsurancePayment,
     OutboundEmail,
     PaymentAttempt,
     PolicyAcknowledgment,
@@ -146,6 +147,12 @@ def test_a_months_preview_is_what_a_real_run_of_the_month_charges(
     median, average = report.days("would")
     assert median is not None and average is not None and 0 < median < 14
 
+    # Previewed again once really charged: what was collected is what the portal would have collected.
+    again = preview_report(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31), now=NOVEMBER_20)
+    assert {line.charge_id: (line.collected_cents, line.collected_at) for line in again.lines} == real
+    assert again.totals["collected"] == again.totals["would"] == report.totals["would"]
+    assert again.totals["unpaid_would_collect"] == 0 and again.days("collected") == report.days("would")
+
 
 def test_a_preview_tick_reaches_neither_stripe_nor_a_client(
         practice: Practice, self_pay_client: Client, make_appointment: Callable[..., Appointment],
@@ -239,10 +246,14 @@ def test_the_command_prints_the_report_and_refuses_a_bad_period(
     for client in (with_card, without_card):
         appointment_set_status(appointment=make_appointment(client, starts_at=starts),
                                status=AppointmentStatus.COMPLETED, now=starts + HOUR, actor="api:ehr")
+    InsurancePayment.objects.create(client=without_card, appointment=Appointment.objects.get(clients=without_card),
+                                    allowed_cents=9000, paid_cents=8000, patient_responsibility_cents=1000,
+                                    paid_on=dt.date(2026, 10, 20), reference="EOB-1")
     out = StringIO()
     call_command("billing_preview", "--from", "2026-10-01", "--to", "2026-10-31", stdout=out)
     text = out.getvalue()
     assert "would have collected $140.00" in text and "due (no card on file)" in text
+    assert "insurers paid (EOB lines): $80.00" in text
     assert "1 charge(s), $140.00" in text
     assert not PaymentAttempt.objects.exists()
     assert set(Charge.objects.values_list("status", flat=True)) == {ChargeStatus.SCHEDULED}
@@ -251,6 +262,8 @@ def test_the_command_prints_the_report_and_refuses_a_bad_period(
             call_command("billing_preview", *bad, stdout=StringIO())
     with pytest.raises(PeriodInvalid):
         preview_report(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31), now=starts)
+    with pytest.raises(RuntimeError):  # a replay outside a transaction to roll back would be real
+        tick_run(now=starts, replay=True)
 
 
 def practice_form(http: HttpClient) -> dict[str, Any]:
