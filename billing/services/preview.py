@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -278,17 +277,16 @@ def _eob_paid(charges: list[Charge]) -> dict[tuple[int, int], int]:
 
 
 def _notices(ids: list[int], begin: dt.datetime) -> dict[int, tuple[str, dt.datetime]]:
-    """The first pre-charge notice naming each charge (sent, drafted in preview, or drafted in the replay)."""
+    """The first notice naming each charge (sent, drafted in preview, or drafted in the replay): the pre-charge
+    notice listing it, or a fee's own notice."""
     wanted = set(ids)
-    found: dict[int, tuple[str, dt.datetime]] = {}
-    by_charge: dict[int, list[tuple[dt.datetime, str]]] = defaultdict(list)
-    emails = OutboundEmail.objects.filter(template="pre_charge_notice", created_at__gte=begin)
-    for subject, at, amounts in emails.order_by("created_at", "pk").values_list("subject", "created_at",
-                                                                                 "charge_amounts"):
-        for pair in amounts or []:
-            if pair and pair[0] in wanted:
-                by_charge[pair[0]].append((at, subject))
-    for pk, notices in by_charge.items():
-        at, subject = notices[0]
-        found[pk] = (subject, at)
-    return found
+    first: dict[int, tuple[dt.datetime, str]] = {}
+    notices = OutboundEmail.objects.filter(Q(template="pre_charge_notice", created_at__gte=begin)
+                                           | Q(key__in=[f"fee:charge:{pk}" for pk in ids]))
+    for key, subject, at, amounts in notices.order_by("created_at", "pk").values_list(
+            "key", "subject", "created_at", "charge_amounts"):
+        named = [int(key.rsplit(":", 1)[1])] if key.startswith("fee:charge:") else [p[0] for p in amounts or [] if p]
+        for pk in named:
+            if pk in wanted and pk not in first:
+                first[pk] = (at, subject)
+    return {pk: (subject, at) for pk, (at, subject) in first.items()}

@@ -144,6 +144,8 @@ def test_a_months_preview_is_what_a_real_run_of_the_month_charges(
     assert weekly and all(line.notice and line.notice_at < line.would_at for line in weekly)  # type: ignore[operator]
     early = [line for line in report.lines if line.session_at < dt.datetime(2026, 10, 15, tzinfo=NEW_YORK)]
     assert early and not any(line.notice for line in early)
+    [fee] = [line for line in report.lines if line.kind == "No-show fee"]
+    assert fee.notice and fee.notice_at < fee.would_at  # type: ignore[operator]
     median, average = report.days("would")
     assert median is not None and average is not None and 0 < median < 14
 
