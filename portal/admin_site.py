@@ -125,7 +125,10 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
         if request.user.is_active and request.user.is_staff:
-            context["site_header"] = f"{self.site_header} · {_practice(request).name}"
+            practice = _practice(request)
+            # A practice previewing charging sees so on every page.
+            preview = " · preview: charging is off" if practice.charging_preview else ""
+            context["site_header"] = f"{self.site_header} · {practice.name}{preview}"
         return context
 
     def get_urls(self) -> list[URLPattern | URLResolver]:

@@ -6,8 +6,8 @@
 - ``preview_report``: for a past period, each session's charges as the portal would have collected them,
   against what was actually collected. The period is replayed through the tick itself
   (``tick_run(replay=True)``, billing/services/tick.py) with ``now`` stepped through it, inside one
-  transaction rolled back at its end, with a gateway that answers Stripe without any network call: the
-  figures are the tick's own, and nothing of the replay stays.
+  transaction rolled back at its end (``tick_replay``), with a gateway that answers Stripe without any
+  network call: the figures are the tick's own, and nothing of the replay stays.
 
 The preview gate itself (no Stripe call, no email to a client while the practice previews) lives in two
 places only: the tick's ``_gate`` and the email outbox (billing/services/notify.py).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -37,7 +36,7 @@ from billing.models import (
 )
 from billing.services.charges import charge_event_record, charges_transition
 from billing.services.payments import PORTAL_HOLD
-from billing.services.tick import tick_run
+from billing.services.tick import tick_replay, tick_run
 
 # Why a charge of a session before preview was switched off waits: the portal never charges it by itself.
 PREVIEW_HOLD = "from preview, not charged"
@@ -195,7 +194,7 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
     collected = _money(ids)
     eob = _eob_paid(charges)
     horizon = min(now, finish + FOLLOW_AFTER_END)
-    with transaction.atomic():
+    with tick_replay():
         _reopen(ids)
         ticks = 0
         moment: dt.datetime | None = begin
@@ -207,7 +206,6 @@ def preview_report(*, start: dt.date, end: dt.date, now: dt.datetime) -> Preview
         would = _money(ids)
         would_status = {c.pk: _status(c) for c in Charge.objects.filter(pk__in=ids)}
         notices = _notices(ids, begin)
-        transaction.set_rollback(True)
     lines = []
     for charge in charges:
         would_cents, would_at = would.get(charge.pk, (0, None))
@@ -279,17 +277,16 @@ def _eob_paid(charges: list[Charge]) -> dict[tuple[int, int], int]:
 
 
 def _notices(ids: list[int], begin: dt.datetime) -> dict[int, tuple[str, dt.datetime]]:
-    """The first pre-charge notice naming each charge (sent, drafted in preview, or drafted in the replay)."""
+    """The first notice naming each charge (sent, drafted in preview, or drafted in the replay): the pre-charge
+    notice listing it, or a fee's own notice."""
     wanted = set(ids)
-    found: dict[int, tuple[str, dt.datetime]] = {}
-    by_charge: dict[int, list[tuple[dt.datetime, str]]] = defaultdict(list)
-    emails = OutboundEmail.objects.filter(template="pre_charge_notice", created_at__gte=begin)
-    for subject, at, amounts in emails.order_by("created_at", "pk").values_list("subject", "created_at",
-                                                                                 "charge_amounts"):
-        for pair in amounts or []:
-            if pair and pair[0] in wanted:
-                by_charge[pair[0]].append((at, subject))
-    for pk, notices in by_charge.items():
-        at, subject = notices[0]
-        found[pk] = (subject, at)
-    return found
+    first: dict[int, tuple[dt.datetime, str]] = {}
+    notices = OutboundEmail.objects.filter(Q(template="pre_charge_notice", created_at__gte=begin)
+                                           | Q(key__in=[f"fee:charge:{pk}" for pk in ids]))
+    for key, subject, at, amounts in notices.order_by("created_at", "pk").values_list(
+            "key", "subject", "created_at", "charge_amounts"):
+        named = [int(key.rsplit(":", 1)[1])] if key.startswith("fee:charge:") else [p[0] for p in amounts or [] if p]
+        for pk in named:
+            if pk in wanted and pk not in first:
+                first[pk] = (at, subject)
+    return {pk: (subject, at) for pk, (at, subject) in first.items()}

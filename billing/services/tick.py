@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -114,6 +115,24 @@ STEP_REACHES: dict[str, str] = {
 }
 
 
+_replaying: ContextVar[bool] = ContextVar("tick_replaying", default=False)
+
+
+@contextmanager
+def tick_replay() -> Iterator[None]:
+    """The one transaction ``tick_run(replay=True)`` runs in: rolled back at its end, whatever happens, so
+    nothing a replay does stays. Inside a transaction the collector calls the gateway inline, in this
+    connection; the steps' own transactions are savepoints, their SKIP LOCKED claims see this transaction's
+    rows."""
+    with transaction.atomic():
+        token = _replaying.set(True)
+        try:
+            yield
+        finally:
+            _replaying.reset(token)
+            transaction.set_rollback(True)
+
+
 @contextmanager
 def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
     """The one gate between a tick and the world: what it must not reach, and who answers for Stripe.
@@ -125,8 +144,8 @@ def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
       payment going through; nothing leaves the database (no email, no EHR write-back) nor outlives it.
     """
     if replay:
-        if not connection.in_atomic_block:
-            raise RuntimeError("A replay runs inside a transaction rolled back at its end.")
+        if not (_replaying.get() and connection.in_atomic_block):
+            raise RuntimeError("A replay runs only inside tick_replay(), which rolls it back.")
         with gateway_replaced(AnsweringGateway()):
             yield frozenset({CLIENTS, EHR, SEAL})
     elif practice.charging_preview:
@@ -138,7 +157,8 @@ def _gate(practice: Practice, replay: bool) -> Iterator[frozenset[str]]:
 
 def tick_run(*, now: dt.datetime, replay: bool = False) -> dict[str, int]:
     """Run every step for ``now``; returns how many things each step did (a step kept from Stripe or
-    clients by preview, or by a ``replay``, is left out). ``replay`` is for billing/services/preview.py."""
+    clients by preview, or by a ``replay``, is left out). ``replay`` runs only inside ``tick_replay()``
+    (billing/services/preview.py)."""
     done = {}
     started = time.monotonic()
     # One read of the practice's policy per tick; emails wait for the tick's own sending step. The tick runs

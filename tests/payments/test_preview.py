@@ -28,6 +28,7 @@ from billing.models import (
     ChargeStatus,
     Client,
     EmailStatus,
+    InsurancePayment,
     OutboundEmail,
     PaymentAttempt,
     PolicyAcknowledgment,
@@ -143,8 +144,16 @@ def test_a_months_preview_is_what_a_real_run_of_the_month_charges(
     assert weekly and all(line.notice and line.notice_at < line.would_at for line in weekly)  # type: ignore[operator]
     early = [line for line in report.lines if line.session_at < dt.datetime(2026, 10, 15, tzinfo=NEW_YORK)]
     assert early and not any(line.notice for line in early)
+    [fee] = [line for line in report.lines if line.kind == "No-show fee"]
+    assert fee.notice and fee.notice_at < fee.would_at  # type: ignore[operator]
     median, average = report.days("would")
     assert median is not None and average is not None and 0 < median < 14
+
+    # Previewed again once really charged: what was collected is what the portal would have collected.
+    again = preview_report(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31), now=NOVEMBER_20)
+    assert {line.charge_id: (line.collected_cents, line.collected_at) for line in again.lines} == real
+    assert again.totals["collected"] == again.totals["would"] == report.totals["would"]
+    assert again.totals["unpaid_would_collect"] == 0 and again.days("collected") == report.days("would")
 
 
 def test_a_preview_tick_reaches_neither_stripe_nor_a_client(
@@ -239,10 +248,14 @@ def test_the_command_prints_the_report_and_refuses_a_bad_period(
     for client in (with_card, without_card):
         appointment_set_status(appointment=make_appointment(client, starts_at=starts),
                                status=AppointmentStatus.COMPLETED, now=starts + HOUR, actor="api:ehr")
+    InsurancePayment.objects.create(client=without_card, appointment=Appointment.objects.get(clients=without_card),
+                                    allowed_cents=9000, paid_cents=8000, patient_responsibility_cents=1000,
+                                    paid_on=dt.date(2026, 10, 20), reference="EOB-1")
     out = StringIO()
     call_command("billing_preview", "--from", "2026-10-01", "--to", "2026-10-31", stdout=out)
     text = out.getvalue()
     assert "would have collected $140.00" in text and "due (no card on file)" in text
+    assert "insurers paid (EOB lines): $80.00" in text
     assert "1 charge(s), $140.00" in text
     assert not PaymentAttempt.objects.exists()
     assert set(Charge.objects.values_list("status", flat=True)) == {ChargeStatus.SCHEDULED}
@@ -251,6 +264,8 @@ def test_the_command_prints_the_report_and_refuses_a_bad_period(
             call_command("billing_preview", *bad, stdout=StringIO())
     with pytest.raises(PeriodInvalid):
         preview_report(start=dt.date(2026, 10, 1), end=dt.date(2026, 10, 31), now=starts)
+    with pytest.raises(RuntimeError):  # a replay outside a transaction to roll back would be real
+        tick_run(now=starts, replay=True)
 
 
 def practice_form(http: HttpClient) -> dict[str, Any]:
@@ -283,7 +298,7 @@ def test_staff_switch_preview_and_read_the_report_on_the_practice_page(
     report = http.get(reverse("admin:billing_practice_preview"), {"start": "2026-10-01", "end": "2026-10-31"})
     assert report.status_code == 200
     text = report.content.decode()
-    assert "The portal would have collected</th><td>$140.00" in text and "Individual therapy" not in text
+    assert "The portal would have collected</th><td>$140.00" in text and "preview: charging is off" in text
     for start, end, error in (("2026-10-31", "2026-10-01", "The period ends before it starts."),
                               ("2026-01-01", "2026-10-31", "at most 92 days"),
                               ("2099-01-01", "2099-01-31", "must end before today"),

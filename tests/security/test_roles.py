@@ -62,6 +62,7 @@ PAGES: list[tuple[str, str, str, set[str]]] = [
     ("refund a charge (post)", "post", "admin:billing_charge_refund:paid", {BM, AD}),
     ("practice settings (view)", "get", "admin:billing_practice_change:practice", ALL),
     ("practice settings (save)", "post", "admin:billing_practice_change:practice", {BM, AD}),
+    ("preview report", "get", "admin:billing_practice_preview", ALL),
     ("fee schedule (add)", "get", "admin:billing_feescheduleentry_add", {BM, AD}),
     ("email templates (edit)", "post", "admin:billing_emailtemplate_change:template", {BM, AD}),
     ("email templates (add)", "get", "admin:billing_emailtemplate_add", {BM, AD}),
@@ -128,7 +129,7 @@ def test_waiving_and_canceling_charges_is_for_billing_managers_and_administrator
     listing = http.get(reverse("admin:billing_charge_changelist"))
     if listing.status_code == 200:
         offered = offered_actions(listing)
-        assert ({"waive_fee", "cancel_charge", "release_charge"} <= offered) is may, role
+        assert ({"waive_fee", "cancel_charge", "release_charge", "release_preview"} <= offered) is may, role
 
 
 @pytest.mark.parametrize("role", ROLES)
