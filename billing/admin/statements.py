@@ -3,8 +3,6 @@ client's statement for any month from the client's page (as issued, else as the 
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -14,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.admin.common import ViewOnlyMixin, dollars
-from billing.models import Client, Practice, Statement
+from billing.models import Client, Practice, Statement, StatementRun
 from billing.services.statements import MonthInvalid, last_month_over, month_parse, statement_for, statement_pdf
 
 
@@ -107,7 +105,18 @@ class StatementAdmin(ViewOnlyMixin, admin.ModelAdmin):
         return format_html('<a href="{}">PDF</a>', reverse("admin:billing_statement_pdf", args=[statement.pk]))
 
 
-def client_statement_tools(request: HttpRequest, client: Client, model_admin: Any) -> list[tuple[str, str]]:
+class StatementRunAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    """Each month's batch: when it ran, how many statements and emails it wrote."""
+
+    list_display = ("month_label", "started_at", "finished_at", "statements", "emails")
+    show_full_result_count = False
+
+    @admin.display(description="Month", ordering="month")
+    def month_label(self, run: StatementRun) -> str:
+        return f"{run.month:%B %Y}"
+
+
+def client_statement_tools(request: HttpRequest, client: Client) -> list[tuple[str, str]]:
     """The client page's statement buttons: last month's PDF and the statements issued to the client."""
     if not request.user.has_perm("billing.view_statement"):
         return []

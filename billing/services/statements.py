@@ -142,7 +142,7 @@ def statement_context(statement: Statement, *, link: IssuedLink | None = None) -
         "refunds": format_cents(statement.refunds_cents),
         "adjustments": format_cents(statement.adjustments_cents), "closing": format_cents(closing),
         "balance": format_cents(closing), "owes": closing > 0, "in_credit": closing < 0,
-        "credit": format_cents(-closing), "sessions": statement.sessions, "lines": lines,
+        "credit": format_cents(-closing), "session_count": statement.sessions, "lines": lines,
         "aging": [(AGING_LABELS[name], format_cents(aging[name])) for name in BUCKETS],
         "issued_at": statement.issued_at, "link_url": link.url if link else "",
         "expires_at": link.expires_at if link else None,

@@ -29,6 +29,8 @@ from billing.models import (
     Service,
     StaffAction,
     StaffActionKind,
+    Statement,
+    StatementRun,
 )
 from tests import factories
 
@@ -61,6 +63,10 @@ def one_of_everything() -> list[Model]:
         factories.ReviewItemFactory.create(client=client, appointment=appointment),
         StaffAction.objects.create(client=client, kind=StaffActionKind.OUTSIDE_PAYMENT, form_key="k" * 24,
                                    amount_cents=-1000, method="cash", created_at=timezone.now()),
+        Statement.objects.create(client=client, month=dt.date(2026, 11, 1), opening_cents=0, charges_cents=2500,
+                                 payments_cents=0, refunds_cents=0, adjustments_cents=0, closing_cents=2500,
+                                 trigger="staff", issued_at=timezone.now()),
+        StatementRun.objects.create(month=dt.date(2026, 11, 1), started_at=timezone.now()),
     ]
 
 
