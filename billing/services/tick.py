@@ -83,7 +83,7 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("charges_marked_due", charges_mark_due),
     ("payment_attempts", charges_collect),
     ("balance_reminders", balance_reminders_run),
-    # The practice's statement day from 08:00 practice time: the month before's statements, once.
+    # From the start of the practice's statement day (its zone): the month before's statements, once.
     ("statements_issued", statements_monthly),
     ("emails_sent", emails_send),
     # Mondays from 06:00 practice time: reconcile the week before, once (billing/services/reconciliation.py).
