@@ -213,17 +213,20 @@ def test_staff_see_the_statements_sent_and_any_months_pdf_from_the_clients_page(
     http.force_login(front_desk)
 
     page = http.get(reverse("admin:billing_client_change", args=[person.pk])).content.decode()
-    assert "Last month&#x27;s statement (PDF)" in page and "Statements sent" in page
+    tools = reverse("admin:billing_statement_client_pdf", args=[person.pk])
+    assert "Monthly statements" in page and tools in page
+    choose = http.get(tools).content.decode()
+    assert 'name="month"' in choose and "November 2026" in choose and "$140.00" in choose
     listed = http.get(reverse("admin:billing_statement_changelist"), {"client__id__exact": person.pk})
     assert listed.status_code == 200 and "Ortiz, Ana" in listed.content.decode()
     assert "$140.00" in listed.content.decode()
 
     sent = http.get(reverse("admin:billing_statement_pdf", args=[Statement.objects.get().pk]))
     assert sent.status_code == 200 and "Statement for November 2026" in pdf_text(sent.content)
-    october = http.get(reverse("admin:billing_statement_client_pdf", args=[person.pk]), {"month": "2026-10"})
+    october = http.get(tools, {"month": "2026-10"})
     assert october.status_code == 200 and "Nothing in this month." in pdf_text(october.content)
-    wrong = http.get(reverse("admin:billing_statement_client_pdf", args=[person.pk]), {"month": "2026-13"})
-    assert wrong.status_code == 302
+    wrong = http.get(tools, {"month": "2026-13"}, follow=True)
+    assert "Give a month as YYYY-MM" in wrong.content.decode() and 'name="month"' in wrong.content.decode()
 
 
 def test_a_run_cut_short_is_carried_on_by_a_later_tick_once_its_claim_is_stale(practice: Practice) -> None:
