@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pypdfium2
+import pytest
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
@@ -29,7 +30,14 @@ from billing.models import (
     StatementRun,
 )
 from billing.selectors.statements import month_last, statement_figures
-from billing.services.statements import statement_live, statement_pdf, statements_issue, statements_monthly
+from billing.services.statements import (
+    NothingToState,
+    statement_live,
+    statement_pdf,
+    statement_send,
+    statements_issue,
+    statements_monthly,
+)
 from tests import factories
 from tests.payment_fixtures import tick
 
@@ -243,3 +251,25 @@ def test_a_run_cut_short_is_carried_on_by_a_later_tick_once_its_claim_is_stale(p
     assert run.finished_at is not None and (run.statements, run.emails) == (3, 3)
     assert OutboundEmail.objects.filter(template="statement").count() == 3
     assert statements_monthly(now=DEC_1 + dt.timedelta(minutes=30)) == 0
+
+
+def test_staff_resend_a_statement_as_it_was_sent_and_are_told_when_there_is_none(practice: Practice) -> None:
+    person, quiet = many_clients(2)
+    LedgerEntry.objects.bulk_create([entry(person, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5))])
+    statements_issue(month=NOVEMBER, now=DEC_1, trigger="schedule", actor="test")
+    # Posted later, dated in November: the ledger's November changes, the statement sent does not.
+    LedgerEntry.objects.bulk_create([entry(person, LedgerKind.ADJUSTMENT, -4000, dt.date(2026, 11, 29))])
+
+    later = DEC_1 + dt.timedelta(days=2)
+    statement_send(client=person, now=later, actor="staff:desk", key="form-1")
+    statement_send(client=person, now=later, actor="staff:desk", key="form-1")  # the same form again
+    first, again = OutboundEmail.objects.filter(template="statement", client=person).order_by("pk")
+    assert again.key == "statement:form-1"
+    assert "Balance on November 30, 2026: $140.00" in again.body_text and "/p/" in again.body_text
+    assert first.body_text.split("/p/")[1] != again.body_text.split("/p/")[1]  # a fresh pay link
+    assert Statement.objects.get(client=person).closing_cents == 14000
+    assert statement_live(client=person, month=NOVEMBER, now=later).closing_cents == 10000
+
+    with pytest.raises(NothingToState, match="no balance and no activity in November 2026"):
+        statement_send(client=quiet, now=later, actor="staff:desk", key="form-2")
+    assert not Statement.objects.filter(client=quiet).exists()
