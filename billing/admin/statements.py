@@ -27,8 +27,9 @@ def _pdf_response(statement: Statement) -> HttpResponse:
 class StatementAdmin(ViewOnlyMixin, admin.ModelAdmin):
     """Each statement issued (by the monthly batch or by staff), as it was sent."""
 
-    list_display = ("month_label", "client_link", "opening", "charges", "payments", "refunds", "adjustments",
-                    "closing", "emailed_to", "issued_at", "pdf")
+    # Refunds and adjustments are on each statement's page and PDF: the list keeps to what fits a screen.
+    list_display = ("month_label", "client_link", "opening", "charges", "payments", "closing", "emailed_to",
+                    "issued_at", "pdf")
     list_filter = ("month", "trigger")
     list_select_related = ("client",)
     search_fields = ("client__last_name", "client__first_name", "client__email", "=client__external_id")
