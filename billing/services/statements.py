@@ -215,8 +215,8 @@ def statements_monthly(*, now: dt.datetime) -> int:
     short is taken over after STALE_CLAIM), and finished once every client's statement is written."""
     practice = Practice.load()
     local = now.astimezone(practice.zone)
-    due_at = dt.datetime.combine(local.date().replace(day=practice.statement_day), dt.time(STATEMENT_HOUR),
-                                 tzinfo=practice.zone)
+    day = min(max(practice.statement_day, 1), 28)  # the form allows 1-28; a value set otherwise stays in range
+    due_at = dt.datetime.combine(local.date().replace(day=day), dt.time(STATEMENT_HOUR), tzinfo=practice.zone)
     if local < due_at:
         return 0  # not yet this month (the month before was issued last month)
     month = month_before(local.date())
