@@ -115,7 +115,7 @@ def main() -> None:
               f"{took:.2f} s, {len(queries)} queries")
 
         first = month_last(month) + dt.timedelta(days=1)
-        statement_moment = dt.datetime.combine(first, dt.time(8), tzinfo=Practice.load().zone)
+        statement_moment = dt.datetime.combine(first, dt.time(0), tzinfo=Practice.load().zone)
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
             issued = statements_monthly(now=statement_moment)

@@ -46,7 +46,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         "billing.ledgerentry", "billing.paymentattempt", "billing.refund", "billing.insurancepayment",
         "ehr.remittanceupload", "billing.remittance", "billing.remittanceline", "billing.balanceepisode",
         "billing.balanceallocation", "billing.paymentplan", "billing.cardconsent"]),
-    ("reports", "Reports", ["billing.reconciliationrun", "billing.statement"]),
+    ("reports", "Reports", ["billing.reconciliationrun", "billing.statement", "billing.statementrun"]),
     ("integrations", "Integrations", [
         "ehr.apikey", "ehr.csvimport", "ehr.webhookendpoint", "ehr.webhookevent", "billing.stripeevent",
         "billing.clientlink", "billing.outboundemail"]),
@@ -104,6 +104,7 @@ class PracticeAdminSite(StaffSecuritySiteMixin, admin.AdminSite):
         self.register(models.ReconciliationFinding, reports.ReconciliationFindingAdmin)
         self.register(models.ReconciliationRun, reports.ReconciliationRunAdmin)
         self.register(models.Statement, statements.StatementAdmin)
+        self.register(models.StatementRun, statements.StatementRunAdmin)
         self.register(models.BalanceEpisode, records.BalanceEpisodeAdmin)
         self.register(models.BalanceAllocation, records.BalanceAllocationAdmin)
         self.register(models.PaymentPlan, plans.PaymentPlanAdmin)

@@ -202,7 +202,7 @@ class ClientAdmin(DollarsMixin, admin.ModelAdmin):
         if client is not None:
             extra_context["money_tools"] = [*money.client_money_tools(request, client),
                                             *estimates.client_estimate_tools(request, client),
-                                            *statements.client_statement_tools(request, client, self)]
+                                            *statements.client_statement_tools(request, client)]
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:

@@ -116,7 +116,7 @@ class Practice(models.Model):
     balance_flag_days = models.PositiveSmallIntegerField(default=7, validators=[MinValueValidator(1)])
     statement_day = models.PositiveSmallIntegerField(
         "monthly statements on day", default=1, validators=[MinValueValidator(1), MaxValueValidator(28)],
-        help_text="Day of the month (1-28) the previous month's statements are emailed, from 08:00 practice time.")
+        help_text="Day of the month (1-28) the previous month's statements are emailed (from midnight, practice time).")
 
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -65,7 +65,7 @@ def _statement_sample() -> dict[str, Any]:
     month = dt.date(2026, 10, 1)
     return {"month": month, "start": month, "end": dt.date(2026, 10, 31), "opening": "$60.00", "charges": "$280.00",
             "payments": "$170.00", "refunds": "$0.00", "adjustments": "$0.00", "closing": "$170.00", "owes": True,
-            "credit": "-$170.00", "sessions": 2,
+            "credit": "-$170.00", "session_count": 2,
             "lines": [{"date": dt.date(2026, 10, 6), "what": "Session", "detail": "90837 with Dana Reyes",
                        "amount": "$140.00"},
                       {"date": dt.date(2026, 10, 9), "what": "Payment", "detail": "", "amount": "-$170.00"}],

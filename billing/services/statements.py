@@ -8,8 +8,8 @@ all clients together in a fixed number of queries.
 A statement is issued (frozen in a ``Statement`` row, one per client and month, and emailed with a key naming
 the client and the month) only for a month that is over in the practice's zone:
 
-- by ``billing_tick`` (``statements_monthly``): on the practice's statement day (default the 1st) from 08:00
-  practice time, for the month before; one tick at a time claims the month's ``StatementRun``, a client's
+- by ``billing_tick`` (``statements_monthly``): from the start of the practice's statement day (default the
+  1st) in its zone, for the month before; one tick at a time claims the month's ``StatementRun``, a client's
   statement is unique per month and its email keyed by client and month, so nothing is issued twice;
 - by staff from the client's page ("Send a link or statement"): the last month that is over, issued now if the
   batch has not, else the statement as issued, with a fresh pay link.
@@ -46,7 +46,7 @@ from billing.selectors.statements import (
 from billing.services.links import IssuedLink, link_create, links_create
 from billing.services.notify import Email, emails_enqueue
 
-STATEMENT_HOUR = 8
+STATEMENT_HOUR = 0  # the statement day starts at midnight, practice time
 CHUNK = 1000  # clients written per transaction
 # A run that claimed the month this long ago without finishing was cut short: another may carry it on.
 STALE_CLAIM = dt.timedelta(minutes=10)
@@ -142,7 +142,7 @@ def statement_context(statement: Statement, *, link: IssuedLink | None = None) -
         "refunds": format_cents(statement.refunds_cents),
         "adjustments": format_cents(statement.adjustments_cents), "closing": format_cents(closing),
         "balance": format_cents(closing), "owes": closing > 0, "in_credit": closing < 0,
-        "credit": format_cents(-closing), "sessions": statement.sessions, "lines": lines,
+        "credit": format_cents(-closing), "session_count": statement.sessions, "lines": lines,
         "aging": [(AGING_LABELS[name], format_cents(aging[name])) for name in BUCKETS],
         "issued_at": statement.issued_at, "link_url": link.url if link else "",
         "expires_at": link.expires_at if link else None,
@@ -208,15 +208,15 @@ def _issue_chunk(*, month: dt.date, wanted: list[int], figures: dict[int, MonthF
 
 
 def statements_monthly(*, now: dt.datetime) -> int:
-    """The billing_tick step: on the practice's statement day, from 08:00 practice time, issue the month
+    """The billing_tick step: from the start of the practice's statement day (its zone), issue the month
     before's statements, once. Returns how many were issued.
 
     The month's ``StatementRun`` is claimed first (one tick at a time; a claim left by a run that was cut
     short is taken over after STALE_CLAIM), and finished once every client's statement is written."""
     practice = Practice.load()
     local = now.astimezone(practice.zone)
-    due_at = dt.datetime.combine(local.date().replace(day=practice.statement_day), dt.time(STATEMENT_HOUR),
-                                 tzinfo=practice.zone)
+    day = min(max(practice.statement_day, 1), 28)  # the form allows 1-28; a value set otherwise stays in range
+    due_at = dt.datetime.combine(local.date().replace(day=day), dt.time(STATEMENT_HOUR), tzinfo=practice.zone)
     if local < due_at:
         return 0  # not yet this month (the month before was issued last month)
     month = month_before(local.date())

@@ -96,7 +96,7 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     # Payment plans paid off or lapsed (billing/services/plans.py), before the reminders that a lapse restarts.
     ("plans_reviewed", plans_review),
     ("balance_reminders", balance_reminders_run),
-    # The practice's statement day from 08:00 practice time: the month before's statements, once.
+    # From the start of the practice's statement day (its zone): the month before's statements, once.
     ("statements_issued", statements_monthly),
     ("emails_sent", emails_send),
     # Mondays from 06:00 practice time: reconcile the week before, once (billing/services/reconciliation.py).

@@ -33,6 +33,8 @@ from billing.models import (
     Service,
     StaffAction,
     StaffActionKind,
+    Statement,
+    StatementRun,
 )
 from tests import factories
 
@@ -74,6 +76,10 @@ def one_of_everything() -> list[Model]:
                                       paid_cents=9500, patient_responsibility_cents=2500, copay_cents=2500,
                                       status=RemittanceLineStatus.UNMATCHED, detail="No client has member id X.",
                                       created_at=timezone.now()),
+        Statement.objects.create(client=client, month=dt.date(2026, 11, 1), opening_cents=0, charges_cents=2500,
+                                 payments_cents=0, refunds_cents=0, adjustments_cents=0, closing_cents=2500,
+                                 trigger="staff", issued_at=timezone.now()),
+        StatementRun.objects.create(month=dt.date(2026, 11, 1), started_at=timezone.now()),
     ]
 
 

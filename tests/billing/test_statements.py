@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pypdfium2
+import pytest
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
@@ -29,18 +30,30 @@ from billing.models import (
     StatementRun,
 )
 from billing.selectors.statements import month_last, statement_figures
-from billing.services.statements import statement_live, statement_pdf, statements_issue, statements_monthly
+from billing.services.statements import (
+    NothingToState,
+    statement_live,
+    statement_pdf,
+    statement_send,
+    statements_issue,
+    statements_monthly,
+)
 from tests import factories
 from tests.payment_fixtures import tick
 
 NOVEMBER, DECEMBER = dt.date(2026, 11, 1), dt.date(2026, 12, 1)
-# 1 December 2026, 08:00 in New York: the default statement moment for November.
-DEC_1_8AM = dt.datetime(2026, 12, 1, 13, 0, tzinfo=dt.UTC)
+# 1 December 2026, midnight in New York: the default statement moment for November.
+DEC_1 = dt.datetime(2026, 12, 1, 5, 0, tzinfo=dt.UTC)
 
 
 def entry(person: Client, kind: str, cents: int, day: dt.date) -> LedgerEntry:
     return LedgerEntry(client=person, kind=kind, amount_cents=cents, occurred_on=day, actor="test",
                        created_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC))
+
+
+def october_done(at: dt.datetime) -> None:
+    """October's statements went out on November 1 (before a month is due, the month before's run is done)."""
+    StatementRun.objects.create(month=dt.date(2026, 10, 1), started_at=at, finished_at=at)
 
 
 def many_clients(n: int) -> list[Client]:
@@ -106,7 +119,7 @@ def test_the_batch_costs_the_same_queries_for_ten_clients_or_a_hundred(practice:
         LedgerEntry.objects.bulk_create([entry(p, LedgerKind.SESSION_CHARGE, 9000, month.replace(day=5))
                                          for p in many_clients(n)])
         with CaptureQueriesContext(connection) as queries:
-            issued = statements_issue(month=month, now=DEC_1_8AM, trigger="schedule", actor="test")
+            issued = statements_issue(month=month, now=DEC_1, trigger="schedule", actor="test")
         assert len(issued) >= n
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
@@ -128,6 +141,13 @@ def test_an_evening_session_far_west_of_utc_is_in_the_practices_month(
     assert (december.opening_cents, december.charges_cents) == (14000, 0)
     assert november.lines[0]["date"] == "2026-11-30"
 
+    # The statement day starts at midnight in Honolulu, ten hours after UTC's.
+    october_done(DEC_1 - dt.timedelta(days=30))
+    assert statements_monthly(now=dt.datetime(2026, 12, 1, 9, 59, tzinfo=dt.UTC)) == 0
+    assert statements_monthly(now=dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)) == 1
+    issued = Statement.objects.get(client=person)
+    assert (issued.month, issued.charges_cents, issued.closing_cents) == (NOVEMBER, 14000, 14000)
+
 
 def test_the_tick_issues_last_months_statements_once_on_the_statement_day(practice: Practice) -> None:
     owes, paid_up, in_credit, quiet = factories.ClientFactory.create_batch(4)
@@ -139,11 +159,12 @@ def test_the_tick_issues_last_months_statements_once_on_the_statement_day(practi
         entry(in_credit, LedgerKind.PAYMENT, -5000, dt.date(2026, 11, 3)),
         entry(quiet, LedgerKind.FEE, 7500, dt.date(2026, 8, 3)),
     ])
-    assert statements_monthly(now=DEC_1_8AM - dt.timedelta(minutes=1)) == 0  # 07:59 in New York
+    october_done(DEC_1 - dt.timedelta(days=30))
+    assert statements_monthly(now=DEC_1 - dt.timedelta(minutes=1)) == 0  # 23:59 on November 30 in New York
 
-    tick(DEC_1_8AM)
-    tick(DEC_1_8AM + dt.timedelta(minutes=1))
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(hours=3)) == 0
+    tick(DEC_1)
+    tick(DEC_1 + dt.timedelta(minutes=1))
+    assert statements_monthly(now=DEC_1 + dt.timedelta(hours=3)) == 0
 
     by_client = {s.client_id: s for s in Statement.objects.filter(month=NOVEMBER)}
     assert set(by_client) == {owes.pk, paid_up.pk, in_credit.pk, quiet.pk}
@@ -166,8 +187,8 @@ def test_a_later_statement_day_waits_for_it(practice: Practice) -> None:
     practice.statement_day = 5
     practice.save()
     LedgerEntry.objects.bulk_create([entry(factories.ClientFactory.create(), LedgerKind.FEE, 5000, NOVEMBER)])
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(days=3)) == 0
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(days=4)) == 1
+    assert statements_monthly(now=DEC_1 + dt.timedelta(days=3, hours=23)) == 0
+    assert statements_monthly(now=DEC_1 + dt.timedelta(days=4)) == 1
 
 
 HOSTILE = {"first_name": "<script>alert(1)</script>", "last_name": "=cmd|' /C calc'!A0"}
@@ -181,7 +202,7 @@ def pdf_text(pdf: bytes) -> str:
 def test_a_hostile_name_is_shown_as_text_in_the_email_and_the_pdf(practice: Practice) -> None:
     person = factories.ClientFactory.create(**HOSTILE)
     LedgerEntry.objects.bulk_create([entry(person, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5))])
-    statements_issue(month=NOVEMBER, now=DEC_1_8AM, trigger="schedule", actor="test")
+    statements_issue(month=NOVEMBER, now=DEC_1, trigger="schedule", actor="test")
     email = OutboundEmail.objects.get(template="statement")
     assert "<script>" not in email.body_html and "&lt;script&gt;alert(1)&lt;/script&gt;" in email.body_html
 
@@ -195,35 +216,60 @@ def test_staff_see_the_statements_sent_and_any_months_pdf_from_the_clients_page(
         practice: Practice, front_desk: Any) -> None:
     person = factories.ClientFactory.create(first_name="Ana", last_name="Ortiz")
     LedgerEntry.objects.bulk_create([entry(person, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5))])
-    statements_issue(month=NOVEMBER, now=DEC_1_8AM, trigger="schedule", actor="test")
+    statements_issue(month=NOVEMBER, now=DEC_1, trigger="schedule", actor="test")
     http = HttpClient()
     http.force_login(front_desk)
 
     page = http.get(reverse("admin:billing_client_change", args=[person.pk])).content.decode()
-    assert "Last month&#x27;s statement (PDF)" in page and "Statements sent" in page
+    tools = reverse("admin:billing_statement_client_pdf", args=[person.pk])
+    assert "Monthly statements" in page and tools in page
+    choose = http.get(tools).content.decode()
+    assert 'name="month"' in choose and "November 2026" in choose and "$140.00" in choose
     listed = http.get(reverse("admin:billing_statement_changelist"), {"client__id__exact": person.pk})
     assert listed.status_code == 200 and "Ortiz, Ana" in listed.content.decode()
     assert "$140.00" in listed.content.decode()
 
     sent = http.get(reverse("admin:billing_statement_pdf", args=[Statement.objects.get().pk]))
     assert sent.status_code == 200 and "Statement for November 2026" in pdf_text(sent.content)
-    october = http.get(reverse("admin:billing_statement_client_pdf", args=[person.pk]), {"month": "2026-10"})
+    october = http.get(tools, {"month": "2026-10"})
     assert october.status_code == 200 and "Nothing in this month." in pdf_text(october.content)
-    wrong = http.get(reverse("admin:billing_statement_client_pdf", args=[person.pk]), {"month": "2026-13"})
-    assert wrong.status_code == 302
+    wrong = http.get(tools, {"month": "2026-13"}, follow=True)
+    assert "Give a month as YYYY-MM" in wrong.content.decode() and 'name="month"' in wrong.content.decode()
 
 
 def test_a_run_cut_short_is_carried_on_by_a_later_tick_once_its_claim_is_stale(practice: Practice) -> None:
     people = many_clients(3)
     LedgerEntry.objects.bulk_create([entry(p, LedgerKind.SESSION_CHARGE, 9000, dt.date(2026, 11, 9)) for p in people])
     # The run that was cut: it had written the first client's statement (and email), then stopped.
-    statements_issue(month=NOVEMBER, now=DEC_1_8AM, trigger="schedule", actor="test", client_ids=[people[0].pk])
-    run = StatementRun.objects.create(month=NOVEMBER, started_at=DEC_1_8AM, claimed_at=timezone.now())
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=1)) == 0  # still someone's
+    statements_issue(month=NOVEMBER, now=DEC_1, trigger="schedule", actor="test", client_ids=[people[0].pk])
+    run = StatementRun.objects.create(month=NOVEMBER, started_at=DEC_1, claimed_at=timezone.now())
+    assert statements_monthly(now=DEC_1 + dt.timedelta(minutes=1)) == 0  # still someone's
 
     StatementRun.objects.filter(pk=run.pk).update(claimed_at=timezone.now() - dt.timedelta(minutes=11))
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=12)) == 2
+    assert statements_monthly(now=DEC_1 + dt.timedelta(minutes=12)) == 2
     run.refresh_from_db()
     assert run.finished_at is not None and (run.statements, run.emails) == (3, 3)
     assert OutboundEmail.objects.filter(template="statement").count() == 3
-    assert statements_monthly(now=DEC_1_8AM + dt.timedelta(minutes=30)) == 0
+    assert statements_monthly(now=DEC_1 + dt.timedelta(minutes=30)) == 0
+
+
+def test_staff_resend_a_statement_as_it_was_sent_and_are_told_when_there_is_none(practice: Practice) -> None:
+    person, quiet = many_clients(2)
+    LedgerEntry.objects.bulk_create([entry(person, LedgerKind.SESSION_CHARGE, 14000, dt.date(2026, 11, 5))])
+    statements_issue(month=NOVEMBER, now=DEC_1, trigger="schedule", actor="test")
+    # Posted later, dated in November: the ledger's November changes, the statement sent does not.
+    LedgerEntry.objects.bulk_create([entry(person, LedgerKind.ADJUSTMENT, -4000, dt.date(2026, 11, 29))])
+
+    later = DEC_1 + dt.timedelta(days=2)
+    statement_send(client=person, now=later, actor="staff:desk", key="form-1")
+    statement_send(client=person, now=later, actor="staff:desk", key="form-1")  # the same form again
+    first, again = OutboundEmail.objects.filter(template="statement", client=person).order_by("pk")
+    assert again.key == "statement:form-1"
+    assert "Balance on November 30, 2026: $140.00" in again.body_text and "/p/" in again.body_text
+    assert first.body_text.split("/p/")[1] != again.body_text.split("/p/")[1]  # a fresh pay link
+    assert Statement.objects.get(client=person).closing_cents == 14000
+    assert statement_live(client=person, month=NOVEMBER, now=later).closing_cents == 10000
+
+    with pytest.raises(NothingToState, match="no balance and no activity in November 2026"):
+        statement_send(client=quiet, now=later, actor="staff:desk", key="form-2")
+    assert not Statement.objects.filter(client=quiet).exists()
