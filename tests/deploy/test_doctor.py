@@ -48,8 +48,10 @@ def smtp_server() -> Iterator[int]:
 
 
 @pytest.fixture
-def production(settings: Any, practice: Practice, smtp_server: int, tmp_path: Path) -> Any:
+def production(settings: Any, practice: Practice, smtp_server: int, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Any:
     """Settings as a real install sets them (all from the environment in production)."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://portal@db.riverbend.example:5432/portal")  # read as set
     settings.DEBUG = False
     settings.SECRET_KEY = "k3y-" + "".join(chr(33 + (i * 7) % 90) for i in range(60))
     settings.ALLOWED_HOSTS = ["billing.riverbend.example"]
@@ -145,6 +147,15 @@ def test_an_unreachable_smtp_server_a_utc_practice_and_a_stopped_tick_are_proble
     assert found[2].startswith("billing_tick last ran 7200 s ago")
     assert len(found) == 3
     assert doctor("--skip-smtp")[0] == 1
+
+
+def test_a_production_without_database_url_is_told_it_runs_on_the_demo_default(
+        production: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    code, lines = doctor("--skip-smtp")
+    assert code == 1
+    assert problems(lines) == ["DATABASE_URL is not set: the portal uses the demo's default database "
+                               "(postgres://postgres@127.0.0.1:5432/portal_demo). Set it to the practice's PostgreSQL."]
 
 
 def test_doctor_runs_where_the_portal_refuses_to_start_so_it_can_say_why() -> None:

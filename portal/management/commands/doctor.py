@@ -8,6 +8,7 @@ server (it sends nothing). It never prints a secret, only whether it is set and 
 
 from __future__ import annotations
 
+import os
 import smtplib
 from collections.abc import Callable
 from typing import Any
@@ -150,6 +151,9 @@ def check_email() -> list[Finding]:
 
 
 def check_database() -> list[Finding]:
+    if not os.environ.get("DATABASE_URL") and not settings.DEBUG:
+        return problem(f"DATABASE_URL is not set: the portal uses the demo's default database "
+                       f"({settings.DATABASE_URL_DEFAULT}). Set it to the practice's PostgreSQL.")
     try:
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
