@@ -24,6 +24,7 @@ v1 = [
     re_path(rf"^clients/{ID}/card-enrollment-link/?$", views.EnrollmentLinkCreate.as_view(),
             name="card-enrollment-link"),
     re_path(rf"^clients/{ID}/balance/?$", views.BalanceDetail.as_view(), name="balance"),
+    re_path(rf"^clients/{ID}/estimates/?$", views.EstimateList.as_view(), name="estimates"),
     re_path(r"^appointments/?$", views.AppointmentList.as_view(), name="appointments"),
     re_path(rf"^appointments/{ID}/?$", views.AppointmentDetail.as_view(), name="appointment"),
     re_path(r"^insurance-payments/?$", views.InsurancePaymentList.as_view(), name="insurance-payments"),

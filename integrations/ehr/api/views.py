@@ -33,6 +33,7 @@ from billing.models import (
     ChargeStatus,
     Client,
     Clinician,
+    GoodFaithEstimate,
     InsurancePayment,
     Participant,
     PolicyAcknowledgment,
@@ -41,6 +42,7 @@ from billing.models import (
 from billing.selectors import client_aging, client_balance, clients_with_balance, findings_for_source
 from billing.services import intake
 from billing.services.cards import enrollment_link_send
+from billing.services.estimates import estimate_billed_cents
 from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
 from integrations.ehr.api import events as ehr_events
 from integrations.ehr.api import serializers as api
@@ -397,6 +399,20 @@ class BalanceDetail(ClientView):
         aging = client_aging(client, today)
         return Response(api.BalanceOut({"client": client.external_id, "balance_cents": client_balance(client),
                                         "aging": aging.as_dict(), "as_of": today}).data)
+
+
+class EstimateList(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.EstimateOut(many=True)}, NOT_FOUND),
+                   tags=["clients"])
+    def get(self, request: Request, external_id: str) -> Response:
+        """The client's good faith estimates, newest first, each with what the dispute guard counts as billed."""
+        client = self.get_client(external_id)
+        practice = Practice.load()
+        estimates = list(GoodFaithEstimate.objects.filter(client=client).prefetch_related("lines")
+                         .order_by("-issued_at", "-pk")[:100])
+        for estimate in estimates:
+            estimate.billed_cents = estimate_billed_cents(estimate=estimate, practice=practice)  # type: ignore[attr-defined]
+        return Response(api.EstimateOut(estimates, many=True).data)
 
 
 # --- Appointments ----------------------------------------------------------------------------------------
