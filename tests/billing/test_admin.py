@@ -21,6 +21,7 @@ from billing.models import (
     AppointmentStatus,
     Charge,
     ChargeStatus,
+    EstimateLine,
     LedgerEntry,
     Participant,
     Practice,
@@ -30,6 +31,7 @@ from billing.models import (
     StaffAction,
     StaffActionKind,
 )
+from billing.services.estimates import LineIn, estimate_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -48,9 +50,9 @@ def one_of_everything() -> list[Model]:
                                             last_failure_code="card_declined")
     appointment = charge.appointment
     assert appointment is not None
+    service = factories.ServiceFactory.create()
     return [
-        Practice.load(), client, coverage, appointment, appointment.clinician, charge,
-        factories.ServiceFactory.create(),
+        Practice.load(), client, coverage, appointment, appointment.clinician, charge, service,
         factories.FeeScheduleEntryFactory.create(payer=coverage.payer),
         factories.CategoryRateFactory.create(),
         factories.PolicyAcknowledgmentFactory.create(client=client),
@@ -61,12 +63,14 @@ def one_of_everything() -> list[Model]:
         factories.ReviewItemFactory.create(client=client, appointment=appointment),
         StaffAction.objects.create(client=client, kind=StaffActionKind.OUTSIDE_PAYMENT, form_key="k" * 24,
                                    amount_cents=-1000, method="cash", created_at=timezone.now()),
+        estimate_create(client=client, period_start=dt.date(2026, 11, 1), period_end=dt.date(2027, 10, 31),
+                        lines=[LineIn(service.cpt_code, 4)], now=timezone.now(), actor="staff:test"),
     ]
 
 
 def test_every_billing_model_has_an_admin_whose_pages_load(admin_client: HttpClient) -> None:
     registered = {model for model in admin.site._registry if model._meta.app_label == "billing"}
-    assert registered == set(apps.get_app_config("billing").get_models()) - {Participant}  # An inline.
+    assert registered == set(apps.get_app_config("billing").get_models()) - {Participant, EstimateLine}  # Inlines.
 
     for row in one_of_everything():
         model = type(row)
