@@ -77,7 +77,7 @@ def test_a_self_pay_client_waits_in_the_queue_until_the_batch_issues_their_estim
 @pytest.fixture
 def held(practice: Practice, aetna: object, make_client: Callable[..., Client],
          make_appointment: Callable[..., Appointment]) -> Charge:
-    """A $150 client with a $100 estimate: the second session ($200 over) is charged, the fourth ($500 over) held."""
+    """A $150 client with a $100 estimate: the third session ($350 over) is charged, the fourth ($500 over) held."""
     person = make_client(billing_type=BillingType.SELF_PAY, session_rate_cents=15_000)
     estimate_create(client=person, period_start=dt.date(2026, 11, 1), period_end=dt.date(2027, 10, 31),
                     lines=[LineIn("90837", 1, 10_000)], now=NOW, actor="staff:desk")
@@ -97,6 +97,8 @@ def test_staff_charge_a_held_charge_anyway_saying_why(held: Charge, billing_mana
     assert desk.post(reverse("admin:today_fix"), {"fix": "release", "target": held.pk, "why": "x"}).status_code == 403
 
     manager = signed_in(billing_manager)
+    warned = today_section(manager, "today-review")  # the third session, $350 over: warned, and charged
+    assert "Billed nearing $400 above the good faith estimate" in warned and "Issue a revised estimate" in warned
     row = today_section(manager, "today-held")
     assert "Issue a revised estimate" in row and "Charge anyway" in row
     assert "Say why first" in fix(manager, "release", held.pk)
