@@ -158,3 +158,27 @@ def test_a_hostile_name_is_shown_as_text_on_the_page_and_the_pdf(
     assert HttpClient().post(f"{path}estimates/{theirs.pk}/acknowledge/").status_code == 404
     theirs.refresh_from_db()
     assert theirs.acknowledged_at is None
+
+
+def test_the_issue_page_proposes_the_lines_and_refuses_what_the_law_does_not_allow(
+        practice: Practice, aetna: object, make_client: Callable[..., Client], front_desk: Any) -> None:
+    person = make_client(billing_type=BillingType.SLIDING_SCALE, session_rate_cents=25_000)
+    http = signed_in(front_desk)
+    url = reverse("admin:billing_goodfaithestimate_issue", args=[person.pk])
+    form = http.get(url).content.decode()
+    # Weekly 60-minute sessions (nothing booked yet), at the sliding-scale rate never above the full fee ($200).
+    assert '<option value="90837" selected>' in form and 'name="price_1" value="200.00"' in form
+    body = {"frequency": "Every other week", "period_start": "2026-12-01", "months": "13", "cpt_1": "90837",
+            "quantity_1": "26", "diagnosis_codes": "F41.1, =cmd"}
+    refused = http.post(url, body).content.decode()
+    assert "less than or equal to 12" in refused
+    assert http.post(url, {**body, "months": "12"}).status_code == 200  # =cmd is no ICD-10 code
+    assert not GoodFaithEstimate.objects.filter(client=person).exists()
+    done = http.post(url, {**body, "months": "12", "diagnosis_codes": "F41.1", "send": "on"}, follow=True)
+    assert "Issued good faith estimate" in done.content.decode()
+    estimate = GoodFaithEstimate.objects.get(client=person)
+    assert (estimate.period_start, estimate.period_end, estimate.total_cents, estimate.diagnosis_codes) == (
+        dt.date(2026, 12, 1), dt.date(2027, 11, 30), 26 * 20_000, ["F41.1"])
+    assert estimate.issued_by == "staff:desk" and estimate.delivered_to == person.email
+    assert http.get(url).status_code == 200
+    assert "revise it instead" in http.post(url, {**body, "months": "1", "diagnosis_codes": ""}).content.decode()
