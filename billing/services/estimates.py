@@ -69,6 +69,8 @@ RELEASED_ANYWAY = "released by staff above the good faith estimate"
 # The charges an estimate's services become (fees for missed sessions are not expected services).
 GUARDED_KINDS = (ChargeKind.COPAY, ChargeKind.SESSION_FEE)
 MAX_LINES = 20
+# Individual psychotherapy, 60, 45 and 30 minutes: what a weekly session usually is.
+PSYCHOTHERAPY_CODES = ("90837", "90834", "90832")
 DEFAULT_FREQUENCY = "Weekly"
 
 OK, WARN, HOLD, NO_ESTIMATE = "ok", "warn", "hold", "no_estimate"
@@ -336,6 +338,10 @@ def _default_service(client: Client) -> Service | None:
                      .order_by()[:5000])
     if booked:
         return services[booked.most_common(1)[0][0]]
+    # Nothing booked yet: an individual psychotherapy session (not the intake assessment), if the practice lists one.
+    for code in PSYCHOTHERAPY_CODES:
+        if code in services:
+            return services[code]
     return next(iter(sorted(services.values(), key=lambda s: s.cpt_code)), None)
 
 

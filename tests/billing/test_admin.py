@@ -22,6 +22,7 @@ from billing.models import (
     Charge,
     ChargeStatus,
     ClientBalance,
+    EstimateLine,
     LedgerEntry,
     Participant,
     Practice,
@@ -36,6 +37,7 @@ from billing.models import (
     Statement,
     StatementRun,
 )
+from billing.services.estimates import LineIn, estimate_create
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -57,9 +59,9 @@ def one_of_everything() -> list[Model]:
     remittance = Remittance.objects.create(payer_name="AETNA", payer_key="1066033492", trace_number="EFT1",
                                            method="ACH", paid_cents=9500, paid_on=dt.date(2026, 11, 20),
                                            created_at=timezone.now())
+    service = factories.ServiceFactory.create()
     return [
-        Practice.load(), client, coverage, appointment, appointment.clinician, charge,
-        factories.ServiceFactory.create(),
+        Practice.load(), client, coverage, appointment, appointment.clinician, charge, service,
         factories.FeeScheduleEntryFactory.create(payer=coverage.payer),
         factories.CategoryRateFactory.create(),
         factories.PolicyAcknowledgmentFactory.create(client=client),
@@ -80,6 +82,8 @@ def one_of_everything() -> list[Model]:
                                  payments_cents=0, refunds_cents=0, adjustments_cents=0, closing_cents=2500,
                                  trigger="staff", issued_at=timezone.now()),
         StatementRun.objects.create(month=dt.date(2026, 11, 1), started_at=timezone.now()),
+        estimate_create(client=client, period_start=dt.date(2026, 11, 1), period_end=dt.date(2027, 10, 31),
+                        lines=[LineIn(service.cpt_code, 4)], now=timezone.now(), actor="staff:test"),
     ]
 
 
@@ -87,6 +91,7 @@ def test_every_billing_model_has_an_admin_whose_pages_load(admin_client: HttpCli
     registered = {model for model in admin.site._registry if model._meta.app_label == "billing"}
     # Participant is an inline; ClientBalance is kept by the database and shown as each client's balance.
     assert registered == set(apps.get_app_config("billing").get_models()) - {Participant, ClientBalance}
+    assert registered == set(apps.get_app_config("billing").get_models()) - {Participant, EstimateLine}  # Inlines.
 
     for row in one_of_everything():
         model = type(row)

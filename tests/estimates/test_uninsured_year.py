@@ -5,11 +5,9 @@ charge held instead of taken; a revised estimate; the held charge told first, th
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
 from collections.abc import Callable
 
-import pypdfium2
 import time_machine
 from django.test import Client as HttpClient
 
@@ -72,12 +70,9 @@ def test_an_uninsured_clients_year(
         assert "you have the right to dispute the bill" in text
         acknowledged = browser.post(f"{link_path(email.body)}estimates/{estimate.pk}/acknowledge/")
         assert "recorded that you received this estimate" in acknowledged.content.decode()
-        pdf = browser.get(f"{link_path(email.body)}estimates/{estimate.pk}/pdf/")
     estimate.refresh_from_db()
     assert estimate.acknowledged_at == JUNE_2 + dt.timedelta(days=1)
     assert estimate.acknowledged_by == "client (portal)"
-    assert pdf["Content-Type"] == "application/pdf"
-    assert "Good Faith Estimate" in pypdfium2.PdfDocument(io.BytesIO(pdf.content))[0].get_textpage().get_text_range()
 
     # Weekly sessions, each charged at once: the sixth is $300 above the estimate, and staff are warned.
     for week in range(1, 7):
@@ -89,7 +84,7 @@ def test_an_uninsured_clients_year(
 
     # The seventh would make it $450 above: held, not charged, not announced.
     seventh = completed_session(person, at=JUNE_2 + 7 * WEEK)
-    for minutes in (0, 1, 60 * 24):
+    for minutes in (0, 60 * 24):
         tick(JUNE_2 + 7 * WEEK + dt.timedelta(minutes=minutes))
     held = Charge.objects.get(appointment=seventh)
     assert held.status == ChargeStatus.DUE and is_estimate_hold(held)

@@ -11,6 +11,7 @@ from django.test import Client as HttpClient
 from django.utils import timezone
 
 from billing.models import Appointment, BillingType, Charge, ChargeStatus, Client, ClientLink, LinkPurpose, Practice
+from billing.services.estimates import LineIn, estimate_create
 from billing.services.links import link_create
 from tests.practice_fixtures import FRIDAY_10AM
 
@@ -20,6 +21,7 @@ ALLOWED = {
     "history": {LinkPurpose.PAY_BALANCE, LinkPurpose.RECEIPTS, LinkPurpose.PAYMENT_PLAN},
     "card_link": {LinkPurpose.PAY_BALANCE, LinkPurpose.PAYMENT_PLAN},
     "balance_confirmed": {LinkPurpose.PAY_BALANCE},
+    "estimate": {LinkPurpose.ESTIMATE},
 }
 NOT_VALID = "This link is not valid. Please ask the practice for a new one."
 
@@ -60,6 +62,13 @@ def test_a_link_does_only_what_its_purpose_allows(paid: Charge, client: HttpClie
         response = client.post(path + "card/new/")
         works = response.status_code == 302 and ClientLink.objects.filter(
             client=paid.client, purpose=LinkPurpose.ENROLL_CARD, created_by="client").exists()
+    elif action == "estimate":
+        estimate = estimate_create(client=paid.client, period_start=dt.date(2026, 11, 1),
+                                   period_end=dt.date(2027, 10, 31), lines=[LineIn("90837", 4)], now=FRIDAY_10AM,
+                                   actor="test")
+        response = client.post(f"{path}estimates/{estimate.pk}/acknowledge/")
+        estimate.refresh_from_db()
+        works = response.status_code == 200 and estimate.acknowledged_at is not None
     else:  # no such balance payment: the view itself answers (it was reached)
         response = client.post(path + "balance/confirmed/", {"payment": str(paid.pk)})
         works = response.status_code == 404 and response.json() == {

@@ -25,6 +25,7 @@ from billing.models import (
     StripeLinkStatus,
 )
 from billing.selectors import FINDING_KINDS
+from billing.services.estimates import ESTIMATE_HOLD_PREFIX
 from billing.services.payments import CAP_HOLD_PREFIX, PORTAL_HOLD
 from billing.services.waiting import CHOICE_HOLD, NO_CARD_HOLD
 from billing.validators import ICD10_RE, validate_cpt, validate_npi
@@ -250,7 +251,7 @@ HELD = "held"
 API_CHARGE_STATUSES = [s for s in ChargeStatus.values if s != ChargeStatus.DUE] + [HELD]
 # Why a held charge waits, as the API names it, from the hold the scheduler wrote.
 HELD_REASONS = {NO_CARD_HOLD: "no_card", CHOICE_HOLD: "client_choice", PORTAL_HOLD: "portal_payment"}
-HELD_REASON_CODES = ["no_card", "above_cap", "client_choice", "portal_payment", "staff_review"]
+HELD_REASON_CODES = ["no_card", "above_cap", "above_estimate", "client_choice", "portal_payment", "staff_review"]
 
 
 def charge_held_reason(charge: Charge) -> str | None:
@@ -259,6 +260,8 @@ def charge_held_reason(charge: Charge) -> str | None:
         return None
     if charge.hold_reason.startswith(CAP_HOLD_PREFIX):
         return "above_cap"
+    if charge.hold_reason.startswith(ESTIMATE_HOLD_PREFIX):
+        return "above_estimate"
     return HELD_REASONS.get(charge.hold_reason, "staff_review")
 
 
@@ -284,7 +287,9 @@ class ChargeOut(serializers.Serializer):
     breakdown = BreakdownLine(many=True, help_text="How the amount was computed, as labelled lines.")
     created_at = serializers.DateTimeField()
     held_reason = serializers.SerializerMethodField(
-        help_text="With status held, why it waits: no_card, above_cap (staff approve it), client_choice (the client "
+        help_text="With status held, why it waits: no_card, above_cap (staff approve it), above_estimate ($400 or "
+                  "more above the client's good faith estimate: staff revise it or release the charge), client_choice "
+                  "(the client "
                   "chooses after saving a card), portal_payment (the client is paying it on the portal), "
                   "staff_review. Null otherwise.")
 
@@ -521,6 +526,8 @@ class StatementOut(serializers.Serializer):
     sessions = serializers.IntegerField()
     aging = AgingOut()
     lines = StatementLineOut(many=True)
+
+
 class InstallmentOut(serializers.Serializer):
     number = serializers.IntegerField()
     due_on = serializers.DateField(help_text="The practice's day it is charged (10:00 practice time).")
@@ -549,6 +556,33 @@ class PaymentPlanOut(serializers.Serializer):
 class PaymentPlansOut(serializers.Serializer):
     client = serializers.CharField()
     plans = PaymentPlanOut(many=True)
+
+
+class EstimateLineOut(serializers.Serializer):
+    cpt_code = serializers.CharField()
+    description = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_cents = serializers.IntegerField()
+    total_cents = serializers.IntegerField()
+
+
+class EstimateOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["issued", "superseded"],
+                                     help_text="issued: in force; superseded: replaced by a revised estimate.")
+    period_start = serializers.DateField()
+    period_end = serializers.DateField()
+    frequency = serializers.CharField()
+    diagnosis_codes = serializers.ListField(child=serializers.CharField())
+    total_cents = serializers.IntegerField()
+    billed_cents = serializers.IntegerField(
+        help_text="The client's session charges dated in the period, as the dispute guard counts them now.")
+    lines = EstimateLineOut(many=True)
+    supersedes = serializers.IntegerField(allow_null=True, source="supersedes_id")
+    revision_reason = serializers.CharField()
+    issued_at = serializers.DateTimeField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
 
 
 class FindingOut(serializers.Serializer):

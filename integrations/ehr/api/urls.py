@@ -26,6 +26,7 @@ v1 = [
     re_path(rf"^clients/{ID}/balance/?$", views.BalanceDetail.as_view(), name="balance"),
     re_path(rf"^clients/{ID}/statements/?$", views.StatementDetail.as_view(), name="statements"),
     re_path(rf"^clients/{ID}/payment-plans/?$", views.PaymentPlanList.as_view(), name="payment-plans"),
+    re_path(rf"^clients/{ID}/estimates/?$", views.EstimateList.as_view(), name="estimates"),
     re_path(r"^appointments/?$", views.AppointmentList.as_view(), name="appointments"),
     re_path(rf"^appointments/{ID}/?$", views.AppointmentDetail.as_view(), name="appointment"),
     re_path(r"^insurance-payments/?$", views.InsurancePaymentList.as_view(), name="insurance-payments"),

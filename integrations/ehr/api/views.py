@@ -34,6 +34,7 @@ from billing.models import (
     ChargeStatus,
     Client,
     Clinician,
+    GoodFaithEstimate,
     InsurancePayment,
     Participant,
     PaymentPlan,
@@ -44,6 +45,7 @@ from billing.selectors import client_aging, client_balance, clients_with_balance
 from billing.selectors.statements import month_last
 from billing.services import intake
 from billing.services.cards import enrollment_link_send
+from billing.services.estimates import estimate_billed_cents
 from billing.services.reconciliation import WeekInvalid, iso_week_monday, reconciliation_run, week_bounds
 from billing.services.statements import (
     MONTH_PATTERN,
@@ -470,6 +472,8 @@ class StatementDetail(ClientView):
         if response.status_code >= 400 and isinstance(getattr(request, "accepted_renderer", None), PdfRenderer):
             request.accepted_renderer, request.accepted_media_type = AsciiJSONRenderer(), "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
+
+
 class PaymentPlanList(ClientView):
     @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.PaymentPlansOut}, NOT_FOUND),
                    tags=["clients"], description="The client's payment plans, newest first, with each installment "
@@ -496,6 +500,20 @@ def _plan_representation(plan: PaymentPlan) -> dict[str, Any]:
             "paid_cents": sum(i["amount_cents"] for i in installments if i["paid"]),
             "lapse_after_days": plan.lapse_after_days, "offered_at": plan.offered_at, "agreed_at": plan.agreed_at,
             "ended_at": plan.ended_at, "end_reason": plan.end_reason, "installments": installments}
+
+
+class EstimateList(ClientView):
+    @extend_schema(parameters=[EXTERNAL_ID], responses=responses({200: api.EstimateOut(many=True)}, NOT_FOUND),
+                   tags=["clients"])
+    def get(self, request: Request, external_id: str) -> Response:
+        """The client's good faith estimates, newest first, each with what the dispute guard counts as billed."""
+        client = self.get_client(external_id)
+        practice = Practice.load()
+        estimates = list(GoodFaithEstimate.objects.filter(client=client).prefetch_related("lines")
+                         .order_by("-issued_at", "-pk")[:100])
+        for estimate in estimates:
+            estimate.billed_cents = estimate_billed_cents(estimate=estimate, practice=practice)  # type: ignore[attr-defined]
+        return Response(api.EstimateOut(estimates, many=True).data)
 
 
 # --- Appointments ----------------------------------------------------------------------------------------
