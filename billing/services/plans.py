@@ -237,9 +237,11 @@ def installment_prepare(charge: Charge, now: dt.datetime) -> bool | None:
     # A retry after a decline starts afresh: what the last attempt held was let go when it failed.
     BalanceAllocation.objects.filter(payment=charge).delete()
     open_ids = [c.pk for c in payable_charges(client) if c.status in OPEN_STATUSES]
-    # Charges another claim holds right now are about to be paid by it: counted as paid, never taken twice.
+    # Charges another claim holds right now, and those the collector takes on their own now (perhaps in this very
+    # claim), are about to be paid by themselves: counted as paid, never taken twice.
     lockable = list(Charge.objects.select_for_update(skip_locked=True, of=("self",)).filter(
         pk__in=open_ids, status__in=OPEN_STATUSES, amount_cents__gt=0).exclude(hold_reason=PORTAL_HOLD)
+        .exclude(Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now))
         .order_by("appointment__starts_at", "created_at", "pk"))
     elsewhere = Charge.objects.filter(pk__in=set(open_ids) - {c.pk for c in lockable}).aggregate(
         t=Sum("amount_cents"))["t"] or 0
