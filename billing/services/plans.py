@@ -257,7 +257,7 @@ def installment_prepare(charge: Charge, now: dt.datetime) -> bool | None:
         charge.amount_cents = owed
         label = charge.breakdown[0]["label"] if charge.breakdown else "Installment"
         charge.breakdown = [{"label": label, "amount_cents": old},
-                            {"label": "Less what you paid another way", "amount_cents": owed - old}]
+                            {"label": "Less what was paid, or is being paid, another way", "amount_cents": owed - old}]
         Charge.objects.filter(pk=charge.pk).update(amount_cents=owed, breakdown=charge.breakdown, updated_at=now)
         charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
                             reason=f"cut from {format_cents(old)} to what the client still owes")
