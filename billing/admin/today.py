@@ -140,6 +140,9 @@ def item_fixes(request: HttpRequest, item: ReviewItem) -> list[Fix]:
             and item.charge_id:
         fixes.append(Fix("Open the charge (refund there)" if kind != ReviewKind.PAYMENT_UNKNOWN
                          else "Open the charge", url=reverse("admin:billing_charge_change", args=[item.charge_id])))
+    elif kind == ReviewKind.PLAN_LAPSED:
+        # The front desk calls the client; a new plan or another card is offered from the client's page.
+        fixes.append(Fix("Open the client", url=reverse("admin:billing_client_change", args=[item.client_id])))
     if item.status == ReviewStatus.OPEN and _may(request, "change_reviewitem"):
         fixes.append(Fix("Mark resolved", name="resolve", target=item.pk, reason="Note (optional)"))
     return fixes

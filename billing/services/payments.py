@@ -194,10 +194,13 @@ def _weekly_batches(charges: list[Charge], practice: Practice) -> tuple[list[Cha
     if practice.charge_timing != ChargeTiming.WEEKLY or not practice.weekly_one_payment:
         return charges, []
     batches: dict[tuple[int, dt.datetime | None], list[Charge]] = defaultdict(list)
+    singles: list[Charge] = []
     for charge in charges:
+        if charge.kind == ChargeKind.INSTALLMENT:  # a plan's installment pays charges itself: always on its own
+            singles.append(charge)
+            continue
         moment = charge.scheduled_for if charge.status == ChargeStatus.DUE else charge.next_retry_at
         batches[(charge.client_id, moment)].append(charge)
-    singles: list[Charge] = []
     combined: list[list[Charge]] = []
     for batch in batches.values():
         if len(batch) > 1 and sum(charge.amount_cents for charge in batch) <= practice.max_charge_cents:

@@ -109,6 +109,8 @@ def plan_offer(*, client: Client, total_cents: int, count: int, first_due_on: dt
         if total_cents > owed:
             raise PlanRefused(f"The client owes {format_cents(owed)} that is not already being paid: a plan can be "
                               "for that much at most.")
+        if PaymentPlan.objects.filter(form_key=form_key[:64]).exists():
+            raise PlanRefused("This plan was already offered (the form was sent twice).")
         if PaymentPlan.objects.filter(client=client, status__in=OPEN_PLAN_STATUSES).exists():
             raise PlanRefused("The client already has a plan offered or current: cancel it first.")
         actor = f"staff:{user.get_username()}" if user else SYSTEM
@@ -237,9 +239,11 @@ def installment_prepare(charge: Charge, now: dt.datetime) -> bool | None:
     # A retry after a decline starts afresh: what the last attempt held was let go when it failed.
     BalanceAllocation.objects.filter(payment=charge).delete()
     open_ids = [c.pk for c in payable_charges(client) if c.status in OPEN_STATUSES]
-    # Charges another claim holds right now are about to be paid by it: counted as paid, never taken twice.
+    # Charges another claim holds right now, and those the collector takes on their own now (perhaps in this very
+    # claim), are about to be paid by themselves: counted as paid, never taken twice.
     lockable = list(Charge.objects.select_for_update(skip_locked=True, of=("self",)).filter(
         pk__in=open_ids, status__in=OPEN_STATUSES, amount_cents__gt=0).exclude(hold_reason=PORTAL_HOLD)
+        .exclude(Q(status=ChargeStatus.DUE, hold_reason="") | Q(status=ChargeStatus.FAILED, next_retry_at__lte=now))
         .order_by("appointment__starts_at", "created_at", "pk"))
     elsewhere = Charge.objects.filter(pk__in=set(open_ids) - {c.pk for c in lockable}).aggregate(
         t=Sum("amount_cents"))["t"] or 0
@@ -251,7 +255,10 @@ def installment_prepare(charge: Charge, now: dt.datetime) -> bool | None:
     if owed < charge.amount_cents:
         old = charge.amount_cents
         charge.amount_cents = owed
-        Charge.objects.filter(pk=charge.pk).update(amount_cents=owed, updated_at=now)
+        label = charge.breakdown[0]["label"] if charge.breakdown else "Installment"
+        charge.breakdown = [{"label": label, "amount_cents": old},
+                            {"label": "Less what was paid, or is being paid, another way", "amount_cents": owed - old}]
+        Charge.objects.filter(pk=charge.pk).update(amount_cents=owed, breakdown=charge.breakdown, updated_at=now)
         charge_event_record(charge=charge, from_status=charge.status, now=now, actor=SYSTEM,
                             reason=f"cut from {format_cents(old)} to what the client still owes")
     allocations_write(charge, lockable, now)

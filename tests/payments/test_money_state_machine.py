@@ -112,6 +112,7 @@ from billing.models import (
     Payer,
     PaymentAttempt,
     PaymentPlan,
+    PlanStatus,
     Practice,
     ReviewItem,
     ReviewKind,
@@ -397,10 +398,12 @@ class MoneyMachine(RuleBasedStateMachine):
         assert len(went_through) <= 1, f"two payments from the same link at once both went through: {answers}"
         self._step_done()
 
-    @rule(client=st.sampled_from(list(CLIENTS)), count=st.sampled_from([2, 3]), share=st.sampled_from([1, 2]))
-    def a_payment_plan_is_agreed(self, client: str, count: int, share: int) -> None:
+    @rule(client=st.sampled_from(list(CLIENTS)), count=st.sampled_from([2, 3]), share=st.sampled_from([1, 2]),
+          then_a_new_card=st.booleans())
+    def a_payment_plan_is_agreed(self, client: str, count: int, share: int, then_a_new_card: bool) -> None:
         """Staff offer a plan for what the client owes now (all of it, or half), monthly from tomorrow; the client
-        agrees on the plan's page (needing a card on file). Its installments are then charged by the ticks."""
+        agrees on the plan's page (needing a card on file), and perhaps then saves a new card that pays (the usual
+        reason a plan is offered: the old card was declined). Its installments are then charged by the ticks."""
         person = Client.objects.get(pk=self.clients[client])
         owed = client_payable(person).now_cents // share
         if owed < count * 100 or PaymentPlan.objects.filter(client=person, status__in=OPEN_PLAN_STATUSES).exists():
@@ -411,12 +414,15 @@ class MoneyMachine(RuleBasedStateMachine):
         agreed = HttpClient().post(_path(issued.url) + "plan/agree/", {"plan": plan.pk, "agree": "yes"})
         assert agreed.status_code == (302 if person.has_card else 400), agreed.content[:300]
         Stats.plans += agreed.status_code == 302
+        if agreed.status_code == 302 and then_a_new_card:
+            return self._save_card(client, CARD_OK, browser_reports_back=True)
         self._step_done()
 
-    @precondition(lambda self: PaymentPlan.objects.filter(status__in=OPEN_PLAN_STATUSES).exists())
+    @precondition(lambda self: _plans_staff_may_cancel().exists())
     @rule(data=st.data())
     def staff_cancel_a_plan(self, data: st.DataObject) -> None:
-        plans = list(PaymentPlan.objects.filter(status__in=OPEN_PLAN_STATUSES).order_by("pk"))
+        """Staff cancel a plan the client did not agree to, or one partly paid."""
+        plans = list(_plans_staff_may_cancel().order_by("pk"))
         plan = data.draw(st.sampled_from(plans))
         try:
             plan_cancel(plan=plan, reason="the machine asked", user=self.staff, now=self.clock)
@@ -770,6 +776,11 @@ def _weekly_payments() -> dict[int, dict[int, int]]:
             payment__kind=ChargeKind.WEEKLY_PAYMENT).values_list("payment_id", "charge_id", "amount_cents"):
         weekly[payment][charge] = amount
     return weekly
+
+
+def _plans_staff_may_cancel() -> Any:
+    return PaymentPlan.objects.filter(Q(status=PlanStatus.OFFERED) | Q(
+        status=PlanStatus.CURRENT, installments__charge__status__in=PAID)).distinct()
 
 
 def _attempts_on(charge: Charge) -> Any:

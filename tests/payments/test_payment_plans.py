@@ -93,7 +93,7 @@ def test_900_in_three_installments_told_charged_retried_reminders_quiet_until_it
     # Two hours before the first installment: told first, nothing charged yet.
     tick(DEC_15 - 2 * HOUR)
     [notice] = outbox("pre_charge_notice")
-    assert "$300.00" in notice.body
+    assert "we will charge $300.00 to your Visa ending 4242, exp 12/2030 as agreed in your payment plan" in notice.body
     assert stripe_server.charges() == []
     tick(DEC_15)
     first = Charge.objects.get(client=person, kind=ChargeKind.INSTALLMENT, scheduled_for=DEC_15)
@@ -149,7 +149,9 @@ def test_900_in_three_installments_told_charged_retried_reminders_quiet_until_it
     # The client sees it lapsed, with what was paid.
     with time_machine.travel(FEB_15 + 8 * DAY, tick=False):
         lapsed_page = client.get(_path(issued)).content.decode()
+        history = client.get(_path(issued) + "history/").content.decode()
     assert "This plan has lapsed" in lapsed_page and "$600.00" in lapsed_page
+    assert "Your payment plans" in history and "Lapsed" in history and "Payment plan installment" in history
 
 
 @pytest.mark.django_db(transaction=True)

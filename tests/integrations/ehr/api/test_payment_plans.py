@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from billing.models import Client
 from billing.services.plans import plan_offer
@@ -31,3 +33,9 @@ def test_the_api_reads_a_clients_plans(practice: Any, put: Callable[..., Any], g
         (1, 5000, None, None), (2, 5000, None, None), (3, 5000, None, None)]
     assert read["installments"][0]["due_on"] == first.isoformat()
     get("clients/c-unknown/payment-plans/", expect=404)
+
+
+def test_the_schema_documents_the_plans_read() -> None:
+    schema = yaml.safe_load(APIClient().get("/api/schema/").content)
+    read = schema["paths"]["/api/v1/clients/{external_id}/payment-plans/"]["get"]
+    assert {"200", "404"} <= set(read["responses"])
