@@ -388,8 +388,8 @@ def main() -> None:
     if limited is not None:
         seconds, charging, requests, samples = limited
         print(f"\n  at the limit of {args.rate:g} requests/s, {args.limit_charges:,} due charges (stub Stripe "
-              f"answering in {args.stub_latency * 1000:.0f} ms): the tick {seconds:.1f} s, its charging step {charging:.1f} s "
-              f"for {requests:,} Stripe requests: {requests / charging:.2f} requests/s = "
+              f"answering in {args.stub_latency * 1000:.0f} ms): the tick {seconds:.1f} s, its charging step "
+              f"{charging:.1f} s for {requests:,} Stripe requests: {requests / charging:.2f} requests/s = "
               f"{requests / charging / args.rate:.1%} of the limit (target >= 95%)")
         print("    time    payment calls   calls/s in the interval   RSS MiB   peak RSS MiB")
         last_t, last_n = 0.0, 0
