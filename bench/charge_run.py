@@ -26,8 +26,11 @@ What it does, in one run:
 The gateway's request limit (``STRIPE_MAX_REQUESTS_PER_SECOND``, 20/s with test keys) is set to 0 for
 the timed runs: it deliberately protects Stripe, so with it both sides would only measure the limit.
 ``--measure-limit`` then seeds ``--limit-charges`` due charges afresh and runs the tick at the limit
-(``--rate``, the gateway's default for test keys unless given): it prints the share of the limit the
-tick sustained and this process's resident memory every 10 seconds (current and peak, from /proc).
+(``--rate``, the gateway's default for test keys unless given) against a stub Stripe in its own process
+(``serve_stub``: every PaymentIntent succeeds after ``--stub-latency``, 100 ms; localstripe slows with its
+store and answers 5,000 cards slower than the limit), through the same gateway and stripe-python: it
+prints the share of the limit the charging step sustained and this process's resident memory every 10
+seconds (current and peak, from /proc).
 Emails go to Django's in-memory backend (rendering and building them is counted; no SMTP), and
 DEBUG is off, as in production. The load average is printed with the figures: on a shared machine,
 compare figures from one run only.
@@ -330,7 +333,13 @@ def main() -> None:
     parser.add_argument("--limit-charges", type=int, default=5_000)
     parser.add_argument("--rate", type=float, default=DEFAULT_TEST_RATE,
                         help=f"the request limit for --measure-limit (default {DEFAULT_TEST_RATE:g}/s, test keys)")
+    parser.add_argument("--stub-latency", type=float, default=STUB_LATENCY,
+                        help="seconds the stub Stripe of --measure-limit takes per PaymentIntent")
+    parser.add_argument("--serve-stub", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_stub:
+        serve_stub(args.serve_stub, args.stub_latency)
+        return
     count = args.charges
 
     database_url = ensure_database()
@@ -350,9 +359,10 @@ def main() -> None:
         bare_seconds = bare_loop(stripe_url, cards)
         bare_requests = stripe_requests(stripe_url) - before
 
-        limited = None
-        if args.measure_limit:
-            limited = measure_limited(stripe_url, args.limit_charges, args.rate)
+    limited = None
+    if args.measure_limit:
+        with stub_stripe(args.stub_latency) as stub_url:
+            limited = measure_limited(stub_url, args.limit_charges, args.rate)
 
     ratio = tick_seconds / bare_seconds
     threads = int(os.environ["STRIPE_PARALLEL_CHARGES"])
@@ -378,10 +388,11 @@ def main() -> None:
     print(f"  at the default limit ({DEFAULT_TEST_RATE:g}/s, test keys): at least {estimate:.1f} s for this tick, "
           f"bounded by {bound}; the bare loop at that limit: {bare_requests * per_request:.1f} s")
     if limited is not None:
-        seconds, requests, samples = limited
-        print(f"\n  at the limit of {args.rate:g} requests/s, {args.limit_charges:,} due charges: {seconds:.1f} s, "
-              f"{requests:,} Stripe requests, {requests / seconds:.2f} requests/s = "
-              f"{requests / seconds / args.rate:.1%} of the limit (target >= 95%)")
+        seconds, charging, requests, samples = limited
+        print(f"\n  at the limit of {args.rate:g} requests/s, {args.limit_charges:,} due charges (stub Stripe "
+              f"answering in {args.stub_latency * 1000:.0f} ms): the tick {seconds:.1f} s, its charging step "
+              f"{charging:.1f} s for {requests:,} Stripe requests: {requests / charging:.2f} requests/s = "
+              f"{requests / charging / args.rate:.1%} of the limit (target >= 95%)")
         print("    time    payment calls   calls/s in the interval   RSS MiB   peak RSS MiB")
         last_t, last_n = 0.0, 0
         for t, n, rss, peak in samples:
@@ -394,32 +405,110 @@ def main() -> None:
         print("\n" + report)
 
 
+STUB_LATENCY = 0.1  # seconds the stub takes per PaymentIntent, about Stripe's own in test mode
+
+
+def serve_stub(port_file: Path, latency: float) -> None:
+    """A stand-in for Stripe that answers every off-session PaymentIntent as succeeded after ``latency``
+    seconds, keeps nothing but a count, and so answers as fast at the 5,000th charge as at the first (for
+    ``--measure-limit``: localstripe scans its whole store on each call, and at 5,000 cards on a shared
+    machine it answers in 0.6 to 1.6 s, slower than the limit). Run in its own process."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    count = [0]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/_config/requests"):
+                self._answer(200, [0] * count[0])
+            else:
+                self._answer(200, {"object": "list", "data": [], "has_more": False})
+
+        def do_DELETE(self) -> None:
+            self._answer(200, {})
+
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            if not self.path.startswith("/v1/payment_intents"):
+                self._answer(404, {"error": {"type": "invalid_request_error", "message": "not in the stub"}})
+                return
+            time.sleep(latency)
+            with lock:
+                count[0] += 1
+                n = count[0]
+            self._answer(200, {
+                "id": f"pi_stub{n}", "object": "payment_intent", "status": "succeeded",
+                "amount": int(form["amount"][0]), "currency": "usd", "customer": form["customer"][0],
+                "payment_method": form["payment_method"][0], "client_secret": f"pi_stub{n}_secret",
+                "last_payment_error": None, "latest_charge": f"ch_stub{n}",
+                "metadata": {"portal_charge": form.get("metadata[portal_charge]", [""])[0]}})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_file.write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+@contextmanager
+def stub_stripe(latency: float) -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        process = subprocess.Popen([sys.executable, __file__, "--serve-stub", str(port_file), "--stub-latency",
+                                    str(latency)], cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 30
+            while not (port_file.exists() and port_file.read_text()):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("The stub Stripe server did not start.")
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port_file.read_text()}"
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
 def _rss_kib() -> tuple[int, int]:
     """This process's resident memory now and at its peak (KiB), from /proc."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def measure_limited(stripe_url: str, count: int, rate: float) -> tuple[float, int, list[tuple[float, int, int, int]]]:
+def measure_limited(stripe_url: str, count: int, rate: float
+                    ) -> tuple[float, float, int, list[tuple[float, int, int, int]]]:
     """The tick again, from a fresh seed of ``count`` charges, at ``rate`` Stripe requests a second (the
-    gateway's limit). Returns its time, its Stripe requests, and samples taken every 10 s (time, payment calls
-    made so far, RSS, peak RSS)."""
+    gateway's limit), against the stub Stripe at ``stripe_url``. Returns its time, the time of its charging
+    step, its Stripe requests, and samples taken every 10 s (time, payment calls made so far, RSS, peak RSS)."""
     import threading
 
     from django.conf import settings
 
     from integrations.stripe.gateway import get_gateway
 
-    wipe(stripe_url)
-    seed(count, make_cards(stripe_url, count))
+    seed(count, [(f"cus_stub{n}", f"pm_stub{n}") for n in range(count)])
     settings.STRIPE_MAX_REQUESTS_PER_SECOND = rate
+    settings.STRIPE_API_BASE = stripe_url
     get_gateway.cache_clear()
     from billing.services.tick import tick_run
 
     samples: list[tuple[float, int, int, int]] = []
     stop = threading.Event()
     before = stripe_requests(stripe_url)
-    with stripe_call_clock() as calls:
+    with stripe_call_clock() as calls, step_clock() as steps:
         start = time.perf_counter()
 
         def sample() -> None:
@@ -434,7 +523,7 @@ def measure_limited(stripe_url: str, count: int, rate: float) -> tuple[float, in
         sampler.join()
         samples.append((elapsed, len(calls), *_rss_kib()))
     check_outcome(count)
-    return elapsed, stripe_requests(stripe_url) - before, samples
+    return elapsed, steps["payment_attempts"], stripe_requests(stripe_url) - before, samples
 
 
 if __name__ == "__main__":

@@ -240,6 +240,11 @@ def audit_bulk_created_columns(audit: BulkAudit, model: type[models.Model], colu
 _Entry = tuple[int, Any, str, dict[str, Any] | None]  # content type, primary key, representation, changes
 
 
+def audit_entries_write(audit: BulkAudit, entries: list[_Entry]) -> None:
+    """Entries worked out by the caller (an update's changes, ``audit_bulk_updated``), written in one statement."""
+    _write(audit, entries)
+
+
 def _write(audit: BulkAudit, entries: list[_Entry], cursor: psycopg.Cursor[Any] | None = None) -> None:
     if not entries:
         return

@@ -1,6 +1,7 @@
 """The events batch (``POST /api/v1/events/``): parse each event, apply it through billing's record intake
 (billing/services/intake.py), report each one. New appointments that bill nothing yet are gathered and
-written in bulk (``QuietCreates``, through ``appointments_insert_quiet``).
+written in bulk (``QuietCreates``, through ``appointments_insert_quiet``), and so are new completed sessions,
+billed together (``BilledCreates``, through ``appointments_insert_billed``).
 """
 
 from __future__ import annotations
@@ -381,9 +382,12 @@ class BilledCreates:
     ``take`` accepts only an appointment the batch has not seen (by either gatherer; they share
     ``quiet.taken``), new, whose clinician and clients are known, and at the trigger (``status_is_billable``,
     which no fee-carrying status is); anything else (an update, a no-show) goes one by one. ``flush``
-    first writes what ``quiet`` holds (billing queries, which a pipeline in flight cannot take), and
-    runs before any other event and at the end of the batch. A chunk shares a savepoint: if it failed
-    (a concurrent request created one of its appointments) it is rolled back and applied one by one.
+    runs before any other event and at the end of the batch: it first synchronises ``quiet``'s pipeline
+    (billing reads next: the clients' terms, the pricing look-ups, reserved ids), decides every charge,
+    then sends the chunk's rows on ``quiet``'s pipeline, which the next flush synchronises, so the
+    database writes them while the batch reads on. They share ``quiet``'s savepoint: if they failed (a
+    concurrent request created one of the appointments) everything since is rolled back and applied one
+    by one. Other databases (the demo's SQLite) write each chunk at once, in its own savepoint.
     """
 
     push: Push
