@@ -27,6 +27,7 @@ from billing.models.charges import (
 from billing.models.insurance import InsurancePayment
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
+    AgingDay,
     AppendOnlyError,
     ClientBalance,
     LedgerEntry,
@@ -78,6 +79,7 @@ __all__ = [
     "PAYMENT_KINDS",
     "PENDING_STATUSES",
     "STUCK_STATUSES",
+    "AgingDay",
     "AppendOnlyError",
     "Appointment",
     "AppointmentEvent",
