@@ -213,12 +213,9 @@ def signed_in_staff() -> Any:
 def measure(repeat: int, show_sql: int = 0, warm_up: bool = True) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-
-    from billing.models import Appointment
-
     from django.utils import timezone
 
-    from billing.models import Practice
+    from billing.models import Appointment, Practice
     from billing.services.ledger import aging_roll
 
     browser = signed_in_staff()
