@@ -52,6 +52,33 @@ $$;
 """
 
 
+# SQLite rebuilds billing_clientbalance to add the columns (a copy renamed into place), which it refuses
+# while 0019's triggers name the table: they are dropped for the rebuild and made again after it.
+_SQLITE_ADD = ("INSERT INTO billing_clientbalance (client_id, balance_cents, aged_0_30_cents, aged_31_60_cents, "
+               "aged_61_90_cents) VALUES ({row}.client_id, {sign}{row}.amount_cents, 0, 0, 0) "
+               "ON CONFLICT (client_id) DO UPDATE SET balance_cents = balance_cents + excluded.balance_cents;")
+SQLITE = [
+    f"CREATE TRIGGER billing_ledger_balance_insert AFTER INSERT ON billing_ledgerentry BEGIN "
+    f"{_SQLITE_ADD.format(row='NEW', sign='')} END;",
+    f"CREATE TRIGGER billing_ledger_balance_update AFTER UPDATE ON billing_ledgerentry BEGIN "
+    f"{_SQLITE_ADD.format(row='OLD', sign='-')} {_SQLITE_ADD.format(row='NEW', sign='')} END;",
+    f"CREATE TRIGGER billing_ledger_balance_delete AFTER DELETE ON billing_ledgerentry BEGIN "
+    f"{_SQLITE_ADD.format(row='OLD', sign='-')} END;",
+]
+SQLITE_BEFORE = [statement.replace(", aged_0_30_cents, aged_31_60_cents, aged_61_90_cents", "")
+                 .replace(", 0, 0, 0)", ")") for statement in SQLITE]
+SQLITE_DROP = [f"DROP TRIGGER IF EXISTS billing_ledger_balance_{op};" for op in ("insert", "update", "delete")]
+
+
+def sqlite_triggers(statements):
+    def run(apps, schema_editor):
+        if schema_editor.connection.vendor == "sqlite":
+            with schema_editor.connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+    return run
+
+
 def function_replace(apps, schema_editor):
     apps.get_model("billing", "AgingDay").objects.create(pk=1, as_of=None)
     if schema_editor.connection.vendor == "postgresql":
@@ -72,6 +99,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(sqlite_triggers(SQLITE_DROP), sqlite_triggers(SQLITE_BEFORE)),
         migrations.CreateModel(
             name='AgingDay',
             fields=[
@@ -94,5 +122,6 @@ class Migration(migrations.Migration):
             name='aged_61_90_cents',
             field=models.BigIntegerField(default=0),
         ),
+        migrations.RunPython(sqlite_triggers(SQLITE), sqlite_triggers(SQLITE_DROP)),
         migrations.RunPython(function_replace, function_restore),
     ]
