@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 from django.utils import timezone
@@ -92,10 +92,16 @@ class AppointmentAdmin(DollarsMixin, admin.ModelAdmin):
                            search_term: str) -> tuple[QuerySet[Appointment], bool]:
         # The stock search through participants__client joins every attendee and makes the list DISTINCT,
         # which reads the whole table; a semi-join on the few matching clients reads only their sessions.
-        if not search_term.strip():
+        # One path per search, never both OR-ed (which reads every session): the EHR's id of a session when
+        # one has it (one look-up through the (source, external id) index), else the clients' sessions.
+        term = search_term.strip()
+        if not term:
             return queryset, False
-        attended = Participant.objects.filter(client__in=clients_matching(search_term)).values("appointment_id")
-        return queryset.filter(Q(pk__in=attended) | Q(external_id=search_term.strip())), False
+        by_id = list(Appointment.objects.filter(external_id=term).values_list("pk", flat=True)[:20])
+        if by_id:
+            return queryset.filter(pk__in=by_id), False
+        attended = Participant.objects.filter(client__in=clients_matching(term)).values("appointment_id")
+        return queryset.filter(pk__in=attended), False
 
     @admin.display(description="Clients")
     def client_names(self, appointment: Appointment) -> str:

@@ -37,19 +37,6 @@ DROP TRIGGER billing_ledger_balance_delete ON billing_ledgerentry;
 DROP FUNCTION billing_ledger_balance();
 """
 
-# SQLite (the demo's database) has row triggers only.
-_SQLITE_ADD = ("INSERT INTO billing_clientbalance (client_id, balance_cents) VALUES ({row}.client_id, {sign}{row}.amount_cents) "
-               "ON CONFLICT (client_id) DO UPDATE SET balance_cents = balance_cents + excluded.balance_cents;")
-SQLITE = [
-    f"CREATE TRIGGER billing_ledger_balance_insert AFTER INSERT ON billing_ledgerentry BEGIN "
-    f"{_SQLITE_ADD.format(row='NEW', sign='')} END;",
-    f"CREATE TRIGGER billing_ledger_balance_update AFTER UPDATE ON billing_ledgerentry BEGIN "
-    f"{_SQLITE_ADD.format(row='OLD', sign='-')} {_SQLITE_ADD.format(row='NEW', sign='')} END;",
-    f"CREATE TRIGGER billing_ledger_balance_delete AFTER DELETE ON billing_ledgerentry BEGIN "
-    f"{_SQLITE_ADD.format(row='OLD', sign='-')} END;",
-]
-SQLITE_DROP = [f"DROP TRIGGER billing_ledger_balance_{op};" for op in ("insert", "update", "delete")]
-
 # The balances of the ledger already there.
 BACKFILL = ("INSERT INTO billing_clientbalance (client_id, balance_cents) "
             "SELECT client_id, SUM(amount_cents) FROM billing_ledgerentry GROUP BY client_id")
@@ -57,21 +44,13 @@ BACKFILL = ("INSERT INTO billing_clientbalance (client_id, balance_cents) "
 
 def triggers_create(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        if schema_editor.connection.vendor == "postgresql":
-            cursor.execute(POSTGRESQL)
-        else:
-            for statement in SQLITE:
-                cursor.execute(statement)
+        cursor.execute(POSTGRESQL)
         cursor.execute(BACKFILL)
 
 
 def triggers_drop(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        if schema_editor.connection.vendor == "postgresql":
-            cursor.execute(POSTGRESQL_DROP)
-        else:
-            for statement in SQLITE_DROP:
-                cursor.execute(statement)
+        cursor.execute(POSTGRESQL_DROP)
 
 
 class Migration(migrations.Migration):

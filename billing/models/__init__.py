@@ -29,6 +29,7 @@ from billing.models.estimates import EstimateLine, EstimateStatus, GoodFaithEsti
 from billing.models.insurance import InsurancePayment, Remittance, RemittanceLine, RemittanceLineStatus
 from billing.models.ledger import (
     CLIENT_REVIEW_KINDS,
+    AgingDay,
     AppendOnlyError,
     ClientBalance,
     LedgerEntry,
@@ -85,6 +86,7 @@ __all__ = [
     "PAYMENT_KINDS",
     "PENDING_STATUSES",
     "STUCK_STATUSES",
+    "AgingDay",
     "AppendOnlyError",
     "Appointment",
     "AppointmentEvent",

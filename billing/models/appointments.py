@@ -76,6 +76,8 @@ class Participant(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["appointment", "client"], name="participant_once")]
+        # A search finds clients first, then their sessions: from the index alone, no participant row read.
+        indexes = [models.Index(fields=["client", "appointment"], name="participant_client_session")]
 
     def __str__(self) -> str:
         return str(self.client)

@@ -126,6 +126,10 @@ class Charge(models.Model):
             models.Index(fields=["status", "scheduled_for"], name="charge_status_due"),
             models.Index(fields=["client", "-created_at"], name="charge_client_created"),
             models.Index(fields=["-created_at"], name="charge_created"),
+            # The Today page's "failed or waiting" queue, most recent first: its first rows without sorting
+            # every failed charge the practice ever had.
+            models.Index(fields=["-updated_at", "-id"], condition=models.Q(status__in=STUCK_STATUSES),
+                         name="charge_stuck_recent"),
         ]
 
     def __str__(self) -> str:

@@ -81,12 +81,28 @@ class ClientBalance(models.Model):
 
     client = models.OneToOneField(Client, on_delete=models.CASCADE, primary_key=True, related_name="balance_row")
     balance_cents = models.BigIntegerField(default=0)
+    # The same entries netted by age as of AgingDay.as_of (0-30 days, future dates included; 31-60; 61-90):
+    # set for every client when the tick rolls the day (aging_roll), then kept by the same triggers.
+    aged_0_30_cents = models.BigIntegerField(default=0)
+    aged_31_60_cents = models.BigIntegerField(default=0)
+    aged_61_90_cents = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = "client balance"
 
     def __str__(self) -> str:
         return f"{self.client_id}: {self.balance_cents}"
+
+
+class AgingDay(models.Model):
+    """The day ClientBalance's aged amounts are as of (one row). The tick moves it to the practice's today
+    (``aging_roll``); AR aging reads the kept amounts when it is today, and the ledger's last 90 days
+    otherwise."""
+
+    as_of = models.DateField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"aging as of {self.as_of}"
 
 
 class ReviewKind(models.TextChoices):

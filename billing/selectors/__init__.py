@@ -16,9 +16,12 @@ API's balance, the admin report and the dashboard cannot disagree. Reading many 
 query per client.
 
 Balances are kept by the database (``ClientBalance``, one row per client with a ledger, updated by
-triggers in the same transaction as every ledger insert): the client list sorts and filters by them, and
-aging reads them with only the last 90 days' entries, so neither sums the whole ledger.
-``balance_mismatches`` (``manage.py verify_balances``) compares them with the ledger's own sums.
+triggers in the same transaction as every ledger insert): the client list sorts and filters by them.
+So are the amounts by age as of the day the tick last rolled them (``aging_roll``, once a day; the
+triggers age each new entry against that day): on that day aging reads no ledger row at all; on another
+day (the tick not run yet) it reads the balances and only the last 90 days' entries. Neither sums the
+whole ledger. ``balance_mismatches`` and ``aging_mismatches`` (``manage.py verify_balances``) compare
+them with the ledger's own sums.
 
 Filtered by clinician, a client's AR is the part of their ledger behind that clinician's sessions:
 entries tied to one of the clinician's appointments (charges, fees, adjustments, card payments and
@@ -38,6 +41,7 @@ from django.db.models import Count, F, IntegerField, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
 from billing.models import (
+    AgingDay,
     Appointment,
     BalanceAllocation,
     Charge,
@@ -97,7 +101,7 @@ def clients_with_balance(queryset: QuerySet[Client]) -> QuerySet[Client]:
 
 _LEDGER, _APPOINTMENT = LedgerEntry._meta.db_table, Appointment._meta.db_table
 _ALLOCATION, _CHARGE, _CLIENT = BalanceAllocation._meta.db_table, Charge._meta.db_table, Client._meta.db_table
-_BALANCE = ClientBalance._meta.db_table
+_BALANCE, _AGING_DAY = ClientBalance._meta.db_table, AgingDay._meta.db_table
 
 _AGING_SQL = """
 WITH {netted},
@@ -134,18 +138,30 @@ netted AS (
 # The same from the kept balances (ClientBalance): only the last 90 days' entries are read (an index-only
 # scan of ledger_date_amounts); what is older is the balance less them. A client whose balance is 0 has
 # nothing in any bucket once the credit is settled, so only clients with a balance are read.
-_NETTED_FROM_BALANCES = """recent AS (
+_RECENT = """recent AS (
     SELECT l.client_id,
            COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on >= %(d30)s), 0) AS n0,
            COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on < %(d30)s AND l.occurred_on >= %(d60)s), 0) AS n1,
            COALESCE(SUM(l.amount_cents) FILTER (WHERE l.occurred_on < %(d60)s), 0) AS n2
     FROM {ledger} l WHERE l.occurred_on >= %(d90)s{recent_where} GROUP BY l.client_id
-),
-netted AS (
-    SELECT b.client_id, COALESCE(r.n0, 0) AS n0, COALESCE(r.n1, 0) AS n1, COALESCE(r.n2, 0) AS n2,
+)"""
+_FROM_RECENT = """SELECT b.client_id, COALESCE(r.n0, 0) AS n0, COALESCE(r.n1, 0) AS n1, COALESCE(r.n2, 0) AS n2,
            b.balance_cents - COALESCE(r.n0, 0) - COALESCE(r.n1, 0) - COALESCE(r.n2, 0) AS n3
     FROM {balances} b LEFT JOIN recent r ON r.client_id = b.client_id
-    WHERE b.balance_cents <> 0{balance_where}
+    WHERE b.balance_cents <> 0{balance_where}"""
+
+
+# On PostgreSQL, the kept amounts by age when the tick has rolled them to this very day (aging_roll): no
+# ledger row is read. Both ways are in the one statement; PostgreSQL runs only the one whose day matches
+# (an uncorrelated condition, checked once before the rest of its branch).
+_NETTED_KEPT_OR_RECENT = """{recent},
+netted AS (
+    SELECT b.client_id, b.aged_0_30_cents AS n0, b.aged_31_60_cents AS n1, b.aged_61_90_cents AS n2,
+           b.balance_cents - b.aged_0_30_cents - b.aged_31_60_cents - b.aged_61_90_cents AS n3
+    FROM {balances} b
+    WHERE (SELECT as_of FROM {aging_day} WHERE id = 1) = %(today)s AND b.balance_cents <> 0{balance_where}
+    UNION ALL
+    {from_recent} AND (SELECT as_of FROM {aging_day} WHERE id = 1) IS DISTINCT FROM %(today)s
 )"""
 
 
@@ -168,8 +184,9 @@ def _netted_sql(*, client_ids: list[int] | None, clinician_id: int | None, billi
             "l.client_id", client_ids=client_ids, billing_type=None, params=params))
         balance = "".join(f" AND {w}" for w in _client_filters(
             "b.client_id", client_ids=client_ids, billing_type=billing_type, params=params))
-        return _NETTED_FROM_BALANCES.format(ledger=_LEDGER, balances=_BALANCE, recent_where=recent,
-                                            balance_where=balance)
+        parts = {"recent": _RECENT.format(ledger=_LEDGER, recent_where=recent),
+                 "from_recent": _FROM_RECENT.format(balances=_BALANCE, balance_where=balance)}
+        return _NETTED_KEPT_OR_RECENT.format(**parts, balances=_BALANCE, aging_day=_AGING_DAY, balance_where=balance)
     where = _client_filters("l.client_id", client_ids=client_ids, billing_type=billing_type, params=params)
     if until is not None:
         params["until"] = until
@@ -195,6 +212,7 @@ def _aging_query(select: str, *, today: dt.date, client_ids: Iterable[int] | Non
     # 0-30 days old is occurred_on >= today - 30 (future dates count as current).
     params: dict[str, Any] = {"d30": today - dt.timedelta(days=30), "d60": today - dt.timedelta(days=60),
                               "d90": today - dt.timedelta(days=90), **(extra or {})}
+    params["today"] = today
     netted = _netted_sql(client_ids=None if client_ids is None else list(client_ids), clinician_id=clinician_id,
                          billing_type=billing_type, params=params, until=until)
     sql = _AGING_SQL.format(netted=netted, select=select)
@@ -277,6 +295,34 @@ def balance_mismatches() -> list[tuple[int, int, int]]:
     with connection.cursor() as cursor:
         cursor.execute(sql)
         return [(int(a), int(b), int(c)) for a, b, c in cursor.fetchall()]
+
+
+def aging_mismatches() -> list[tuple[int, tuple[int, int, int], tuple[int, int, int]]]:
+    """Clients whose kept aged amounts (0-30, 31-60, 61-90 days as of AgingDay) are not their ledger's:
+    (client id, kept, ledger). None to compare before the first roll."""
+    as_of = AgingDay.objects.filter(pk=1).values_list("as_of", flat=True).first()
+    if as_of is None:
+        return []
+    params = {"d30": as_of - dt.timedelta(days=30), "d60": as_of - dt.timedelta(days=60),
+              "d90": as_of - dt.timedelta(days=90)}
+    sql = f"""
+        WITH ledger AS (
+            SELECT client_id,
+                   COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on >= %(d30)s), 0) AS n0,
+                   COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d30)s AND occurred_on >= %(d60)s), 0) AS n1,
+                   COALESCE(SUM(amount_cents) FILTER (WHERE occurred_on < %(d60)s AND occurred_on >= %(d90)s), 0) AS n2
+            FROM {_LEDGER} GROUP BY client_id
+        )
+        SELECT COALESCE(l.client_id, b.client_id), COALESCE(b.aged_0_30_cents, 0), COALESCE(b.aged_31_60_cents, 0),
+               COALESCE(b.aged_61_90_cents, 0), COALESCE(l.n0, 0), COALESCE(l.n1, 0), COALESCE(l.n2, 0)
+        FROM ledger l FULL OUTER JOIN {_BALANCE} b ON b.client_id = l.client_id
+        WHERE (COALESCE(b.aged_0_30_cents, 0), COALESCE(b.aged_31_60_cents, 0), COALESCE(b.aged_61_90_cents, 0))
+              <> (COALESCE(l.n0, 0), COALESCE(l.n1, 0), COALESCE(l.n2, 0))
+        ORDER BY 1"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(int(r[0]), (int(r[1]), int(r[2]), int(r[3])), (int(r[4]), int(r[5]), int(r[6])))
+                for r in cursor.fetchall()]
 
 
 # --- Reconciliation findings -----------------------------------------------------------------------------

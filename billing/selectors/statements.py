@@ -72,8 +72,7 @@ class MonthFigures:
 _LEDGER = LedgerEntry._meta.db_table
 
 def _kinds(*kinds: str) -> str:
-    # The ledger's own kind names (constants, not input), written into the statement: one form for
-    # PostgreSQL and SQLite.
+    # The ledger's own kind names (constants, not input), written into the statement.
     return "(" + ", ".join(f"'{kind}'" for kind in kinds) + ")"
 
 

@@ -552,24 +552,19 @@ def appointments_insert_quiet(push: Push, items: list[Gathered], audit: BulkAudi
 
 
 def appointments_insert_billed(push: Push, items: list[Gathered], audit: BulkAudit,
-                               pipeline: Callable[[], psycopg.Cursor[Any]] | None = None) -> None:
+                               pipeline: Callable[[], psycopg.Cursor[Any]]) -> None:
     """New appointments already at the billing trigger (a completed session, under the "completed"
     trigger): the rows ``appointments_insert_quiet`` writes, and what ``appointment_put``'s sync bills
     for them (``new_sessions_price``: charges, their events, ledger lines, review items, audit entries),
     in a few statements for the lot rather than some thirty queries each. The caller checked each one is
     new and ``status_is_billable``. ``audit`` names Appointment, Participant and Charge.
 
-    With ``pipeline`` (PostgreSQL), the reads and decisions come first (the clients, the pricing look-ups,
-    the primary keys reserved), then every row is sent on the cursor in pipeline mode it returns, not
-    waited for; without, each is written at once."""
+    The reads and decisions come first (the clients, the pricing look-ups, the primary keys reserved),
+    then every row is sent on the cursor in pipeline mode ``pipeline`` returns, not waited for."""
     # The batch's clients as it read them (``PREFETCHED_CLIENT_FIELDS``, with what pricing reads): a
     # decision reading another field has it read then, as it would one by one.
-    participant_ids = None
-    if pipeline is None:
-        ids = appointments_insert_quiet(push, items, audit)
-    else:
-        ids = ids_reserve(Appointment, len(items), audit.db)
-        participant_ids = ids_reserve(Participant, sum(len(attending) for *_, attending in items), audit.db)
+    ids = ids_reserve(Appointment, len(items), audit.db)
+    participant_ids = ids_reserve(Participant, sum(len(attending) for *_, attending in items), audit.db)
     sessions = []
     for appointment_id, (_, external_id, data, clinician, attending) in zip(ids, items, strict=True):
         appointment = Appointment(pk=appointment_id, source=push.source, external_id=external_id,
@@ -578,9 +573,6 @@ def appointments_insert_billed(push: Push, items: list[Gathered], audit: BulkAud
         appointment._state.adding = False
         sessions.append((appointment, attending))
     billing = new_sessions_price(sessions=sessions, practice=push.practice, now=push.now, actor=push.actor)
-    if pipeline is None:
-        new_session_charges_write(billing, now=push.now, audit=audit)
-        return
     charge_ids = ids_reserve(Charge, len(billing.charges), audit.db) if billing.charges else []
     cursor = pipeline()
     appointments_insert_quiet(push, items, audit, cursor, ids, participant_ids)

@@ -28,6 +28,7 @@ from billing.local_time import practice_zone_active
 from billing.models import Charge, ChargeStatus, Practice, TickHeartbeat
 from billing.services.balance import balance_reminders_run, portal_payments_abandon
 from billing.services.charges import charges_transition
+from billing.services.ledger import aging_roll
 from billing.services.notify import emails_deferred, emails_send
 from billing.services.outbound import webhooks_deliver
 from billing.services.payments import attempts_settle_unknown, charges_collect
@@ -86,6 +87,10 @@ def _payments_janitor(*, now: dt.datetime) -> int:
     return attempts_settle_unknown(now=now) + refunds_settle_unknown(now=now) + portal_payments_abandon(now=now)
 
 
+def _aging_roll(*, now: dt.datetime) -> int:
+    return aging_roll(today=now.astimezone(Practice.current_zone()).date())
+
+
 TickStep = Callable[..., int]
 # Order matters: settle what is unknown before charging again; notify before charging.
 TICK_STEPS: list[tuple[str, TickStep]] = [
@@ -103,6 +108,8 @@ TICK_STEPS: list[tuple[str, TickStep]] = [
     ("weeks_reconciled", reconciliation_weekly),
     ("webhooks_delivered", webhooks_deliver),
     ("audit_rows_sealed", chain_seal),
+    # Once a day: AR aging's kept amounts as of the practice's new date (billing/services/ledger.py).
+    ("aging_rolled", _aging_roll),
 ]
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from billing.models import Client, ClientBalance, LedgerEntry, LedgerKind
 from billing.selectors import (
     Aging,
+    aging_mismatches,
     ar_aging_by_client,
     ar_aging_summary,
     balance_mismatches,
@@ -21,7 +22,7 @@ from billing.selectors import (
     client_balances,
     clients_aging,
 )
-from billing.services.ledger import ledger_post, ledger_post_many
+from billing.services.ledger import aging_roll, ledger_post, ledger_post_many
 from tests.ledger_reference import aging_from_ledger, balances_from_ledger
 
 pytestmark = pytest.mark.django_db
@@ -66,9 +67,13 @@ def test_kept_balances_follow_every_way_the_ledger_is_written() -> None:
 
 def test_verify_balances_names_a_client_whose_kept_balance_drifted() -> None:
     ana, bo = people(2)
-    LedgerEntry.objects.bulk_create([entry(ana, 5_000, TODAY), entry(bo, 3_000, TODAY)])
+    LedgerEntry.objects.bulk_create([entry(ana, 5_000, TODAY), entry(bo, 3_000, TODAY - dt.timedelta(days=45))])
+    aging_roll(today=TODAY)
+    call_command("verify_balances", stdout=StringIO())
     ClientBalance.objects.filter(client=bo).update(balance_cents=2_999)
+    ClientBalance.objects.filter(client=ana).update(aged_31_60_cents=5_000, aged_0_30_cents=0)
     assert balance_mismatches() == [(bo.pk, 2_999, 3_000)]
+    assert aging_mismatches() == [(ana.pk, (0, 5_000, 0), (5_000, 0, 0))]
     with pytest.raises(CommandError, match=f"client {bo.pk}: kept 2999 cents, ledger 3000 cents"):
         call_command("verify_balances", stdout=StringIO())
 
@@ -83,7 +88,8 @@ def test_aging_from_kept_balances_is_the_definition_whatever_the_day() -> None:
             amount = rng.choice([12_000, 2_500, 16_000, -12_000, -2_500, -30_000, -500])
             entries.append(entry(who, amount, day, LedgerKind.SESSION_CHARGE if amount > 0 else LedgerKind.PAYMENT))
     LedgerEntry.objects.bulk_create(entries)
-    for today in (TODAY - dt.timedelta(days=40), TODAY, TODAY + dt.timedelta(days=29), TODAY + dt.timedelta(days=75)):
+
+    def aging_is_the_definition(today: dt.date) -> None:
         expected = aging_from_ledger(today)
         assert {k: v for k, v in clients_aging(None, today).items() if v != Aging()} == expected
         assert {r.client_id: r.aging for r in ar_aging_by_client(today, limit=None)} == expected
@@ -92,3 +98,14 @@ def test_aging_from_kept_balances_is_the_definition_whatever_the_day() -> None:
         assert total == sum(expected.values(), Aging())
         for who in clients:
             assert client_aging(who, today) == expected.get(who.pk, Aging())
+
+    for today in (TODAY - dt.timedelta(days=40), TODAY, TODAY + dt.timedelta(days=29), TODAY + dt.timedelta(days=75)):
+        aging_is_the_definition(today)  # from the balances and the last 90 days' entries
+        assert aging_roll(today=today) == 1
+        assert aging_roll(today=today) == 0  # once a day
+        aging_is_the_definition(today)  # from the kept amounts by age only
+        # Entries written after the roll are aged by the triggers against the same day.
+        ledger_post_many([entry(who, rng.choice([9_000, -4_000]), today - dt.timedelta(days=rng.randint(-3, 120)))
+                          for who in clients[:4]])
+        aging_is_the_definition(today)
+        assert aging_mismatches() == []

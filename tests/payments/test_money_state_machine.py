@@ -119,7 +119,7 @@ from billing.models import (
     Service,
 )
 from billing.money import format_cents
-from billing.selectors import Aging, balance_mismatches, clients_aging
+from billing.selectors import Aging, aging_mismatches, balance_mismatches, clients_aging
 from billing.services.balance import ABANDONED_AFTER, client_balance_cents, client_payable, payable_charges
 from billing.services.cards import enrollment_link_send
 from billing.services.ledger import OWED_KINDS
@@ -564,6 +564,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """Each client's kept balance (what the client list and AR aging read) is their ledger's sum, and
         AR aging from them is the definition's, whatever charged, paid or refunded in between."""
         assert balance_mismatches() == [], f"kept balances differ from the ledger: {balance_mismatches()}"
+        assert aging_mismatches() == [], f"kept amounts by age differ from the ledger: {aging_mismatches()}"
         today = self.clock.date()
         assert {k: v for k, v in clients_aging(None, today).items() if v != Aging()} == aging_from_ledger(today)
 

@@ -387,7 +387,7 @@ class BilledCreates:
     then sends the chunk's rows on ``quiet``'s pipeline, which the next flush synchronises, so the
     database writes them while the batch reads on. They share ``quiet``'s savepoint: if they failed (a
     concurrent request created one of the appointments) everything since is rolled back and applied one
-    by one. Other databases (the demo's SQLite) write each chunk at once, in its own savepoint.
+    by one.
     """
 
     push: Push
@@ -422,16 +422,6 @@ class BilledCreates:
         items, self.items = self.items, []
         quiet = self.quiet
         quiet.flush()  # its rows written: billing reads next
-        if connection.vendor != "postgresql":
-            savepoint = transaction.savepoint()
-            try:
-                appointments_insert_billed(self.push, items, bulk_audit([Appointment, Participant, Charge]))
-            except (IntegrityError, OperationalError):
-                quiet._one_by_one(savepoint, items)
-                return
-            transaction.savepoint_commit(savepoint)
-            quiet._created(items)
-            return
         # Read and decide, then send every row on ``quiet``'s pipeline, which the next flush synchronises
         # (the database writes this chunk while the batch reads on); a conflict is settled there, one by
         # one, with ``quiet``'s own chunks.

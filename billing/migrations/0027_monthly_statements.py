@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0023_good_faith_estimates'),
+        ('billing', '0026_good_faith_estimates'),
     ]
 
     operations = [

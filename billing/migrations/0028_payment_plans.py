@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0024_monthly_statements'),
+        ('billing', '0027_monthly_statements'),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0022_client_search_trigrams'),
+        ('billing', '0025_participant_client_session'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

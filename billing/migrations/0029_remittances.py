@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0025_payment_plans'),
+        ('billing', '0028_payment_plans'),
     ]
 
     operations = [
