@@ -886,11 +886,12 @@ def _post_together(path: str, forms: list[dict[str, Any]]) -> list[tuple[int, An
     return answers
 
 
-# The suite's run: derandomized (the same examples every time), about two minutes on two shared cores.
+# The suite's run: derandomized (the same examples every time), about 45 seconds on two shared cores (payment
+# plans made each example longer); bench/money_state_machine.py runs it longer.
 # Hypothesis' "explain" phase re-runs a failure many times to list lines only failures ran: slow here, and the
 # minimal example says more.
 PHASES = [phase for phase in Phase if phase != Phase.explain]
-SUITE = settings_for_hypothesis(derandomize=True, database=None, max_examples=30, stateful_step_count=35,
+SUITE = settings_for_hypothesis(derandomize=True, database=None, max_examples=20, stateful_step_count=35,
                                 deadline=None, phases=PHASES, suppress_health_check=list(HealthCheck))
 
 

@@ -27,7 +27,7 @@ from rest_framework import serializers
 
 from billing.audit.bulk import BulkAudit, bulk_audit
 from billing.bulk import ids_reserve
-from billing.models import Appointment, Charge, Participant, Practice
+from billing.models import Appointment, Charge, Client, Clinician, Participant, Practice
 from billing.services.estimates import clients_with_estimate
 from billing.services.intake import (
     CREATED,
@@ -213,6 +213,19 @@ def _event_apply_one(push: Push, result: dict[str, Any], kind: str, external_id:
 _CHUNK = 200  # new appointments sent at a time, while the batch reads on
 
 
+def _new_with_known_people(push: Push, external_id: str,
+                           data: dict[str, Any]) -> tuple[Clinician, list[Client]] | None:
+    """The clinician and clients of an appointment the source has not pushed before, if all are known;
+    None otherwise (an update, or a reference the one-by-one path reports)."""
+    if push.appointment_locked(external_id) is not None:
+        return None
+    clinician = push.clinician(data["clinician"])
+    clients = [push.client(external_id) for external_id in data["clients"]]
+    if clinician is None or any(client is None for client in clients):
+        return None
+    return clinician, [client for client in clients if client is not None]
+
+
 @dataclass
 class QuietCreates:
     """New appointments that need no billing yet, written a few hundred at a time (``billing.bulk``).
@@ -258,15 +271,10 @@ class QuietCreates:
         push = self.push
         if external_id in self.taken or data["status"] not in QUIET_STATUSES:
             return False
-        if push.appointment_locked(external_id) is not None:
+        known = _new_with_known_people(push, external_id, data)
+        if known is None or status_is_billable(data["status"], data["note_signed_at"], push.practice):
             return False
-        clinician = push.clinician(data["clinician"])
-        clients = [push.client(external_id) for external_id in data["clients"]]
-        if clinician is None or any(client is None for client in clients):
-            return False  # the one-by-one path reports which
-        if status_is_billable(data["status"], data["note_signed_at"], push.practice):
-            return False
-        self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
+        self.items.append((result, external_id, data, *known))
         self.taken.add(external_id)
         if len(self.items) >= _CHUNK:
             self._send()
@@ -400,17 +408,14 @@ class BilledCreates:
         if external_id in self.quiet.taken or not status_is_billable(data["status"], data["note_signed_at"],
                                                                      push.practice):
             return False
-        if push.appointment_locked(external_id) is not None:
+        known = _new_with_known_people(push, external_id, data)
+        if known is None:
             return False
-        clinician = push.clinician(data["clinician"])
-        clients = [push.client(external_id) for external_id in data["clients"]]
-        if clinician is None or any(client is None for client in clients):
-            return False  # the one-by-one path reports which
         if self.guarded is None:
             self.guarded = clients_with_estimate()
-        if any(client.pk in self.guarded for client in clients if client is not None):
+        if any(client.pk in self.guarded for client in known[1]):
             return False  # the dispute guard decides each of their charges in turn, one by one
-        self.items.append((result, external_id, data, clinician, [c for c in clients if c is not None]))
+        self.items.append((result, external_id, data, *known))
         self.quiet.taken.add(external_id)
         if len(self.items) >= _BILLED_CHUNK:
             self.flush()
