@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from billing.admin.common import DollarsField, has_billing_permission, staff_user
 from billing.errors import Refused
-from billing.models import ChargeStatus, Client, OutsideMethod, ReconciliationFinding, StaffAction
+from billing.models import ChargeStatus, Client, OutsideMethod, Practice, ReconciliationFinding, StaffAction
 from billing.money import format_cents
 from billing.services.balance import client_payable, payable_charges
 from billing.services.plans import MAX_INSTALLMENTS, plan_offer
@@ -200,12 +200,19 @@ def _offer_plan(client: Client, data: dict[str, Any], user: Any, now: Any) -> st
     except Refused as refused:
         raise StaffActionRefused(str(refused)) from None
     return (f"Offered {plan}: {format_cents(plan.total_cents)} in {data['count']} installments. The client's link to "
-            f"agree is on its way to {client.email}; nothing is charged until they agree.")
+            f"agree is {_on_its_way(client)}; nothing is charged until they agree.")
 
 
 def _link(client: Client, data: dict[str, Any], user: Any, now: Any) -> str:
     client_link_send(client=client, what=data["what"], form_key=data["form_key"], user=user, now=now)
-    return f"{LINKS[data['what']]} emailed to {client.email}."
+    return f"{LINKS[data['what']]}: {_on_its_way(client)}."
+
+
+def _on_its_way(client: Client) -> str:
+    # While the practice previews charging the outbox keeps emails as drafts: staff are not told it was sent.
+    if Practice.load().charging_preview:
+        return f"drafted for {client.email}, not sent (the practice is previewing charging)"
+    return f"emailed to {client.email}"
 
 
 PAGES = {

@@ -349,6 +349,17 @@ def test_front_desk_emails_a_pay_link_a_statement_and_a_card_link_each_once(
     assert balance.status_code == 200 and b"$280.00" in balance.content
 
 
+def test_a_link_sent_while_the_practice_previews_is_reported_as_drafted_not_sent(
+        owes_280: Client, front_desk: Any) -> None:
+    Practice.objects.update(charging_preview=True)
+    http = signed_in(front_desk)
+    path = page(owes_280, "send-link")
+    answer = http.post(path, {"form_key": form_key(http, path), "what": "pay_balance"}, follow=True)
+    said = " ".join(str(m) for m in answer.context["messages"])
+    assert "not sent" in said and "emailed" not in said
+    assert not mail.outbox and not delivered("pay_balance_link")
+
+
 def test_a_client_without_an_email_gets_no_link_and_staff_are_told(
         practice: Practice, make_client: Callable[..., Client], front_desk: Any) -> None:
     person = make_client()
