@@ -97,6 +97,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 # --- CSV imports -------------------------------------------------------------------------------------------
 
+def _upload_page_post(model_admin: Any, request: HttpRequest, object_id: str) -> tuple[Any, HttpResponse | None, str]:
+    """An upload's own page (a CSV import, an ERA file): the record if this user may see it, and for a POST the
+    action it names (apply, discard, ...) done by the admin's ``_act``: a redirect to the page when it worked,
+    else the error to show on it."""
+    record = model_admin.get_object(request, object_id)
+    if record is None or not model_admin.has_view_permission(request, record):
+        raise PermissionDenied
+    if request.method != "POST":
+        return record, None, ""
+    if not model_admin.has_change_permission(request, record):
+        raise PermissionDenied
+    error = model_admin._act(request, record, request.POST.get("action", ""))
+    return record, None if error else HttpResponseRedirect(model_admin._page(record)), error
+
+
 class CsvUploadForm(forms.Form):
     source = forms.CharField(max_length=50, validators=[validate_source],
                              help_text="The EHR the file comes from, as its API key's source (e.g. simplepractice): "
@@ -179,16 +194,9 @@ class CsvImportAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        record = self.get_object(request, object_id)
-        if record is None or not self.has_view_permission(request, record):
-            raise PermissionDenied
-        error = ""
-        if request.method == "POST":
-            if not self.has_change_permission(request, record):
-                raise PermissionDenied
-            error = self._act(request, record, request.POST.get("action", ""))
-            if not error:
-                return HttpResponseRedirect(self._page(record))
+        record, done, error = _upload_page_post(self, request, object_id)
+        if done is not None:
+            return done
         job = latest_job(record)
         if job is not None and job.status == CsvImportJobStatus.RUNNING and job_check_stopped(job, timezone.now()):
             record.refresh_from_db()
@@ -336,16 +344,9 @@ class RemittanceUploadAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        record = self.get_object(request, object_id)
-        if record is None or not self.has_view_permission(request, record):
-            raise PermissionDenied
-        error = ""
-        if request.method == "POST":
-            if not self.has_change_permission(request, record):
-                raise PermissionDenied
-            error = self._act(request, record, request.POST.get("action", ""))
-            if not error:
-                return HttpResponseRedirect(self._page(record))
+        record, done, error = _upload_page_post(self, request, object_id)
+        if done is not None:
+            return done
         reports = [PostReport.from_dict(r) for r in record.report]
         return TemplateResponse(request, "admin/ehr/remittanceupload/preview.html", {
             **self.admin_site.each_context(request), "title": f"ERA: {record.file_name}", "record": record,
