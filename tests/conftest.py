@@ -17,6 +17,29 @@ pytest_plugins = ["tests.practice_fixtures", "tests.payment_fixtures"]
 logging.getLogger("factory").setLevel(logging.INFO)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reports the ids to the scheduler
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Node ids as pytest-xdist schedules them (bin/test runs one worker per core, ``--dist loadgroup``):
+    - schemathesis gives every operation's test item one id (the test function's): each gets its operation
+      in its id, as a parametrized test would (``test_api_answers_as_its_schema_says[POST /api/v1/events/]``);
+    - a test marked ``xdist_group`` gets its group in its id (``...@benchmarks``), which is how the scheduler
+      keeps a group on one worker. pytest-xdist writes it where pytest 9 no longer reads it (``_nodeid``),
+      so it is written here where pytest 9 does."""
+    from _pytest.nodeid import coerce_node_id
+
+    grouped = bool(getattr(session.config.option, "loadgroup", False))  # set on workers by pytest-xdist
+    for item in session.items:
+        nodeid = item.nodeid
+        operation = getattr(item, "operation_label", None)
+        if operation and not nodeid.endswith("]"):
+            nodeid = f"{nodeid}[{operation}]"
+        groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args})
+        if grouped and groups and "@" not in nodeid:
+            nodeid = f"{nodeid}@{'_'.join(groups)}"
+        if nodeid != item.nodeid:
+            item._id = coerce_node_id(nodeid)
+
+
 @pytest.fixture(autouse=True)
 def _staff_pass_the_second_factor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Staff need a second factor for every admin page (portal.security.StaffSessionMiddleware). A test that

@@ -11,8 +11,10 @@ dropped afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,10 @@ import psycopg
 import pytest
 from django.db import connection, connections
 
+# With pytest-xdist (bin/test runs one worker per core) this module's tests run on one worker: each worker
+# that ran any of them would otherwise start every bench (the module fixture below).
+pytestmark = pytest.mark.xdist_group("benchmarks")
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
 
@@ -35,7 +41,7 @@ BENCHES: dict[str, tuple[list[str], list[str], str]] = {
                     ["admin_lists"], "--database"),
     "reports": (["bench/reports.py", "--appointments", "200", "--repeat", "1", "--no-smaller"], ["reports"],
                 "--database"),
-    "charge_run": (["bench/charge_run.py", "--charges", "3"], ["charges"], "env"),
+    "charge_run": (["bench/charge_run.py", "--charges", "3", "--rounds", "2"], ["charges"], "env"),
     "csv_import": (["bench/csv_import.py", "--sizes", "30"], ["csv"], "env"),
     "ingest": (["bench/ingest.py", "--appointments", "40", "--batch", "20", "--server", "runserver"], ["ingest"],
                "env"),
@@ -50,12 +56,17 @@ class Run:
     process: subprocess.Popen[bytes]
     output: IO[bytes]
 
+    def stop(self) -> None:
+        """Stop the bench and whatever it started (a portal server, a fake Stripe server): its whole session."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def finished(self) -> str:
         try:
             self.process.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.stop()
         self.output.seek(0)
         return self.output.read().decode(errors="replace")
 
@@ -87,14 +98,13 @@ def runs(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Ite
                 command = [*command, how, first]
             program = [sys.executable] if command[0].endswith(".py") else ["bash"]
             output = tempfile.TemporaryFile()  # noqa: SIM115 - closed at teardown, after the test read it
+            # Each in a session of its own, so stopping it stops the servers it started too.
             started[bench] = Run(subprocess.Popen([*program, *command], cwd=ROOT, env=env, stdout=output,
-                                                  stderr=subprocess.STDOUT), output)
+                                                  stderr=subprocess.STDOUT, start_new_session=True), output)
         yield started
     finally:
         for run in started.values():
-            if run.process.poll() is None:
-                run.process.kill()
-                run.process.wait()
+            run.stop()
             run.output.close()
         each('DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -34,7 +34,8 @@ from integrations.ehr import keys
 from portal.wsgi import application
 from tests.integrations.ehr.conftest import SOURCE, Call, appointment_body, client_body, clinician_body
 
-pytestmark = pytest.mark.django_db
+# On one pytest-xdist worker, all of them: test_the_run_made_enough_requests counts this process's requests.
+pytestmark = [pytest.mark.django_db, pytest.mark.xdist_group("api_fuzz")]
 
 ROOT = Path(__file__).resolve().parents[4]
 # Generated requests per operation, on top of the boundary cases: with the 24 operations the run makes
