@@ -14,8 +14,10 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import models
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.functional import cached_property
 
 from billing.money import format_cents
@@ -162,6 +164,43 @@ class ReadOnlyInline(ViewOnlyMixin, admin.TabularInline):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Every column is a display: listing them here also lets columns be admin methods.
         return self.fields
+
+
+class NewestRowsFormSet(BaseInlineFormSet):
+    """The inline's first ``rows_shown`` rows by its ordering (newest first), read with one more to learn
+    whether there are others (``more``): no count of a client's whole history on every page view."""
+
+    rows_shown = 20
+
+    def get_queryset(self) -> Any:
+        if not hasattr(self, "_newest"):
+            found = list(super().get_queryset()[: self.rows_shown + 1])
+            self.more = len(found) > self.rows_shown
+            self._newest = found[: self.rows_shown]
+        return self._newest
+
+    @property
+    def all_rows_url(self) -> str:
+        """The model's own list, filtered to this record: where every row is (searchable, paged)."""
+        assert self.model is not None
+        opts = self.model._meta
+        fk = self.fk
+        return (reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+                + f"?{fk.name}__{fk.target_field.name}__exact={self.instance.pk}")
+
+    @property
+    def all_rows_label(self) -> str:
+        assert self.model is not None
+        return f"All {self.model._meta.verbose_name_plural} of this {self.instance._meta.verbose_name}"
+
+
+class NewestRowsInline(ReadOnlyInline):
+    """A related list that grows with the years (a client's charges, ledger): the page shows the newest
+    ``rows_shown`` and links to the model's list for the rest, so a client's page costs the same after five
+    years of weekly sessions as after five."""
+
+    formset = NewestRowsFormSet
+    template = "admin/billing/newest_rows_inline.html"
 
 
 class IdCheckedAutocompleteSelect(AutocompleteSelect):

@@ -14,7 +14,7 @@ from billing.admin import estimates, linking, money, statements
 from billing.admin.common import (
     DollarsMixin,
     IdCheckedAutocompleteMixin,
-    ReadOnlyInline,
+    NewestRowsInline,
     dollars,
     has_billing_permission,
 )
@@ -121,7 +121,7 @@ class PolicyAcknowledgmentInline(admin.TabularInline):
     fields = ("policy_version", "acknowledged_at", "source", "ip_address")
 
 
-class ClientChargeInline(ReadOnlyInline):
+class ClientChargeInline(NewestRowsInline):
     model = Charge
     verbose_name_plural = "charges"
     fields = ("kind", "amount", "status", "scheduled_for", "appointment", "payment_reference")
@@ -135,7 +135,7 @@ class ClientChargeInline(ReadOnlyInline):
         return dollars(charge.amount_cents)
 
 
-class LedgerEntryInline(ReadOnlyInline):
+class LedgerEntryInline(NewestRowsInline):
     model = LedgerEntry
     verbose_name_plural = "ledger (newest first)"
     fields = ("occurred_on", "kind", "amount", "memo", "charge", "appointment", "actor", "created_at")
@@ -149,7 +149,7 @@ class LedgerEntryInline(ReadOnlyInline):
         return dollars(entry.amount_cents)
 
 
-class StaffActionInline(ReadOnlyInline):
+class StaffActionInline(NewestRowsInline):
     model = StaffAction
     verbose_name_plural = "money taken, recorded or sent by staff"
     fields = ("created_at", "kind", "amount", "method", "reference", "reason", "payment", "user")
