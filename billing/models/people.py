@@ -74,6 +74,12 @@ class Client(ExternalRecord):
             models.Index(Lower("email"), name="client_email_lower"),
             models.Index(fields=["last_name", "first_name"], name="client_name"),
             models.Index(fields=["billing_type"], name="client_billing_type"),
+            # Two of the Today page's queues, each a small part of every client: the clients to call (oldest flag
+            # first), and the active self-pay clients a good faith estimate is owed to (in name order).
+            models.Index(fields=["flagged_at", "id"], condition=models.Q(flagged_for_outreach=True),
+                         name="client_flagged"),
+            models.Index(fields=["last_name", "first_name", "id"], name="client_estimate_owed",
+                         condition=models.Q(active=True, billing_type__in=["self_pay", "sliding_scale"])),
         ]
 
     def __str__(self) -> str:
