@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -245,14 +246,24 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/billing/charge/refund.html", context)
 
+    def _selected_holds(self, request: HttpRequest, queryset: QuerySet[Charge], is_held: Callable[[Charge], bool],
+                        held_as: str, *, nothing: str) -> tuple[list[Charge], list[str]]:
+        """The release actions' selection: the selected charges held this way, and the confirmation's warning
+        naming the others, which are left alone. None held: ``nothing`` is said and the list is empty."""
+        charges = list(queryset.select_related("client"))
+        held = [c for c in charges if is_held(c)]
+        if not held:
+            self.message_user(request, nothing, messages.WARNING)
+        others = [f"#{c.pk}" for c in charges if c not in held]
+        return held, [f"Not {held_as}, left alone: {', '.join(others)}."] if others else []
+
     @admin.action(description="Charge now anyway (approve above the cap)", permissions=["release"])
     def release_charge(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
-        charges = list(queryset.select_related("client"))
-        held = [c for c in charges if is_cap_hold(c)]
-        others = [c for c in charges if c not in held]
+        held, left_alone = self._selected_holds(
+            request, queryset, is_cap_hold, "held above the cap",
+            nothing="None of the selected charges is held above the practice's cap (a charge waiting for a card goes "
+                    "ahead when the client saves one).")
         if not held:
-            self.message_user(request, "None of the selected charges is held above the practice's cap (a charge "
-                                       "waiting for a card goes ahead when the client saves one).", messages.WARNING)
             return None
         form = WhyForm(request.POST if confirmed(request) else None)
         if not form.is_valid():
@@ -262,8 +273,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                 intro="These charges are held above the practice's per-charge cap. They will be charged on the "
                       "next billing run:",
                 rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)} ({c.hold_reason})" for c in held],
-                warnings=[f"Not held above the cap, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
-                if others else [])
+                warnings=left_alone)
         self._each(request, held, lambda c, actor, user: charge_release(
             charge=c, now=timezone.now(), actor=actor, user=user, why=form.cleaned_data["why"]),
             "Charge #{} will be charged on the next billing run.")
@@ -271,12 +281,10 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Release waiting charges: notice first, then charge", permissions=["release"])
     def release_waiting(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
-        charges = list(queryset.select_related("client"))
-        held = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD]
-        others = [c for c in charges if c not in held]
+        held, left_alone = self._selected_holds(
+            request, queryset, lambda c: c.status == ChargeStatus.DUE and c.hold_reason == CHOICE_HOLD,
+            "waiting for a choice", nothing="None of the selected charges waits since before its client saved a card.")
         if not held:
-            self.message_user(request, "None of the selected charges waits since before its client saved a card.",
-                              messages.WARNING)
             return None
         hours = Practice.load().pre_charge_notice_hours
         if not confirmed(request):
@@ -286,8 +294,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                 intro=f"Each client gets one notice listing their charges now; the card is charged {hours} "
                       "hour(s) later, at the notice's lead time:",
                 rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}" for c in held],
-                warnings=[f"Not waiting for a choice, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
-                if others else [])
+                warnings=left_alone)
         user = staff_user(request)
         by_client: dict[Client, list[int]] = {}
         for charge in held:
@@ -305,12 +312,10 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Charge sessions from preview: notice first, then charge", permissions=["release"])
     def release_preview(self, request: HttpRequest, queryset: QuerySet[Charge]) -> TemplateResponse | None:
-        charges = list(queryset.select_related("client"))
-        held = [c for c in charges if c.status == ChargeStatus.DUE and c.hold_reason == PREVIEW_HOLD]
-        others = [c for c in charges if c not in held]
+        held, left_alone = self._selected_holds(
+            request, queryset, lambda c: c.status == ChargeStatus.DUE and c.hold_reason == PREVIEW_HOLD,
+            "from preview", nothing="None of the selected charges is a session from preview, not charged.")
         if not held:
-            self.message_user(request, "None of the selected charges is a session from preview, not charged.",
-                              messages.WARNING)
             return None
         hours = max(Practice.load().pre_charge_notice_hours, 1)
         if not confirmed(request):
@@ -320,8 +325,7 @@ class ChargeAdmin(ActionsOnlyMixin, admin.ModelAdmin):
                 intro=f"These sessions were held while the practice previewed charging. Each client gets a notice "
                       f"on the next billing run; the card is charged {hours} hour(s) after it:",
                 rows=[f"#{c.pk} {c.client}: {format_cents(c.amount_cents)}" for c in held],
-                warnings=[f"Not from preview, left alone: {', '.join(f'#{c.pk}' for c in others)}."]
-                if others else [])
+                warnings=left_alone)
         user = staff_user(request)
         try:
             released = preview_charges_release(charges=held, now=timezone.now(), actor=f"staff:{user.get_username()}")

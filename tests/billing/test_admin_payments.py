@@ -379,6 +379,17 @@ def test_release_refuses_charges_not_held_above_the_cap(admin_client: HttpClient
     assert messages_of(response)[0].startswith("None of the selected charges is held above the practice's cap")
 
 
+def test_a_mixed_selection_names_what_is_left_alone_and_releases_only_the_held_charge(
+        admin_client: HttpClient, stripe_server: FakeStripe, held_charge: Charge) -> None:
+    paid_charge = factories.ChargeFactory.create(status=ChargeStatus.SUCCEEDED)
+    confirm = run_action(admin_client, Charge, "release_charge", [held_charge, paid_charge])
+    assert f"Not held above the cap, left alone: #{paid_charge.pk}." in confirm.text
+    done = run_action(admin_client, Charge, "release_charge", [held_charge, paid_charge], why="Agreed by phone")
+    assert messages_of(done) == [f"Charge #{held_charge.pk} will be charged on the next billing run."]
+    paid_charge.refresh_from_db()
+    assert paid_charge.status == ChargeStatus.SUCCEEDED
+
+
 def test_cancel_a_held_charge_takes_it_off_the_balance(
         admin_client: HttpClient, stripe_server: FakeStripe, held_charge: Charge) -> None:
     assert balance(held_charge.client) == 14000
