@@ -66,7 +66,7 @@ def test_a_self_pay_client_waits_in_the_queue_until_the_batch_issues_their_estim
     message = fix(http, "estimates_all", 0)
     assert "Issued 1 good faith estimate ($7,280.00 in all" in message
     estimate = GoodFaithEstimate.objects.get(client=person)
-    today = timezone.localdate()
+    today = timezone.localdate(timezone=practice.zone)  # the practice's day: from 7 PM in New York, UTC's is the next
     assert (estimate.period_start, estimate.total_cents, estimate.frequency) == (today, 52 * 14_000, "Weekly")
     assert estimate.period_end < today.replace(year=today.year + 1)
     assert estimate.delivered_to == person.email and estimate.delivered_by == "staff:desk"
