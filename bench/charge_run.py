@@ -1,6 +1,6 @@
 """How much the portal adds to each card charge, against bare stripe-python calls to the same server.
 
-    .venv/bin/python bench/charge_run.py [--charges 500] [--rounds 3] [--profile]
+    .venv/bin/python bench/charge_run.py [--charges 500] [--rounds 5] [--profile]
                                          [--measure-limit [--limit-charges 5000] [--rate 20]]
 
 Charging is bound by Stripe (25 requests/s in test mode, 100 live), so the portal's own cost per charge
@@ -396,6 +396,8 @@ def main() -> None:
         serve_stub(args.serve_stub, args.stub_latency)
         return
     count = args.charges
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     database_url = ensure_database()
     rounds: list[Round] = []

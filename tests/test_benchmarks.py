@@ -57,10 +57,12 @@ class Run:
     output: IO[bytes]
 
     def stop(self) -> None:
-        """Stop the bench and whatever it started (a portal server, a fake Stripe server): its whole session."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        """Stop a bench still running and whatever it started (a portal server, a fake Stripe server): its whole
+        session. One that ended has stopped its own servers, and its process id may be another's by now."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def finished(self) -> str:
         try:

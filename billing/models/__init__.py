@@ -56,6 +56,7 @@ from billing.models.payments import (
     StripeEvent,
 )
 from billing.models.people import (
+    ESTIMATE_BILLING_TYPES,
     BillingType,
     CategoryRate,
     Client,
@@ -77,6 +78,7 @@ __all__ = [
     "CANCELABLE_STATUSES",
     "CLIENT_REVIEW_KINDS",
     "COLLECTION_KINDS",
+    "ESTIMATE_BILLING_TYPES",
     "IN_FLIGHT_STATUSES",
     "MONEY_MOVED_STATUSES",
     "NO_CARD_HOLD",

@@ -31,6 +31,10 @@ class BillingType(models.TextChoices):
     SLIDING_SCALE = "sliding_scale", "Sliding scale"
 
 
+# Who is owed a good faith estimate: clients who pay for themselves (the law's uninsured or self-pay individuals).
+ESTIMATE_BILLING_TYPES = [BillingType.SELF_PAY, BillingType.SLIDING_SCALE]
+
+
 class StripeLinkStatus(models.TextChoices):
     NOT_LINKED = "", "Not yet linked"
     MATCHED = "matched", "Matched"
@@ -79,7 +83,7 @@ class Client(ExternalRecord):
             models.Index(fields=["flagged_at", "id"], condition=models.Q(flagged_for_outreach=True),
                          name="client_flagged"),
             models.Index(fields=["last_name", "first_name", "id"], name="client_estimate_owed",
-                         condition=models.Q(active=True, billing_type__in=["self_pay", "sliding_scale"])),
+                         condition=models.Q(active=True, billing_type__in=ESTIMATE_BILLING_TYPES)),
         ]
 
     def __str__(self) -> str:

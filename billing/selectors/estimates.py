@@ -6,10 +6,7 @@ import datetime as dt
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from billing.models import BillingType, Client, EstimateStatus, GoodFaithEstimate
-
-# Who gets an estimate: clients who pay for themselves (the law's uninsured or self-pay individuals).
-ESTIMATE_BILLING_TYPES = (BillingType.SELF_PAY, BillingType.SLIDING_SCALE)
+from billing.models import ESTIMATE_BILLING_TYPES, Client, EstimateStatus, GoodFaithEstimate
 
 
 def clients_without_estimate(*, today: dt.date) -> QuerySet[Client]:
